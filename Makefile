@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LIFECYCLE_SECRET ?= demo-secret-change-me
+
+.PHONY: demo test install browser clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The sample store on the embedded default (SQLite, file sender): one tick, emails in outbox/.
+demo: $(STAMP)
+	$(BIN)/lifecycle validate
+	$(BIN)/lifecycle db upgrade
+	$(BIN)/lifecycle demo
+	$(BIN)/lifecycle tick
+	@echo "emails written to outbox/: $$(ls outbox | wc -l)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm

@@ -1,0 +1,267 @@
+"""The `lifecycle` command line. It parses options, calls the core and prints; nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import schema
+from .campaigns import Campaign, load_campaigns
+from .clock import parse_instant, utcnow
+from .config import Config, load_config
+from .errors import LifecycleError, NotFound, ProblemsError
+
+app = typer.Typer(help="Automated lifecycle email engine.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+import_app = typer.Typer(help="Import customers or events from CSV or JSONL.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="config.yaml (default ./config.yaml or $LIFECYCLE_CONFIG)")]
+NowOption = Annotated[Optional[str], typer.Option("--now", help="ISO-8601 time to act as now (replay, test, dry-run)")]
+
+
+class UserError(LifecycleError):
+    """A bad option value: one line, exit 1."""
+
+
+def fail(error: LifecycleError) -> None:
+    lines = [str(p) for p in error.problems] if isinstance(error, ProblemsError) else [str(error)]
+    for line in lines:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except LifecycleError as exc:
+        fail(exc)
+
+
+def parse_now(value: str | None, config: Config | None = None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        return parse_instant(value, config.timezone if config else "UTC")
+    except ValueError as exc:
+        raise UserError(f"--now: {exc}") from None
+
+
+def store(config: Config):
+    return schema.open_store(config.database_url)
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None) -> Iterator:
+    """A progress bar on a terminal; silent in logs and pipes."""
+    if not err.is_terminal:
+        yield lambda n: None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(config: ConfigOption = None) -> None:
+    """Check config, every campaign and every template."""
+    from .validation import validate_all
+
+    loaded, campaigns, problems = validate_all(config)
+    if problems:
+        fail(ProblemsError(problems))
+    out.print(f"ok: config, {len(campaigns)} campaigns and their templates in {len(loaded.locales)} locales")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the schema."""
+    with user_errors():
+        cfg = load_config(config)
+        from .store import make_engine
+
+        before, after = schema.upgrade(make_engine(cfg.database_url))
+    out.print(f"schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
+
+
+def _import(kind: str, file: Path, config: Path | None, now: str | None) -> None:
+    from .importing import Importer, read_records
+
+    with user_errors():
+        cfg = load_config(config)
+        if not file.is_file():
+            raise UserError(f"{file}: no such file")
+        if file.suffix.lower() not in (".csv", ".jsonl", ".ndjson", ".json"):
+            raise UserError(f"{file}: use a .csv or .jsonl file")
+        importer = Importer(store(cfg), cfg, parse_now(now, cfg))
+        total = sum(1 for _ in file.open(encoding="utf-8", errors="replace")) or None
+        with progress_bar(f"importing {kind}", total) as advance:
+            result = getattr(importer, kind)(read_records(file), str(file), advance)
+        out.print(f"{kind}: {result.stored} stored" + (f", {result.skipped} already stored" if result.skipped else "")
+                  + (f", {len(result.problems)} bad rows not stored" if result.problems else ""))
+        if result.problems:
+            raise ProblemsError(result.problems)
+
+
+@import_app.command("customers")
+def import_customers(file: Path, config: ConfigOption = None, now: NowOption = None) -> None:
+    """Upsert customers by id from CSV or JSONL."""
+    _import("customers", file, config, now)
+
+
+@import_app.command("events")
+def import_events(file: Path, config: ConfigOption = None, now: NowOption = None) -> None:
+    """Add events from JSONL (an event whose id is already stored is skipped)."""
+    _import("events", file, config, now)
+
+
+@app.command()
+def demo(config: ConfigOption = None, now: NowOption = None,
+         customers: Annotated[int, typer.Option(help="how many sample customers")] = 400) -> None:
+    """Load a realistic sample store (signups, purchases, points, inactivity, English and Arabic)."""
+    from .demo_data import sample_customers, sample_events
+    from .importing import Importer
+
+    with user_errors():
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        people = sample_customers(moment, count=customers)
+        events = sample_events(people, moment)
+        importer = Importer(store(cfg), cfg, moment, source="demo")
+        stored = importer.customers(enumerate(people, 1), "demo customers")
+        happened = importer.events(enumerate(events, 1), "demo events")
+        if stored.problems or happened.problems:
+            raise ProblemsError(stored.problems + happened.problems)
+    out.print(f"demo store: {stored.stored} customers, {happened.stored} events"
+              + (f" ({happened.skipped} already there)" if happened.skipped else ""))
+
+
+@app.command()
+def tick(config: ConfigOption = None, now: NowOption = None,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; change nothing")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False) -> None:
+    """One pass: evaluate every campaign, then send what is due."""
+    from .scheduler import tick as run_tick
+    from .senders import load_sender
+
+    with user_errors():
+        cfg, campaigns = _load(config)
+        moment = parse_now(now, cfg)
+        sender = load_sender(cfg)
+        try:
+            with progress_bar("sending", None) as advance:
+                report = run_tick(cfg, campaigns, store(cfg), sender, moment, dry_run=dry_run, progress=advance)
+        finally:
+            sender.close()
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        return
+    _print_tick(report)
+
+
+def _print_tick(report) -> None:
+    table = Table(title=f"tick at {report.now.isoformat()}" + (" (dry run: nothing changed)" if report.dry_run else ""))
+    for column in ("campaign", "entered", "sent", "other"):
+        table.add_column(column)
+    for name, counts in sorted(report.counts.items()):
+        other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("entered", "sent"))
+        table.add_row(name, str(counts.get("entered", 0)), str(counts.get("sent", 0)), other)
+    out.print(table)
+    if report.dry_run:
+        for plan in report.planned:
+            detail = plan["reason"] or ""
+            out.print(f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']} {detail}",
+                      markup=False)
+
+
+def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
+    cfg = load_config(config)
+    cfg.secret_keys()
+    return cfg, load_campaigns(cfg)
+
+
+@app.command()
+def preview(campaign: str, customer: Annotated[str, typer.Option("--customer", help="customer id")],
+            step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
+            locale: Annotated[Optional[str], typer.Option(help="render in this locale")] = None,
+            out_file: Annotated[Optional[Path], typer.Option("--out", help="write the message (.eml) or HTML (.html) here")] = None,
+            config: ConfigOption = None) -> None:
+    """Render one step for one customer without sending."""
+    from .previews import render_preview
+
+    with user_errors():
+        cfg, campaigns = _load(config)
+        email = render_preview(cfg, campaigns, store(cfg), campaign, customer, step, locale)
+    if out_file:
+        out_file.write_bytes(email.html.encode() if out_file.suffix.lower() in (".html", ".htm") else email.raw)
+        out.print(f"wrote {out_file}")
+    else:
+        sys.stdout.write(f"Subject: {email.subject}\nTo: {email.to}\n\n{email.text}")
+
+
+@app.command("send-test")
+def send_test(campaign: str, to: Annotated[str, typer.Option("--to", help="where to send the test")],
+              customer: Annotated[Optional[str], typer.Option("--customer", help="render for this customer")] = None,
+              step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
+              config: ConfigOption = None) -> None:
+    """One real send through the configured sender."""
+    from .previews import send_test as deliver_test
+    from .senders import load_sender
+
+    with user_errors():
+        cfg, campaigns = _load(config)
+        sender = load_sender(cfg)
+        try:
+            result = deliver_test(cfg, campaigns, store(cfg), sender, campaign, to, customer, step)
+        finally:
+            sender.close()
+    if not result.ok:
+        fail(UserError(f"send-test failed: {result.error}"))
+    out.print(f"sent {campaign} step {step} to {to} (message id {result.message_id})", markup=False)
+
+
+@app.command()
+def suppress(email: str, reason: Annotated[str, typer.Option(help="why")] = "manual",
+             config: ConfigOption = None) -> None:
+    """Add an address to the suppression list: it gets nothing, of any type."""
+    from .suppressions import add_suppression
+
+    with user_errors():
+        cfg = load_config(config)
+        added = add_suppression(store(cfg), email, reason, utcnow())
+    out.print(f"{email} suppressed ({reason})" if added else f"{email} was already suppressed", markup=False)
+
+
+@app.command()
+def unsuppress(email: str, config: ConfigOption = None) -> None:
+    """Remove an address from the suppression list."""
+    from .suppressions import remove_suppression
+
+    with user_errors():
+        cfg = load_config(config)
+        if not remove_suppression(store(cfg), email):
+            raise NotFound(f"{email} is not on the suppression list")
+    out.print(f"{email} unsuppressed", markup=False)
+
+
+def main() -> None:
+    app()

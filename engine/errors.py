@@ -1,0 +1,50 @@
+"""The error hierarchy. Every message is written for the marketer or operator who must act on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LifecycleError(Exception):
+    """Base of every error the engine reports to a user (exit status 1)."""
+
+
+@dataclass
+class Problem:
+    """One located problem in a file the user wrote: `file:line:col: message`."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class ProblemsError(LifecycleError):
+    """One or more located problems in config, campaigns, templates or imported data."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(ProblemsError):
+    """config.yaml is invalid or a required secret is missing."""
+
+
+class CampaignError(ProblemsError):
+    """A campaign file is invalid."""
+
+
+class TemplateError(ProblemsError):
+    """A template does not parse, compile or render."""
+
+
+class ImportDataError(ProblemsError):
+    """Rows of an import file are invalid; none of the bad rows were stored."""
+
+
+class NotFound(LifecycleError):
+    """A named campaign, customer or step does not exist."""

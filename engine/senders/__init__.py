@@ -1,0 +1,34 @@
+"""Senders, chosen by `sender.backend`: a built-in name or `package.module:Class`."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ..config import Config
+from ..errors import ConfigError, Problem
+from .base import Sender, SendResult
+
+BUILT_IN = {
+    "file": "engine.senders.file:FileSender",
+    "null": "engine.senders.null:NullSender",
+    "smtp": "engine.senders.smtp:SmtpSender",
+    "sendgrid": "engine.senders.sendgrid:SendgridSender",
+}
+
+
+def load_sender(config: Config) -> Sender:
+    target = BUILT_IN.get(config.sender.backend, config.sender.backend)
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError([Problem(str(config.root / "config.yaml"), 1, 1,
+                                   f"sender.backend: '{config.sender.backend}' is not file, smtp, sendgrid, null "
+                                   "or an importable package.module:Class")]) from None
+    if not (isinstance(cls, type) and issubclass(cls, Sender)):
+        raise ConfigError([Problem(str(config.root / "config.yaml"), 1, 1,
+                                   f"sender.backend: {target} is not a subclass of engine.senders.Sender")])
+    return cls(config)
+
+
+__all__ = ["Sender", "SendResult", "load_sender"]

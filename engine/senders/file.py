@@ -1,0 +1,31 @@
+"""Writes each message to `<directory>/<send id>.eml`: the embedded default, and a dry outbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..message import OutgoingEmail
+from .base import Sender, SendResult
+
+
+class FileSender(Sender):
+    def __init__(self, config):
+        super().__init__(config)
+        directory = Path(config.sender.file.directory)
+        self.directory = directory if directory.is_absolute() else config.root / directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        return [self._write(email) for email in emails]
+
+    def _write(self, email: OutgoingEmail) -> SendResult:
+        final = self.directory / f"{email.send_id}.eml"
+        partial = final.with_suffix(".eml.part")
+        try:
+            partial.write_bytes(email.raw)
+            os.replace(partial, final)  # a reader never sees half a message
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            return SendResult(email.send_id, ok=False, error=f"cannot write {final}: {exc}", transient=True)
+        return SendResult(email.send_id, ok=True, message_id=email.message_id)

@@ -1,0 +1,11 @@
+"""Accepts every message and delivers none: for load tests and dry environments."""
+
+from __future__ import annotations
+
+from ..message import OutgoingEmail
+from .base import Sender, SendResult
+
+
+class NullSender(Sender):
+    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        return [SendResult(email.send_id, ok=True, message_id=email.message_id) for email in emails]

@@ -1,0 +1,161 @@
+"""The customer store and the ledger tables (SQLModel on SQLAlchemy 2), and the database engine.
+
+Times are aware datetimes in UTC (timestamptz on PostgreSQL). Free-form customer attributes and event properties are JSON, so
+that conditions on them run in the database (`json_extract` on SQLite, `->>` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Customer(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    external_id: str = Field(unique=True, index=True, max_length=200)
+    email: str = Field(index=True, max_length=320)
+    first_name: Optional[str] = None
+    last_name: Optional[str] = None
+    locale: Optional[str] = Field(default=None, max_length=20)
+    timezone: Optional[str] = Field(default=None, max_length=64)
+    created_at: datetime = Field(index=True)
+    confirmed_at: Optional[datetime] = None
+    confirmed_source: Optional[str] = None
+    unsubscribed_at: Optional[datetime] = None
+    # The customer's own frequency choice, lower than the marketing cap: `weekly` or `monthly`.
+    frequency: Optional[str] = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType, nullable=False))
+
+
+class Event(SQLModel, table=True):
+    __table_args__ = (Index("ix_event_customer_name_at", "customer_id", "name", "at"),
+                      Index("ix_event_customer_at", "customer_id", "at"),
+                      Index("ix_event_name_at", "name", "at"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    uid: Optional[str] = Field(default=None, unique=True, max_length=200)
+    customer_id: int = Field(foreign_key="customer.id")
+    name: str = Field(max_length=100)
+    at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType, nullable=False))
+
+
+class Subscription(SQLModel, table=True):
+    """The customer's current choice for one topic; absent means the topic's default."""
+
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    topic: str = Field(primary_key=True, max_length=100)
+    subscribed: bool
+    updated_at: datetime
+    source: str = Field(max_length=100)
+
+
+class Consent(SQLModel, table=True):
+    """An append-only record of every consent change: what, when and through which channel."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    action: str = Field(max_length=50)  # subscribe, unsubscribe, unsubscribe_all, confirm, ...
+    topic: Optional[str] = None
+    at: datetime
+    source: str = Field(max_length=100)
+
+
+class Suppression(SQLModel, table=True):
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(max_length=100)
+    created_at: datetime
+
+
+class Entry(SQLModel, table=True):
+    """A customer entering a campaign once per entry key: the database forbids a second one."""
+
+    __table_args__ = (UniqueConstraint("campaign", "customer_id", "entry_key", name="uq_entry_key"),
+                      Index("ix_entry_campaign_customer", "campaign", "customer_id", "entered_at"),
+                      Index("ix_entry_unscheduled", "scheduled"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=100)
+    customer_id: int = Field(foreign_key="customer.id")
+    entry_key: str = Field(max_length=100)
+    entered_at: datetime
+    event_id: Optional[int] = Field(default=None, foreign_key="event.id")
+    held_out: bool = False
+    scheduled: bool = False
+    # active, completed, exited, stopped (a step was skipped), expired, held_out
+    status: str = Field(default="active", max_length=20)
+
+
+class Send(SQLModel, table=True):
+    """One step of one entry: scheduled, then sent, failed, skipped (with reason), expired, ..."""
+
+    __table_args__ = (UniqueConstraint("entry_id", "step", name="uq_send_step"),
+                      Index("ix_send_status_next", "status", "next_attempt_at"),
+                      Index("ix_send_customer_sent", "customer_id", "sent_at"),
+                      Index("ix_send_campaign_status", "campaign", "status"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    entry_id: int = Field(foreign_key="entry.id")
+    campaign: str = Field(max_length=100)
+    customer_id: int = Field(foreign_key="customer.id")
+    step: int
+    marketing: bool = True
+    priority: int = 0
+    variant: Optional[str] = None
+    due_at: datetime
+    next_attempt_at: datetime
+    status: str = Field(default="scheduled", max_length=20)
+    reason: Optional[str] = None
+    attempts: int = 0
+    to_email: Optional[str] = None
+    sent_at: Optional[datetime] = None
+    message_id: Optional[str] = None
+    updated_at: Optional[datetime] = None
+
+
+class Delivery(SQLModel, table=True):
+    """What the provider told us after the send: delivered, open, click, bounce, spamreport, ..."""
+
+    __table_args__ = (UniqueConstraint("provider_event_id", name="uq_delivery_event"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    send_id: int = Field(foreign_key="send.id", index=True)
+    kind: str = Field(max_length=30)
+    at: datetime
+    provider_event_id: Optional[str] = Field(default=None, max_length=200)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store. SQLite gets WAL, a busy timeout and write transactions that take
+    the write lock up front, so two ticks at once serialise instead of failing mid-way."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def insert_new(connection, table, conflict: list[str]):
+    """`INSERT ... ON CONFLICT DO NOTHING` for the connection's database: the unique keys, not
+    the code, decide what already exists, so concurrent or repeated evaluation adds nothing twice."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=conflict)

@@ -1,0 +1,97 @@
+"""`lifecycle validate`: config, every campaign and every template, with every problem located."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .campaigns import Campaign, load_campaigns
+from .config import Config, load_config
+from .demo_data import sample_customers, sample_events
+from .errors import Problem, ProblemsError, TemplateError
+from .rendering import Renderer, template_context
+
+PLACEHOLDER = "sample"
+
+
+class SampleRecord(dict):
+    """A sample customer or event: known fields from the demo store, anything else a placeholder,
+    so that validation checks the template itself rather than one customer's data."""
+
+    def __missing__(self, key: str) -> Any:
+        return PLACEHOLDER
+
+
+def validate_all(config_file: str | None) -> tuple[Config | None, list[Campaign], list[Problem]]:
+    try:
+        config = load_config(config_file)
+    except ProblemsError as exc:
+        return None, [], exc.problems
+    problems: list[Problem] = []
+    try:
+        config.secret_keys()
+    except ProblemsError as exc:
+        problems += exc.problems
+    try:
+        campaigns = load_campaigns(config)
+    except ProblemsError as exc:
+        return config, [], problems + exc.problems
+    problems += check_templates(config, campaigns)
+    return config, campaigns, problems
+
+
+def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
+    """Render every step of every campaign in every locale against sample data."""
+    now = datetime.now(timezone.utc)
+    renderer = Renderer(config)
+    customers = sample_customers(now, count=40)
+    events = sample_events(customers, now)
+    links = {"preferences": f"{config.public_url}/preferences/TOKEN-P",
+             "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
+             "confirm": f"{config.public_url}/confirm/TOKEN-C"}
+    problems: dict[str, Problem] = {}
+    for campaign in campaigns:
+        event = _sample_event(campaign, events)
+        for locale in config.locales:
+            customer = _sample_customer(customers, locale)
+            for number, step in enumerate(campaign.steps, start=1):
+                for content in step.choices():
+                    context = template_context(config, campaign, number, customer, event, links)
+                    context["locale"] = locale
+                    try:
+                        rendered = renderer.render(content.template, content.subject, context)
+                    except TemplateError as exc:
+                        for p in exc.problems:
+                            problems.setdefault(str(p), _from_campaign(p, campaign))
+                        continue
+                    if campaign.marketing and not (links["unsubscribe"] in rendered.html
+                                                   or links["preferences"] in rendered.html):
+                        p = Problem(str(renderer.folder / (renderer.template_file(content.template, locale) or content.template)),
+                                    1, 1, f"marketing template '{content.template}' ({locale}) has no "
+                                    "links.unsubscribe or links.preferences link")
+                        problems.setdefault(str(p), p)
+    return list(problems.values())
+
+
+def _from_campaign(problem: Problem, campaign: Campaign) -> Problem:
+    """A subject is written in the campaign file: point there."""
+    if problem.file.startswith("subject of"):
+        return Problem(campaign.source, 1, 1, f"{problem.file}: {problem.message}")
+    return problem
+
+
+def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
+    chosen = max((c for c in customers if c.get("locale") == locale), default=customers[0],
+                 key=lambda c: len(c.get("attributes", c)))
+    record = SampleRecord({k: v for k, v in chosen.items() if k not in ("topics", "attributes")})
+    record.update(chosen.get("attributes", {}))
+    record["locale"] = locale
+    return record
+
+
+def _sample_event(campaign: Campaign, events: list[dict]) -> SampleRecord | None:
+    name = campaign.trigger.event
+    if name is None:
+        return None
+    sample = next((e for e in events if e["event"] == name), {"at": datetime.now(timezone.utc).isoformat()})
+    return SampleRecord(name=name, at=sample["at"], properties=SampleRecord(sample.get("properties", {})))
