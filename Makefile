@@ -24,7 +24,7 @@ demo: $(STAMP)
 	@echo "emails written to outbox/: $$(ls outbox | wc -l)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm

@@ -81,10 +81,12 @@ def recipient(email: OutgoingEmail) -> dict[str, str]:
 
 
 def to_name(raw: bytes) -> str | None:
+    """OutgoingEmail keeps the name only in `raw`: read it from the header block alone."""
     if not raw:
         return None
+    head = raw.split(b"\r\n\r\n", 1)[0]
     try:
-        addresses = BytesHeaderParser(policy=default_policy).parsebytes(raw)["To"].addresses
+        addresses = BytesHeaderParser(policy=default_policy).parsebytes(head)["To"].addresses
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
     return addresses[0].display_name if addresses else None

@@ -114,8 +114,9 @@ class SmtpSender(Sender):
             code, reply = exc.recipients.get(email.to) or next(iter(exc.recipients.values()))
             return reply_result(email.send_id, code, reply, recipient=True)
         except smtplib.SMTPResponseException as exc:
-            if exc.smtp_code == 421:  # the server is closing this channel
+            if exc.smtp_code == 421:  # "closing channel", often an idle timeout: a broken link
                 self._drop()
+                raise smtplib.SMTPServerDisconnected(f"smtp 421 {decode(exc.smtp_error)}") from exc
             return reply_result(email.send_id, exc.smtp_code, exc.smtp_error, recipient=False)
         except smtplib.SMTPServerDisconnected:
             raise

@@ -1,0 +1,110 @@
+"""A throwaway project (config.yaml, campaigns/, templates/emails/, a SQLite file) driven through
+the `lifecycle` command line, as marketers and operators drive it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import textwrap
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+LAYOUT = """<mjml><mj-body><mj-section><mj-column><mj-text>
+{{% block content %}}{{% endblock %}}
+<a href="{{{{ links.unsubscribe }}}}">Unsubscribe</a> <a href="{{{{ links.preferences }}}}">Preferences</a>
+{{{{ brand.address }}}}
+</mj-text></mj-column></mj-section></mj-body></mjml>"""
+
+BASE_CONFIG = {
+    "database": "sqlite:///store.db",
+    "from": {"email": "hello@shop.example", "name": "Shop"},
+    "brand": {"name": "Shop", "address": "1 Test Street", "url": "https://shop.example"},
+    "public_url": "http://localhost:8000",
+    "timezone": "UTC",
+    "locales": ["en", "ar"],
+    "sender": {"backend": "file", "file": {"directory": "outbox"}},
+    "topics": {"news": {"title": {"en": "News", "ar": "الأخبار"}},
+               "offers": {"title": "Offers"}},
+}
+
+
+class Project:
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "campaigns").mkdir()
+        (root / "templates" / "emails").mkdir(parents=True)
+        self.config(**{})
+        self.template("plain", "Hello {{ customer.first_name }}, step {{ step.number }}.")
+
+    def config(self, **overrides) -> None:
+        data = {**BASE_CONFIG, **overrides}
+        (self.root / "config.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    def campaign(self, name: str, text: str) -> None:
+        (self.root / "campaigns" / f"{name}.yaml").write_text(textwrap.dedent(text))
+
+    def template(self, name: str, body: str, layout: str = LAYOUT) -> None:
+        source = "{% extends '_layout.mjml' %}{% block content %}" + body + "{% endblock %}"
+        (self.root / "templates" / "emails" / "_layout.mjml").write_text(layout.format())
+        (self.root / "templates" / "emails" / f"{name}.mjml").write_text(source)
+
+    def cli(self, *args: str, expect: int | None = 0):
+        result = CliRunner().invoke(app, [*args, "--config", str(self.root / "config.yaml")])
+        if expect is not None:
+            assert result.exit_code == expect, (result.output, result.exception)
+        return result
+
+    def jsonl(self, name: str, records: list[dict]) -> Path:
+        path = self.root / name
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return path
+
+    def customers(self, *records: dict) -> None:
+        self.cli("import", "customers", str(self.jsonl("customers.jsonl", list(records))))
+
+    def events(self, *records: dict) -> None:
+        self.cli("import", "events", str(self.jsonl("events.jsonl", list(records))))
+
+    def tick(self, now: str, *extra: str) -> dict:
+        return json.loads(self.cli("tick", "--now", now, "--json", *extra).stdout)["campaigns"]
+
+    def query(self, sql: str, *params):
+        with sqlite3.connect(self.root / "store.db") as db:
+            return db.execute(sql, params).fetchall()
+
+    def sends(self, campaign: str | None = None) -> list[tuple]:
+        """(campaign, customer id, step, status, reason) for every send, in id order."""
+        rows = self.query("""SELECT s.campaign, c.external_id, s.step, s.status, s.reason FROM send s
+                             JOIN customer c ON c.id = s.customer_id ORDER BY s.id""")
+        return [r for r in rows if campaign is None or r[0] == campaign]
+
+    def sent(self, campaign: str | None = None) -> list[tuple[str, int]]:
+        """(customer id, step) of the sends that went out, in the order they went."""
+        rows = self.query("""SELECT s.campaign, c.external_id, s.step FROM send s JOIN customer c
+                             ON c.id = s.customer_id WHERE s.status = 'sent' ORDER BY s.sent_at, s.id""")
+        return [(r[1], r[2]) for r in rows if campaign is None or r[0] == campaign]
+
+    def outbox(self) -> list:
+        folder = self.root / "outbox"
+        files = sorted(folder.glob("*.eml"), key=lambda p: int(p.stem)) if folder.exists() else []
+        return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
+    monkeypatch.delenv("LIFECYCLE_CONFIG", raising=False)
+    return Project(tmp_path)
+
+
+def customer(cid: str, **fields) -> dict:
+    return {"id": cid, "email": f"{cid}@example.com", "first_name": cid.title(),
+            "created_at": "2026-01-01T00:00:00Z", **fields}
