@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, Mapping
 
 import sendgrid
@@ -113,7 +113,8 @@ def request_body(emails: list[OutgoingEmail], sandbox: bool) -> dict[str, Any]:
     if shared:
         body["headers"] = shared
     if first.headers.get("Reply-To"):
-        body["reply_to"] = {"email": one_line(first.headers["Reply-To"])}
+        name, email = parseaddr(one_line(first.headers["Reply-To"]))
+        body["reply_to"] = address(email or one_line(first.headers["Reply-To"]), name)
     return body
 
 
