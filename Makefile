@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LIFECYCLE_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test install browser clean bench
+.PHONY: demo test install browser postgres clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ demo: $(STAMP)
 	$(BIN)/lifecycle tick
 	@echo "emails written to outbox/: $$(ls outbox | wc -l)"
 
-test: $(STAMP)
+# Debian's Chromium for the tests that look at pages and emails as a person would (no downloads).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/tick_welcome.py
+	$(BIN)/python bench/web_latency.py
 
 clean:
 	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm

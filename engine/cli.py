@@ -263,5 +263,52 @@ def unsuppress(email: str, config: ConfigOption = None) -> None:
     out.print(f"{email} unsuppressed", markup=False)
 
 
+@app.command()
+def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="only this campaign")] = None,
+           since: Annotated[Optional[str], typer.Option("--since", help="only entries from this ISO-8601 time on")] = None,
+           output: Annotated[str, typer.Option("--format", help="table, json or html")] = "table",
+           config: ConfigOption = None, now: NowOption = None) -> None:
+    """Campaign figures and holdout lift, retention (CRR), stages and churn risk."""
+    from .report_html import report_page
+    from .report_table import report_tables
+    from .reporting import build_report
+
+    with user_errors():
+        if output not in ("table", "json", "html"):
+            raise UserError(f"--format: '{output}' is not one of table, json, html")
+        cfg = load_config(config)
+        campaigns = load_campaigns(cfg)
+        moment = parse_now(now, cfg)
+        try:
+            start = parse_instant(since, cfg.timezone) if since is not None else None
+        except ValueError as exc:
+            raise UserError(f"--since: {exc}") from None
+        with progress_bar("reporting", len(campaigns) + 1) as advance:
+            result = build_report(store(cfg), cfg, campaigns, moment, since=start, campaign=campaign,
+                                  progress=advance)
+    if output == "json":
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    elif output == "html":
+        sys.stdout.write(report_page(result))
+    else:
+        for table in report_tables(result):
+            out.print(table)
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+          config: ConfigOption = None) -> None:
+    """The web service: preference centre, one-click unsubscribe, confirmation, API, webhooks."""
+    import uvicorn
+
+    from .web import create_app
+
+    with user_errors():
+        web = create_app(load_config(config))
+    # No access log: the paths carry customers' link tokens.
+    uvicorn.run(web, host=host, port=port, access_log=False, server_header=False, proxy_headers=True)
+
+
 def main() -> None:
     app()

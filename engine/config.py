@@ -81,6 +81,7 @@ class SendgridSender(Strict):
     api_key_env: str = "SENDGRID_API_KEY"
     sandbox: bool = False
     base_url: str = "https://api.sendgrid.com"
+    webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # verifies the signed Event Webhook
 
 
 class SenderConfig(Strict):

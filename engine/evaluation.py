@@ -65,7 +65,7 @@ class Evaluator:
                        (literal("event:") + cast(Event.id, String)).label("entry_key"),
                        Event.at.label("entered_at"), Event.id.label("event_id"))
                 .where(Event.name == trigger.event, Event.at <= self.now,
-                       self.conditions.where(trigger.where)))
+                       Event.at >= self.now - self.lookback(campaign), self.conditions.where(trigger.where)))
 
     def _inactivity_candidates(self, campaign: Campaign):
         rule = campaign.trigger.inactivity
@@ -76,7 +76,7 @@ class Evaluator:
         return (select(Customer.id.label("customer_id"),
                        (literal("inactive:") + cast(last, String)).label("entry_key"),
                        shifted(last, rule.for_).label("entered_at"), null().label("event_id"))
-                .where(last <= self.now - rule.for_))
+                .where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign)))
 
     def _schedule_candidates(self, campaign: Campaign):
         firings = self.firings(campaign)
@@ -144,7 +144,8 @@ class Evaluator:
         return as_utc(parsed, zone)
 
     def lookback(self, campaign: Campaign) -> timedelta:
-        """How far back a calendar trigger still matters: older entries would only expire."""
+        """How far back a trigger still matters: an older entry's first step would only expire,
+        so importing last year's history creates nothing, and a tick never rescans it."""
         return campaign.expire_after + campaign.steps[0].delay
 
     # -- entering --------------------------------------------------------------------------------
@@ -182,7 +183,8 @@ class Evaluator:
         source = select(literal(campaign.name), rows.c.customer_id, rows.c.entry_key, rows.c.entered_at,
                         rows.c.event_id, literal(False), literal(False), literal("active")
                         ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-        return self.connection.execute(statement.from_select(columns, source)).rowcount or 0
+        # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
+        return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
 
     def reentry_block(self, campaign: Campaign, c):
         """An earlier entry that keeps this candidate out, per `reentry`."""

@@ -40,6 +40,10 @@ class BadRecord(ValueError):
     pass
 
 
+class _Refused(Exception):
+    """Rolls back an all-or-nothing import once a record is found bad while storing."""
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
     """(line, record) for each record of a CSV or JSONL file; a malformed line yields BadRecord."""
     if path.suffix.lower() == ".csv":
@@ -169,6 +173,32 @@ class Importer:
     def events(self, records: Iterable[tuple[int, Any]], label: str,
                progress: Callable[[int], None] | None = None) -> ImportResult:
         return self._run(records, label, lambda r: clean_event(r, self.config), self._store_events, progress)
+
+    def all_or_nothing(self, kind: str, records: list[Any], label: str) -> ImportResult:
+        """The API's import: every record is checked first and then all are stored in ONE
+        transaction, or none is. A problem's `line` is the record's index in the list.
+        `kind` is "customers" or "events"."""
+        clean = {"customers": lambda r: clean_customer(r, self.config, self.now),
+                 "events": lambda r: clean_event(r, self.config)}[kind]
+        store = {"customers": self._store_customers, "events": self._store_events}[kind]
+        result, batch = ImportResult(), []
+        for index, record in enumerate(records):
+            try:
+                if not isinstance(record, dict):
+                    raise BadRecord("each item must be a JSON object")
+                batch.append((index, clean(record)))
+            except BadRecord as exc:
+                result.problems.append(Problem(label, index, 1, str(exc)))
+        if result.problems or not batch:
+            return result
+        try:
+            with self.engine.begin() as connection:
+                store(connection, batch, label, result)
+                if result.problems:  # e.g. an event's customer does not exist
+                    raise _Refused
+        except _Refused:
+            result.stored = result.skipped = 0
+        return result
 
     def _run(self, records, label, clean, store, progress) -> ImportResult:
         result, batch = ImportResult(), []

@@ -24,6 +24,16 @@ CUSTOMER_COLUMNS = (Customer.id.label("customer_id"), Customer.external_id, Cust
 FREQUENCY_CHOICES = {"weekly": timedelta(days=7), "monthly": timedelta(days=30)}  # a customer's own cap of 1 per
 
 
+EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
+
+
+def lock_evaluation(connection: Connection) -> None:
+    """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
+    this), so `reentry: never` holds even when two daemons see the same signup at once."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(EVALUATION_LOCK)))
+
+
 def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
     """Steps that could not go out by due + expire_after are dropped, and their entries end."""
     overdue = and_(Send.campaign == campaign.name, Send.status.in_(WAITING),
@@ -52,7 +62,9 @@ def due_sends(connection: Connection, config: Config, campaign: Campaign, step: 
              .join(Entry, Entry.id == Send.entry_id).join(Customer, Customer.id == Send.customer_id)
              .where(Send.campaign == campaign.name, Send.step == step, Send.status.in_(WAITING),
                     Send.next_attempt_at <= now)
-             .order_by(Send.due_at, Send.id).limit(limit))
+             .order_by(Send.due_at, Send.id).limit(limit)
+             # PostgreSQL: workers skip each other's rows instead of waiting; SQLite has one writer
+             .with_for_update(skip_locked=True, of=Send))
     return connection.execute(query).mappings().all()
 
 

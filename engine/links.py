@@ -13,7 +13,9 @@ PURPOSES = ("preferences", "unsubscribe", "confirm")
 class Links:
     def __init__(self, config: Config):
         self.base = config.public_url.rstrip("/")
-        self.secrets = config.secret_keys()
+        # itsdangerous signs with the LAST key and verifies with all, so the current secret
+        # (first in config) goes last: links signed with an old key listed in config still work.
+        self.secrets = list(reversed(config.secret_keys()))
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         return URLSafeSerializer(self.secrets, salt=f"lifecycle.{purpose}")
@@ -27,7 +29,9 @@ class Links:
             customer_id, topic = self._serializer(purpose).loads(token)
         except (BadSignature, ValueError, TypeError):
             return None
-        return (customer_id, topic) if isinstance(customer_id, int) else None
+        if not isinstance(customer_id, int) or isinstance(customer_id, bool):
+            return None
+        return (customer_id, topic) if topic is None or isinstance(topic, str) else None
 
     def for_customer(self, customer_id: int, topic: str | None) -> dict[str, str]:
         return {

@@ -69,6 +69,7 @@ class Tick:
         with self.engine.connect() as connection:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
+                ledger.lock_evaluation(connection)
                 ledger.unknown_in_flight(connection, self.now, IN_FLIGHT_LEASE)
                 evaluator = Evaluator(connection, self.config, self.now)
                 for campaign in self.campaigns:

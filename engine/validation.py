@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from markupsafe import escape
+
 from .campaigns import Campaign, load_campaigns
 from .config import Config, load_config
 from .demo_data import sample_customers, sample_events
@@ -64,13 +66,23 @@ def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
                         for p in exc.problems:
                             problems.setdefault(str(p), _from_campaign(p, campaign))
                         continue
-                    if campaign.marketing and not (links["unsubscribe"] in rendered.html
-                                                   or links["preferences"] in rendered.html):
-                        p = Problem(str(renderer.folder / (renderer.template_file(content.template, locale) or content.template)),
-                                    1, 1, f"marketing template '{content.template}' ({locale}) has no "
-                                    "links.unsubscribe or links.preferences link")
-                        problems.setdefault(str(p), p)
+                    if campaign.marketing:
+                        for p in _compliance(config, renderer, content.template, locale, rendered.html, links):
+                            problems.setdefault(str(p), p)
     return list(problems.values())
+
+
+def _compliance(config: Config, renderer: Renderer, template: str, locale: str, html: str,
+                links: dict[str, str]) -> list[Problem]:
+    """What every marketing email must carry: a way out (unsubscribe or preferences) and the
+    brand's postal address."""
+    file = str(renderer.folder / (renderer.template_file(template, locale) or template))
+    missing = []
+    if not (links["unsubscribe"] in html or links["preferences"] in html):
+        missing.append("links.unsubscribe or links.preferences link")
+    if config.brand.address and str(escape(config.brand.address)) not in html:
+        missing.append("brand.address (the postal address the footer must show)")
+    return [Problem(file, 1, 1, f"marketing template '{template}' ({locale}) has no {what}") for what in missing]
 
 
 def _from_campaign(problem: Problem, campaign: Campaign) -> Problem:

@@ -4,13 +4,15 @@ the `lifecycle` command line, as marketers and operators drive it."""
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import textwrap
+import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -36,16 +38,21 @@ BASE_CONFIG = {
 }
 
 
+POSTGRES_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
 class Project:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, database: str = "sqlite:///store.db"):
         self.root = root
+        self.database = database
+        self.db = create_engine(self.url)
         (root / "campaigns").mkdir()
         (root / "templates" / "emails").mkdir(parents=True)
         self.config(**{})
         self.template("plain", "Hello {{ customer.first_name }}, step {{ step.number }}.")
 
     def config(self, **overrides) -> None:
-        data = {**BASE_CONFIG, **overrides}
+        data = {**BASE_CONFIG, "database": self.database, **overrides}
         (self.root / "config.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
 
     def campaign(self, name: str, text: str) -> None:
@@ -76,9 +83,15 @@ class Project:
     def tick(self, now: str, *extra: str) -> dict:
         return json.loads(self.cli("tick", "--now", now, "--json", *extra).stdout)["campaigns"]
 
-    def query(self, sql: str, *params):
-        with sqlite3.connect(self.root / "store.db") as db:
-            return db.execute(sql, params).fetchall()
+    @property
+    def url(self) -> str:
+        return self.database.replace("sqlite:///", f"sqlite:///{self.root}/", 1)
+
+    def query(self, sql: str, **params) -> list[tuple]:
+        """Read (or, in a test's arrangement, change) the store directly, on SQLite or PostgreSQL."""
+        with self.db.begin() as connection:
+            result = connection.execute(text(sql), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
 
     def sends(self, campaign: str | None = None) -> list[tuple]:
         """(campaign, customer id, step, status, reason) for every send, in id order."""
@@ -100,9 +113,37 @@ class Project:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Project:
+    """A project on the embedded default, SQLite."""
     monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
     monkeypatch.delenv("LIFECYCLE_CONFIG", raising=False)
     return Project(tmp_path)
+
+
+def postgres_enabled() -> bool:
+    return bool(os.environ.get("LIFECYCLE_TEST_POSTGRES"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_project(request, tmp_path, monkeypatch):
+    """The same project on SQLite and, when LIFECYCLE_TEST_POSTGRES is set, on PostgreSQL (a
+    schema of its own in the test database, dropped afterwards)."""
+    monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
+    monkeypatch.delenv("LIFECYCLE_CONFIG", raising=False)
+    if request.param == "sqlite":
+        yield Project(tmp_path)
+        return
+    if not postgres_enabled():
+        pytest.skip("PostgreSQL tests run when LIFECYCLE_TEST_POSTGRES is set")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    project = Project(tmp_path, f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    yield project
+    project.db.dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 
 def customer(cid: str, **fields) -> dict:

@@ -24,7 +24,8 @@ def signups(project, *names, at="2026-03-01T10:00:00Z"):
     project.events(*({"customer": n, "event": "signed_up", "at": at} for n in names))
 
 
-def test_exit_event_ends_the_sequence(project):
+def test_exit_event_ends_the_sequence(store_project):
+    project = store_project
     project.campaign("welcome", WELCOME + "exit: [{event: purchase}]\n")
     signups(project, "ann", "bob")
     project.tick("2026-03-01T10:00:00Z")
@@ -34,7 +35,8 @@ def test_exit_event_ends_the_sequence(project):
     assert ("welcome", "ann", 2, "skipped", "exit") in project.sends()
 
 
-def test_reentry_never_always_and_window(project):
+def test_reentry_never_always_and_window(store_project):
+    project = store_project
     for name, reentry in (("never", "never"), ("always", "always"), ("window", "10d")):
         project.campaign(name, f"""
             type: transactional
@@ -52,7 +54,8 @@ def test_reentry_never_always_and_window(project):
     assert len(project.sent("window")) == 2  # 03-01 and 03-12; 03-05 and 03-13 fall within 10d
 
 
-def test_reentry_applies_within_one_tick(project):
+def test_reentry_applies_within_one_tick(store_project):
+    project = store_project
     project.campaign("window", """
         type: transactional
         trigger: {event: purchase}
@@ -66,7 +69,8 @@ def test_reentry_applies_within_one_tick(project):
     assert project.tick("2026-03-13T00:00:00Z")["window"]["entered"] == 2
 
 
-def test_send_window_defers_to_the_recipients_next_start(project):
+def test_send_window_defers_to_the_recipients_next_start(store_project):
+    project = store_project
     project.campaign("welcome", WELCOME + 'send_window: {start: "09:00", end: "17:00"}\n')
     project.customers(customer("tokyo", timezone="Asia/Tokyo"), customer("london", timezone="Europe/London"))
     project.events(*({"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for n in ("tokyo", "london")))
@@ -80,7 +84,8 @@ def test_send_window_defers_to_the_recipients_next_start(project):
     assert project.sent() == [("london", 1), ("tokyo", 1)]
 
 
-def test_quiet_hours_hold_marketing_but_not_transactional(project):
+def test_quiet_hours_hold_marketing_but_not_transactional(store_project):
+    project = store_project
     project.config(quiet_hours={"start": "21:00", "end": "08:00"})
     project.campaign("welcome", WELCOME)
     project.campaign("receipt", """
@@ -95,7 +100,8 @@ def test_quiet_hours_hold_marketing_but_not_transactional(project):
     assert project.sent("welcome") == [("ann", 1)]
 
 
-def test_frequency_cap_lets_higher_priority_go_first_and_the_rest_wait(project):
+def test_frequency_cap_lets_higher_priority_go_first_and_the_rest_wait(store_project):
+    project = store_project
     project.config(limits={"marketing": {"max": 2, "per": "7d"}})
     for name, priority in (("low", 1), ("mid", 50), ("high", 90)):
         project.campaign(name, f"""
@@ -115,7 +121,8 @@ def test_frequency_cap_lets_higher_priority_go_first_and_the_rest_wait(project):
     assert project.sent("low") == [("ann", 1)]
 
 
-def test_transactional_ignores_the_cap_and_topics(project):
+def test_transactional_ignores_the_cap_and_topics(store_project):
+    project = store_project
     project.config(limits={"marketing": {"max": 1, "per": "7d"}})
     project.campaign("news", WELCOME)
     project.campaign("receipt", """
@@ -130,22 +137,29 @@ def test_transactional_ignores_the_cap_and_topics(project):
     assert project.sent("news") == [("ann", 1)]
 
 
-def test_expiry_drops_old_steps_so_history_never_mails(project):
+def test_history_never_mails_and_overdue_steps_expire(store_project):
+    project = store_project
     project.campaign("thanks", """
         type: transactional
         trigger: {event: purchase}
-        steps: [{template: plain, subject: "Thanks"}]
+        steps:
+          - {template: plain, subject: "Thanks"}
+          - {template: plain, subject: "Tips", delay: 1d}
         expire_after: 2d
         """)
     project.customers(customer("ann"), customer("bob"))
     project.events({"customer": "ann", "event": "purchase", "at": "2025-03-01T10:00:00Z"},
                    {"customer": "bob", "event": "purchase", "at": "2026-02-28T11:00:00Z"})
-    counts = project.tick("2026-03-02T10:00:00Z")["thanks"]
-    assert counts == {"entered": 2, "expired": 1, "sent": 1}
-    assert project.sent() == [("bob", 1)]
+    # last year's purchase creates no entry at all; bob's is 23 hours old and still goes out
+    assert project.tick("2026-03-01T10:00:00Z")["thanks"] == {"entered": 1, "sent": 1}
+    # the engine is down until step 2 (due 2026-03-02T10:00) is more than 2 days late
+    assert project.tick("2026-03-04T10:01:00Z")["thanks"] == {"expired": 1}
+    assert project.sends() == [("thanks", "bob", 1, "sent", None), ("thanks", "bob", 2, "expired", "expired")]
+    assert project.query("SELECT status FROM entry") == [("expired",)]
 
 
-def test_holdout_is_deterministic_and_recorded(project):
+def test_holdout_is_deterministic_and_recorded(store_project):
+    project = store_project
     project.campaign("offer", WELCOME + "holdout: 30%\ngoal: {event: purchase, within: 7d}\n")
     names = [f"c{i:03d}" for i in range(200)]
     signups(project, *names)
@@ -159,7 +173,8 @@ def test_holdout_is_deterministic_and_recorded(project):
     assert {r[1] for r in project.sends() if r[3] == "held_out"} == held
 
 
-def test_variants_split_by_weight_and_stick_per_customer(project):
+def test_variants_split_by_weight_and_stick_per_customer(store_project):
+    project = store_project
     project.template("a", "Variant A")
     project.template("b", "Variant B")
     project.campaign("ab", """
@@ -180,7 +195,8 @@ def test_variants_split_by_weight_and_stick_per_customer(project):
     assert all(subjects[name] == picks[name].upper() for name in names)
 
 
-def test_audience_conditions_run_in_the_database(project):
+def test_audience_conditions_run_in_the_database(store_project):
+    project = store_project
     project.config(risk={"red": {"inactive_for": "30d", "or_event": "complaint"}})
     project.campaign("vip", """
         topic: offers
@@ -204,7 +220,8 @@ def test_audience_conditions_run_in_the_database(project):
     assert sorted(project.sent()) == [("ann", 1), ("eve", 1)]
 
 
-def test_unsubscribed_suppressed_and_unconfirmed_get_nothing_with_a_reason(project):
+def test_unsubscribed_suppressed_and_unconfirmed_get_nothing_with_a_reason(store_project):
+    project = store_project
     project.config(double_opt_in=True)
     project.campaign("welcome", WELCOME)
     project.customers(customer("ok", confirmed_at="2026-01-01T00:00:00Z"),
@@ -226,7 +243,8 @@ def test_unsubscribed_suppressed_and_unconfirmed_get_nothing_with_a_reason(proje
     assert reasons[("later", 2)] == ("skipped", "unsubscribed")
 
 
-def test_a_second_identical_tick_sends_nothing(project):
+def test_a_second_identical_tick_sends_nothing(store_project):
+    project = store_project
     project.campaign("welcome", WELCOME)
     signups(project, "ann", "bob")
     first = project.tick("2026-03-01T10:00:00Z")
@@ -236,7 +254,8 @@ def test_a_second_identical_tick_sends_nothing(project):
     assert len(project.outbox()) == 2
 
 
-def test_dry_run_changes_nothing(project):
+def test_dry_run_changes_nothing(store_project):
+    project = store_project
     project.campaign("welcome", WELCOME)
     signups(project, "ann")
     result = project.cli("tick", "--now", "2026-03-01T10:00:00Z", "--dry-run", "--json")
@@ -245,7 +264,8 @@ def test_dry_run_changes_nothing(project):
     assert project.sends() == [] and project.outbox() == []
 
 
-def test_two_ticks_at_once_send_each_message_once(project):
+def test_two_ticks_at_once_send_each_message_once(store_project):
+    project = store_project
     project.campaign("welcome", WELCOME)
     signups(project, *[f"c{i:03d}" for i in range(300)])
     config = str(project.root / "config.yaml")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from conftest import customer
 
 
-def test_event_trigger_sends_each_step_after_its_delay(project):
+def test_event_trigger_sends_each_step_after_its_delay(store_project):
+    project = store_project
     project.campaign("thanks", """
         type: transactional
         trigger: {event: purchase}
@@ -32,7 +33,8 @@ def test_event_trigger_sends_each_step_after_its_delay(project):
     assert subjects == ["How is it going?", "How is it going?", "Thanks Ann", "Thanks Bob"]
 
 
-def test_event_where_filters_on_properties(project):
+def test_event_where_filters_on_properties(store_project):
+    project = store_project
     project.campaign("alert", """
         type: transactional
         recipient: support@shop.example
@@ -49,7 +51,8 @@ def test_event_where_filters_on_properties(project):
     assert email["Subject"] == "Low score from Ann"
 
 
-def test_inactivity_trigger_enters_at_threshold_and_ends_when_activity_returns(project):
+def test_inactivity_trigger_enters_at_threshold_and_ends_when_activity_returns(store_project):
+    project = store_project
     project.campaign("nudge", """
         topic: news
         trigger: {inactivity: {for: 30d}}
@@ -80,7 +83,8 @@ def test_inactivity_trigger_enters_at_threshold_and_ends_when_activity_returns(p
     assert project.sent("nudge").count(("ann", 1)) == 1
 
 
-def test_date_trigger_reads_a_bare_date_in_the_customers_timezone(project):
+def test_date_trigger_reads_a_bare_date_in_the_customers_timezone(store_project):
+    project = store_project
     project.campaign("points", """
         topic: offers
         trigger: {date: {attribute: points_expire_at, offset: -14d}}
@@ -101,7 +105,8 @@ def test_date_trigger_reads_a_bare_date_in_the_customers_timezone(project):
     assert [m["Subject"] for m in project.outbox()] == ["120 points expire soon", "50 points expire soon"]
 
 
-def test_anniversary_date_trigger_fires_every_year(project):
+def test_anniversary_date_trigger_fires_every_year(store_project):
+    project = store_project
     project.campaign("birthday", """
         topic: offers
         trigger: {date: {attribute: birthday, anniversary: true}}
@@ -115,7 +120,8 @@ def test_anniversary_date_trigger_fires_every_year(project):
     assert project.sent() == [("ann", 1), ("ann", 1)]
 
 
-def test_schedule_trigger_broadcasts_once_per_firing_to_the_audience(project):
+def test_schedule_trigger_broadcasts_once_per_firing_to_the_audience(store_project):
+    project = store_project
     project.campaign("news", """
         topic: news
         trigger: {schedule: "0 9 * * MON"}
@@ -133,7 +139,8 @@ def test_schedule_trigger_broadcasts_once_per_firing_to_the_audience(project):
     assert project.sent() == [("ann", 1), ("ann", 1)]
 
 
-def test_schedule_at_fires_once(project):
+def test_schedule_at_fires_once(store_project):
+    project = store_project
     project.campaign("launch", """
         topic: news
         trigger: {at: 2026-03-10T12:00:00Z}

@@ -7,8 +7,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, Mapping
 
@@ -73,23 +71,7 @@ def clean_headers(email: OutgoingEmail) -> dict[str, str]:
 
 def recipient(email: OutgoingEmail) -> dict[str, str]:
     """The To address, with the display name the raw message carries."""
-    to = {"email": email.to}
-    name = to_name(email.raw)
-    if name:
-        to["name"] = one_line(name)
-    return to
-
-
-def to_name(raw: bytes) -> str | None:
-    """OutgoingEmail keeps the name only in `raw`: read it from the header block alone."""
-    if not raw:
-        return None
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    try:
-        addresses = BytesHeaderParser(policy=default_policy).parsebytes(head)["To"].addresses
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-    return addresses[0].display_name if addresses else None
+    return address(email.to, email.to_name)
 
 
 def address(email: str, name: str | None) -> dict[str, str]:

@@ -1,0 +1,44 @@
+"""The app factory: routes, middleware and the services they share."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from .. import schema
+from ..config import Config
+from ..links import Links
+from ..preferences import Preferences
+from . import api, ops, pages, webhooks
+from .security import BodyLimit, Csrf, SecurityHeaders
+from .services import HERE, Services, store_threads
+
+
+def create_app(config: Config, engine: Engine | None = None) -> Starlette:
+    """The web service for one config. A missing secret or a bad webhook key fails here, at start."""
+    links = Links(config)
+    engine = engine or schema.open_store(config.database_url)
+    services = Services(
+        config=config,
+        engine=engine,
+        links=links,
+        preferences=Preferences(engine, config),
+        csrf=Csrf(links.secrets),
+        templates=Jinja2Templates(directory=HERE / "templates"),
+        api_keys=config.api_keys(),
+        webhook=webhooks.verifier(config),
+        store_threads=store_threads(engine),
+    )
+    app = Starlette(
+        routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes,
+                Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
+        middleware=[Middleware(ops.RequestMetrics), Middleware(SecurityHeaders), Middleware(BodyLimit)],
+        exception_handlers={HTTPException: pages.http_error},
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,70 @@
+"""For operators: `GET /healthz` (liveness, including the store), `GET /metrics` (Prometheus,
+the default registry: the engine's metrics and the HTTP ones below)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
+from .services import services
+
+HTTP_SECONDS = Histogram("lifecycle_http_request_duration_seconds", "HTTP requests by route, method and status",
+                         ["route", "method", "status"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+class RequestMetrics:
+    """Times every request under its route's pattern (`/preferences/{token}`), never the
+    concrete path: tokens must not become label values."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def remember_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    s = services(request)
+    try:
+        await s.in_store(_ping, s.engine)
+    except SQLAlchemyError:
+        return JSONResponse({"status": "error", "store": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]

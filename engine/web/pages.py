@@ -1,0 +1,161 @@
+"""The customer's pages: the preference centre, one-click unsubscribe (RFC 8058) and the double
+opt-in confirmation. Server-rendered HTML without JavaScript, in the customer's language.
+
+Every link carries a signed token; a forged, altered or foreign token, or one for a customer
+that no longer exists, gets the same 404 page.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ..clock import utcnow
+from ..config import Config
+from ..preferences import FREQUENCIES, Choices
+from .services import Services, services
+from .texts import direction, language_name, texts
+
+ANY_FREQUENCY = "any"  # the form's value for "no cap of my own"
+
+
+def _customer(request: Request, purpose: str) -> tuple[int, str | None]:
+    """The (customer id, topic) the URL's token was signed for, or 404."""
+    found = services(request).links.read(purpose, request.path_params["token"])
+    if found is None:
+        raise HTTPException(404)
+    return found
+
+
+async def _in_store(s: Services, work: Callable[..., Choices | None], *args: Any) -> Choices:
+    """The customer's choices after `work` (a Preferences method), or 404 if there is no customer."""
+    choices = await s.in_store(work, *args)
+    if choices is None:
+        raise HTTPException(404)
+    return choices
+
+
+def _render(request: Request, name: str, locale: str, status_code: int = 200, **context: Any) -> Response:
+    s = services(request)
+    return s.templates.TemplateResponse(request, name, {"t": texts(locale), "lang": locale, "dir": direction(locale),
+                                                        "brand": s.config.brand, **context},
+                                        status_code=status_code)
+
+
+# -- the preference centre ---------------------------------------------------------------------
+
+
+async def preference_page(request: Request) -> Response:
+    s = services(request)
+    customer_id, _ = _customer(request, "preferences")
+    choices = await _in_store(s, s.preferences.load, customer_id)
+    csrf, new_cookie = s.csrf.issue(request)
+    t = texts(choices.locale)
+    response = _render(
+        request, "preferences.html", choices.locale,
+        token=request.path_params["token"], csrf=csrf, choices=choices,
+        saved=request.query_params.get("saved") == "1",
+        topics=[(name, topic.title_in(choices.locale, s.config.default_locale), choices.topics[name])
+                for name, topic in s.config.topics.items()],
+        frequencies=[(ANY_FREQUENCY, t["frequency_any"]),
+                     *((value, t[f"frequency_{value}"]) for value in FREQUENCIES)],
+        frequency=choices.frequency or ANY_FREQUENCY,
+        locales=[(code, language_name(code)) for code in s.config.locales],
+    )
+    if new_cookie:
+        s.csrf.set_cookie(response, new_cookie, request)
+    return response
+
+
+async def save_preferences(request: Request) -> Response:
+    s = services(request)
+    customer_id, _ = _customer(request, "preferences")
+    form = await request.form()
+    if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
+        raise HTTPException(403)
+    wanted = parse_choices(form, s.config)
+    await _in_store(s, s.preferences.save, customer_id, wanted, "preference_centre", utcnow())
+    return RedirectResponse(f"/preferences/{request.path_params['token']}?saved=1", status_code=303)
+
+
+def parse_choices(form: FormData, config: Config) -> Choices:
+    """The submitted form as choices; a value the form never offers is a 400."""
+    frequency = form.get("frequency", ANY_FREQUENCY)
+    locale = form.get("locale", config.default_locale)
+    if frequency not in (ANY_FREQUENCY, *FREQUENCIES) or locale not in config.locales:
+        raise HTTPException(400)
+    ticked = set(form.getlist("topic"))
+    return Choices(topics={name: name in ticked for name in config.topics},
+                   frequency=None if frequency == ANY_FREQUENCY else frequency,
+                   locale=locale, unsubscribed=form.get("unsubscribe_all") == "yes")
+
+
+# -- unsubscribe and confirm -------------------------------------------------------------------
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    """Asks; changes nothing (mail scanners follow GET links). Its button is the one-click POST."""
+    s = services(request)
+    customer_id, topic = _customer(request, "unsubscribe")
+    choices = await _in_store(s, s.preferences.load, customer_id)
+    return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=False)
+
+
+async def one_click_unsubscribe(request: Request) -> Response:
+    """RFC 8058: `List-Unsubscribe=One-Click` in the body is all it takes; no cookie, no CSRF
+    token, no login. Repeating it changes nothing more."""
+    s = services(request)
+    customer_id, topic = _customer(request, "unsubscribe")
+    form = await request.form()
+    if form.get("List-Unsubscribe") != "One-Click":
+        raise HTTPException(400)
+    choices = await _in_store(s, s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow())
+    return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=True)
+
+
+def _unsubscribe_response(request: Request, s: Services, customer_id: int, topic: str | None, locale: str,
+                          done: bool) -> Response:
+    t = texts(locale)
+    declared = s.config.topics.get(topic) if topic else None
+    title = declared.title_in(locale, s.config.default_locale) if declared else topic
+    key = ("unsubscribed_" if done else "unsubscribe_") + ("topic" if topic else "everything")
+    return _render(request, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title),
+                   preferences=f"/preferences/{s.links.token('preferences', customer_id)}")
+
+
+async def confirm(request: Request) -> Response:
+    """Double opt-in: records the consent once; a second click shows the same page."""
+    s = services(request)
+    customer_id, _ = _customer(request, "confirm")
+    choices = await _in_store(s, s.preferences.confirm, customer_id, "confirm_link", utcnow())
+    t = texts(choices.locale)
+    return _render(request, "message.html", choices.locale, title=t["confirmed"], message=t["confirmed_text"],
+                   preferences=f"/preferences/{s.links.token('preferences', customer_id)}")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """JSON for machines (/api, /webhooks), a short page in the default language for people.
+    The 404 page is the same whether the token was forged or the customer does not exist."""
+    if request.url.path.startswith(("/api/", "/webhooks/")):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    locale = services(request).config.default_locale
+    t = texts(locale)
+    return _render(request, "message.html", locale, status_code=exc.status_code, title=t["error"],
+                   message=t.get(f"error_{exc.status_code}", exc.detail), preferences=None)
+
+
+routes = [
+    Route("/preferences/{token}", preference_page, methods=["GET"]),
+    Route("/preferences/{token}", save_preferences, methods=["POST"]),
+    Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+    Route("/unsubscribe/{token}", one_click_unsubscribe, methods=["POST"]),
+    Route("/confirm/{token}", confirm, methods=["GET"]),
+]

@@ -1,0 +1,270 @@
+"""`lifecycle report`: a store with known outcomes, and every figure of the JSON, the table and the
+HTML page checked against it (../shared/spec/README.md "Measures")."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import customer
+from engine.report_html import report_page
+from engine.reporting import month_starts
+
+OFFER = """\
+topic: offers
+trigger: {event: signed_up}
+goal: {event: purchase, within: 7d}
+holdout: 40%
+steps:
+  - variants:
+      - {name: a, template: plain, subject: "A"}
+      - {name: b, template: plain, subject: "B"}
+  - {template: plain, subject: "Again", delay: 2d}
+"""
+WELCOME = """\
+topic: news
+trigger: {event: signed_up}
+expire_after: 12h
+steps:
+  - {template: plain, subject: "Welcome"}
+  - {template: plain, subject: "Tips", delay: 12h}
+"""
+NAMES = ("ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon")
+# The holdout and variant picks are a stable hash of campaign and customer id, so with these names:
+HELD_OUT = {"cat": "a", "hal": "b", "ivy": "a"}
+VARIANT = {"ann": "a", "bob": "a", "fay": "a", "gus": "a", "dan": "b", "eve": "b", "jon": "b"}
+NOW = "2026-03-21T10:00:00Z"
+ZERO_OUTCOMES = {"delivered": 0, "opened": 0, "clicked": 0, "bounced": 0, "complained": 0, "unsubscribed": 0}
+
+
+def deliver(project, name: str, step: int, *kinds: str) -> None:
+    """Provider events for one customer's offer send, stamped with its send time, as the webhook would
+    store them."""
+    for kind in kinds:
+        project.query("""INSERT INTO delivery (send_id, kind, at)
+                         SELECT s.id, :kind, s.sent_at FROM send s JOIN customer c ON c.id = s.customer_id
+                         WHERE s.campaign = 'offer' AND s.step = :step AND c.external_id = :name""",
+                      kind=kind, step=step, name=name)
+
+
+@pytest.fixture
+def store(store_project):
+    """Ten sign-ups on 1 March: an A/B offer with a 40% holdout and a 7-day purchase goal, and a
+    welcome whose second step expires; purchases, a complaint, a suppression and provider events.
+    On SQLite, and on PostgreSQL too when LIFECYCLE_TEST_POSTGRES is set."""
+    project = store_project
+    project.campaign("offer", OFFER)
+    project.campaign("welcome", WELCOME)
+    project.customers(*(customer(n) for n in NAMES))
+    project.events(*({"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for n in NAMES))
+    project.tick("2026-03-01T10:00:00Z")
+    assert {r[1] for r in project.sends("offer") if r[3] == "held_out"} == set(HELD_OUT)
+    project.cli("suppress", "jon@example.com")
+    project.events(
+        {"customer": "ann", "event": "purchase", "at": "2026-03-02T12:00:00Z", "properties": {"total": 50}},
+        {"customer": "cat", "event": "purchase", "at": "2026-03-04T12:00:00Z", "properties": {"total": 10}},
+        {"customer": "dan", "event": "purchase", "at": "2026-03-05T12:00:00Z", "properties": {"total": 80.5}},
+        {"customer": "eve", "event": "purchase", "at": "2026-03-20T12:00:00Z", "properties": {"total": 20}},
+        {"customer": "gus", "event": "complaint", "at": "2026-03-15T12:00:00Z"})
+    project.tick("2026-03-03T10:00:00Z")
+    for name in VARIANT:
+        deliver(project, name, 1, "delivered")
+    deliver(project, "ann", 1, "open", "open", "click")
+    deliver(project, "bob", 1, "open")
+    deliver(project, "dan", 1, "open")
+    deliver(project, "eve", 1, "bounce")
+    deliver(project, "jon", 1, "dropped")
+    deliver(project, "fay", 1, "spamreport")
+    deliver(project, "gus", 1, "unsubscribe")
+    deliver(project, "ann", 2, "delivered")
+    deliver(project, "dan", 2, "delivered", "open")
+    return project
+
+
+def report_json(project, *options: str) -> dict:
+    return json.loads(project.cli("report", "--now", NOW, "--format", "json", *options).stdout)
+
+
+def step_row(step: int, variant: str | None, **figures) -> dict:
+    base = {"step": step, "variant": variant, "sent": 0, **ZERO_OUTCOMES, "failed": 0, "unknown": 0,
+            "expired": 0, "held_out": 0, "waiting": 0, "skipped": {}, "converted": 0}
+    return {**base, **figures}
+
+
+# ann converts after step 1, dan after both steps, eve too late; cat converts while held out.
+EXPECTED_OFFER = {
+    "goal": "purchase within 1w",
+    "entered": 10, "sent": 13, "delivered": 9, "opened": 4, "clicked": 1, "bounced": 2, "complained": 1,
+    "unsubscribed": 1, "failed": 0, "unknown": 0, "expired": 0, "held_out": 3, "waiting": 0, "converted": 3,
+    "skipped": {"suppressed": 1},
+    "steps": [
+        step_row(1, "a", sent=4, delivered=4, opened=2, clicked=1, complained=1, unsubscribed=1, held_out=2,
+                 converted=1),
+        step_row(1, "b", sent=3, delivered=3, opened=1, bounced=2, held_out=1, converted=1),
+        step_row(2, None, sent=6, delivered=2, opened=1, skipped={"suppressed": 1}, converted=1),
+    ],
+    "lift": {
+        "treated": {"entries": 7, "converted": 2, "rate": 28.57},
+        "held_out": {"entries": 3, "converted": 1, "rate": 33.33},
+        "difference": -4.76, "ci_low": -54.97, "ci_high": 39.98, "relative": -14.29, "p_value": 0.8047,
+        "confidence": 0.95,
+    },
+}
+EXPECTED_WELCOME = {
+    "goal": None, "entered": 10, "sent": 10, **ZERO_OUTCOMES, "failed": 0, "unknown": 0, "expired": 10,
+    "held_out": 0, "waiting": 0, "converted": 0, "skipped": {},
+    "steps": [step_row(1, None, sent=10), step_row(2, None, expired=10)],
+    "lift": None,
+}
+
+
+def test_every_campaign_figure(store):
+    report = report_json(store)
+    assert report["campaigns"] == {"offer": EXPECTED_OFFER, "welcome": EXPECTED_WELCOME}
+
+
+def test_activity_stages_risk_and_red_list(store):
+    report = report_json(store)
+    months = [row["month"] for row in report["activity"]]
+    assert months == [f"2025-{m:02d}" for m in range(4, 13)] + ["2026-01", "2026-02", "2026-03"]
+    assert report["activity"][-1] == {"month": "2026-03", "sent": 23, "delivered": 9, "opened": 4, "clicked": 1,
+                                      "bounced": 2, "complained": 1, "unsubscribed": 1}
+    assert all(row["sent"] == 0 for row in report["activity"][:-1])
+    # nobody is 90 days inactive; four bought; gus complained; eve was active yesterday
+    assert report["stages"] == {"prospect": 6, "current": 4, "loyal": 0, "lost": 0}
+    assert report["risk"] == {"green": 1, "yellow": 8, "red": 1}
+    assert report["red_customers"] == [{"id": "gus", "email": "gus@example.com", "name": "Gus", "value": 0.0,
+                                        "last_activity": "2026-03-15T12:00:00+00:00"}]
+    # everyone was created on 1 January and nobody is lost
+    assert report["retention"][-3:] == [
+        {"month": "2026-01", "start": 0, "end": 10, "new": 10, "crr": None},
+        {"month": "2026-02", "start": 10, "end": 10, "new": 0, "crr": 100.0},
+        {"month": "2026-03", "start": 10, "end": 10, "new": 0, "crr": 100.0},
+    ]
+
+
+def test_the_table_shows_the_same_numbers(store, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    lines = store.cli("report", "--now", NOW).stdout.splitlines()
+
+    def cells(first: str, after: str | None = None) -> list[str]:
+        start = lines.index(next(line for line in lines if line.startswith(after))) if after else 0
+        return next(line.split() for line in lines[start:] if line.split()[:1] == [first])[1:]
+
+    assert cells("offer") == ["10", "13", "9", "4", "1", "2", "1", "1", "3"]
+    assert cells("welcome") == ["10", "10", "0", "0", "0", "0", "0", "0", "0"]
+    assert cells("offer", after="not sent") == ["0", "0", "0", "3", "0", "suppressed", "1"]
+    assert cells("offer", after="holdout lift") == ["28.57", "(2/7)", "33.33", "(1/3)", "-4.76", "-54.97", "to",
+                                                    "39.98", "0.8047"]
+    assert cells("2026-02") == ["10", "10", "0", "100.0"]
+    assert cells("gus") == ["gus@example.com", "Gus", "0.00", "2026-03-15"]
+    step_rows = [line.split() for line in lines if line.strip().startswith("step")]
+    assert step_rows[:3] == [["step", "1", "a", "4", "4", "2", "1", "0", "1", "1", "1"],
+                             ["step", "1", "b", "3", "3", "1", "0", "2", "0", "0", "1"],
+                             ["step", "2", "6", "2", "1", "0", "0", "0", "0", "1"]]
+
+
+def test_the_html_page_shows_the_same_numbers(store):
+    page = store.cli("report", "--now", NOW, "--format", "html").stdout
+    assert page.startswith("<!doctype html>") and "<script src" not in page  # plotly.js is inlined
+    offer = re.search(r'<tr class="campaign" data-campaign="offer">(.*?)</tr>', page, re.S).group(1)
+    figures = dict(re.findall(r'data-figure="(\w+)">([^<]*)<', offer))
+    assert figures == {k: str(EXPECTED_OFFER[k]) for k in ("entered", "sent", "delivered", "opened", "clicked",
+                                                            "bounced", "complained", "unsubscribed", "converted")}
+    assert "<td>28.57</td>" in page and "<td>-54.97 to 39.98</td>" in page
+    assert '<td data-group="yellow">8</td>' in page
+    assert page == report_page(report_json(store))  # the page is a function of the report alone
+
+
+def test_campaign_filter(store):
+    assert list(report_json(store, "--campaign", "offer")["campaigns"]) == ["offer"]
+
+
+def test_since_keeps_later_entries_with_their_sends(project):
+    project.campaign("welcome", WELCOME)
+    project.customers(customer("ann"), customer("bob"))
+    project.events({"customer": "ann", "event": "signed_up", "at": "2026-03-01T10:00:00Z"})
+    project.tick("2026-03-01T10:00:00Z")
+    project.events({"customer": "bob", "event": "signed_up", "at": "2026-03-10T10:00:00Z"})
+    project.tick("2026-03-10T10:00:00Z")  # ann's second step is too late by now: expired
+    figures = ("entered", "sent", "expired", "waiting")
+    everything = report_json(project)
+    assert [everything["campaigns"]["welcome"][f] for f in figures] == [2, 2, 1, 1]
+    later = report_json(project, "--since", "2026-03-05T00:00:00Z")
+    assert [later["campaigns"]["welcome"][f] for f in figures] == [1, 1, 0, 1]
+    assert later["activity"][-1]["sent"] == 1 and everything["activity"][-1]["sent"] == 2
+    assert later["since"] == "2026-03-05T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--since", "yesterday", "--since: 'yesterday' is not an ISO-8601 date or time"),
+    ("--now", "2026-13-01", "--now: '2026-13-01' is not an ISO-8601 date or time"),
+    ("--format", "xml", "--format: 'xml' is not one of table, json, html"),
+    ("--campaign", "nope", "no campaign named 'nope'"),
+])
+def test_bad_options_are_one_line_and_exit_1(project, option, value, message):
+    project.campaign("welcome", WELCOME)
+    result = project.cli("report", option, value, expect=1)
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_retention_by_hand(project):
+    """Lost after 30 days of inactivity; each customer counts from created_at until last activity + 30d.
+
+    customer  created      last activity   counted until   notes
+    c         2025-12-01   2026-03-10      2026-04-09      a purchase of 120; a July event is after now
+    a         2026-01-10   (created)       2026-02-09
+    b         2026-02-01   2026-05-20      2026-06-19      new in February (created at its first instant)
+    d         2026-04-15   2026-04-15 12h  2026-05-15 12h  a purchase of 30
+    g         2026-05-01   2026-06-14      2026-07-14      five purchases: loyal
+    f         2026-06-01   2026-06-10      2026-07-10      a complaint: red although recently active
+    e         2026-06-20   -               -               created after now: not counted at all
+
+    month    S = counted at start   N = created during   E = counted at end         CRR = (E - N) / S
+    2025-12  0                      1 (c)                1 (c)                      -
+    2026-01  1 (c)                  1 (a)                2 (a, c)                   (2 - 1) / 1 = 100
+    2026-02  2 (a, c)               1 (b)                2 (b, c)                   (2 - 1) / 2 = 50
+    2026-03  2 (b, c)               0                    2 (b, c)                   (2 - 0) / 2 = 100
+    2026-04  2 (b, c)               1 (d)                2 (b, d)                   (2 - 1) / 2 = 50
+    2026-05  2 (b, d)               1 (g)                2 (b, g)                   (2 - 1) / 2 = 50
+    2026-06  2 (b, g)               1 (f)                3 (b, g, f), at now        (3 - 1) / 2 = 100
+    """
+    project.config(stages={"lost": {"inactive_for": "30d"}})
+    project.campaign("welcome", WELCOME)
+    project.customers(customer("c", created_at="2025-12-01T00:00:00Z"), customer("a", created_at="2026-01-10T00:00:00Z"),
+                      customer("b", created_at="2026-02-01T00:00:00Z"), customer("d", created_at="2026-04-15T00:00:00Z"),
+                      customer("g", created_at="2026-05-01T00:00:00Z"), customer("f", created_at="2026-06-01T00:00:00Z"),
+                      customer("e", created_at="2026-06-20T00:00:00Z"))
+    purchases = [("c", "2026-03-10", 120), ("d", "2026-04-15T12:00", 30), ("b", "2026-05-20", 40),
+                 *((("g", f"2026-06-{day:02d}", 10) for day in (1, 5, 8, 11, 14)))]
+    project.events(*({"customer": who, "event": "purchase", "at": f"{day}Z" if "T" in day else f"{day}T00:00:00Z",
+                      "properties": {"total": total}} for who, day, total in purchases),
+                   {"customer": "f", "event": "complaint", "at": "2026-06-10T00:00:00Z"},
+                   {"customer": "c", "event": "visit", "at": "2026-07-01T00:00:00Z"})
+    report = json.loads(project.cli("report", "--now", "2026-06-15T12:00:00Z", "--format", "json").stdout)
+    empty = [{"month": f"2025-{m:02d}", "start": 0, "end": 0, "new": 0, "crr": None} for m in range(7, 12)]
+    assert report["retention"] == empty + [
+        {"month": "2025-12", "start": 0, "end": 1, "new": 1, "crr": None},
+        {"month": "2026-01", "start": 1, "end": 2, "new": 1, "crr": 100.0},
+        {"month": "2026-02", "start": 2, "end": 2, "new": 1, "crr": 50.0},
+        {"month": "2026-03", "start": 2, "end": 2, "new": 0, "crr": 100.0},
+        {"month": "2026-04", "start": 2, "end": 2, "new": 1, "crr": 50.0},
+        {"month": "2026-05", "start": 2, "end": 2, "new": 1, "crr": 50.0},
+        {"month": "2026-06", "start": 2, "end": 3, "new": 1, "crr": 100.0},
+    ]
+    assert report["stages"] == {"prospect": 1, "current": 1, "loyal": 1, "lost": 3}
+    assert report["risk"] == {"green": 1, "yellow": 1, "red": 4}
+    assert [(p["id"], p["value"]) for p in report["red_customers"]] == [("c", 120.0), ("d", 30.0), ("a", 0.0),
+                                                                        ("f", 0.0)]
+
+
+def test_months_follow_the_config_timezone():
+    """1 March 03:00 in Tokyo is still February in UTC; the month starts are Tokyo midnights."""
+    starts = month_starts(datetime(2026, 2, 28, 18, 0, tzinfo=timezone.utc), "Asia/Tokyo")
+    assert len(starts) == 13
+    assert starts[-2] == datetime(2026, 2, 28, 15, 0, tzinfo=timezone.utc)  # 1 March 00:00 +09:00
+    assert starts[0] == datetime(2025, 3, 31, 15, 0, tzinfo=timezone.utc)
