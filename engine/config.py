@@ -96,6 +96,8 @@ class Scheduler(Strict):
     batch_size: int = Field(500, gt=0)
     max_attempts: int = Field(5, gt=0)
     metrics_port: int | None = None
+    # How long a silent worker's claimed sends count as in flight before they are `unknown`.
+    lease: Duration = Field(default="15m", validate_default=True)
 
 
 class Cap(Strict):

@@ -75,7 +75,7 @@ class Evaluator:
         last = func.coalesce(activity.scalar_subquery(), Customer.created_at)
         return (select(Customer.id.label("customer_id"),
                        (literal("inactive:") + cast(last, String)).label("entry_key"),
-                       shifted(last, rule.for_).label("entered_at"), null().label("event_id"))
+                       shifted(last, rule.for_).label("entered_at"), cast(null(), Integer).label("event_id"))
                 .where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign)))
 
     def _schedule_candidates(self, campaign: Campaign):
@@ -85,7 +85,7 @@ class Evaluator:
         fired = max(firings)  # one broadcast per tick; missed older firings are not replayed
         return select(Customer.id.label("customer_id"),
                       literal("fire:" + fired.isoformat()).label("entry_key"),
-                      literal(fired, UTCDateTime()).label("entered_at"), null().label("event_id"))
+                      literal(fired, UTCDateTime()).label("entered_at"), cast(null(), Integer).label("event_id"))
 
     def firings(self, campaign: Campaign) -> list[datetime]:
         trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
@@ -121,7 +121,7 @@ class Evaluator:
         if rows:
             self.connection.execute(insert(date_candidate), rows)
         c = date_candidate.c
-        return select(c.customer_id, c.entry_key, c.entered_at, null().label("event_id"))
+        return select(c.customer_id, c.entry_key, c.entered_at, cast(null(), Integer).label("event_id"))
 
     def _date_moments(self, rule, text: str, zone: str, days: list[date]):
         try:

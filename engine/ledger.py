@@ -115,13 +115,15 @@ def mark(connection: Connection, changes: list[dict]) -> None:
         connection.execute(statement, [{"send_id": r["id"], **{f"new_{f}": r[f] for f in fields}} for r in rows])
 
 
-def claim(connection: Connection, ids: list[int], now: datetime, emails: dict[int, str]) -> set[int]:
+def claim(connection: Connection, ids: list[int], now: datetime, emails: dict[int, str],
+          worker: str | None) -> set[int]:
     """Mark sends `sending`; only those still waiting are claimed, so two workers never both send."""
     if not ids:
         return set()
     claimed = connection.execute(
         update(Send).where(Send.id.in_(ids), Send.status.in_(WAITING))
-        .values(status="sending", reason=None, attempts=Send.attempts + 1, sent_at=now, updated_at=now)
+        .values(status="sending", reason=None, attempts=Send.attempts + 1, sent_at=now, updated_at=now,
+                claimed_by=worker)
         .returning(Send.id)).scalars().all()
     claimed = set(claimed)
     mark(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
@@ -134,13 +136,6 @@ def end_entries(connection: Connection, entry_status: dict[int, str]) -> None:
         by_status[status].append(entry_id)
     for status, ids in by_status.items():
         connection.execute(update(Entry).where(Entry.id.in_(ids), Entry.status == "active").values(status=status))
-
-
-def unknown_in_flight(connection: Connection, now: datetime, older_than: timedelta) -> int:
-    """Sends left `sending` by a crash: reported as unknown for an operator, never resent blindly."""
-    return connection.execute(
-        update(Send).where(Send.status == "sending", Send.updated_at < now - older_than)
-        .values(status="unknown", reason="in flight when a sender stopped", updated_at=now)).rowcount or 0
 
 
 def count_statuses(connection: Connection) -> dict[str, dict[str, int]]:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
-from . import ledger
+from . import ledger, workers
 from .campaigns import Campaign
 from .config import Config
 from .errors import TemplateError
@@ -28,7 +28,6 @@ from .rendering import Renderer
 from .senders import Sender, SendResult
 from .store import Send, Suppression, insert_new
 
-IN_FLIGHT_LEASE = timedelta(minutes=15)
 
 
 @dataclass
@@ -53,7 +52,8 @@ class Decision:
 
 class Tick:
     def __init__(self, config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender,
-                 now: datetime, dry_run: bool = False, progress: Callable[[int], None] | None = None):
+                 now: datetime, dry_run: bool = False, progress: Callable[[int], None] | None = None,
+                 worker: str | None = None, stop: Callable[[], bool] = lambda: False):
         self.config = config
         self.campaigns = campaigns
         self.engine = engine
@@ -64,13 +64,25 @@ class Tick:
         self.renderer = Renderer(config)
         self.links = Links(config)
         self.report = TickReport(now=now, dry_run=dry_run)
+        self.worker = worker
+        self.stop = stop
 
     def run(self) -> TickReport:
+        """One tick. A tick of its own (not a daemon's) registers as a worker for its duration."""
+        if self.dry_run or self.worker is not None:
+            return self._run()
+        self.worker = workers.register(self.engine)
+        try:
+            return self._run()
+        finally:
+            workers.retire(self.engine, self.worker)
+
+    def _run(self) -> TickReport:
         with self.engine.connect() as connection:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
                 ledger.lock_evaluation(connection)
-                ledger.unknown_in_flight(connection, self.now, IN_FLIGHT_LEASE)
+                workers.recover_in_flight(connection, self.config.scheduler.lease, self.now)
                 evaluator = Evaluator(connection, self.config, self.now)
                 for campaign in self.campaigns:
                     counts = self.report.counts[campaign.name]
@@ -78,7 +90,8 @@ class Tick:
                     counts["expired"] += ledger.expire_overdue(connection, campaign, self.now)
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
                 for step in range(1, len(campaign.steps) + 1):
-                    self._dispatch(connection, campaign, step)
+                    if not self.stop():
+                        self._dispatch(connection, campaign, step)
             if outer is not None:
                 outer.rollback()
         for counts in self.report.counts.values():
@@ -94,14 +107,16 @@ class Tick:
 
     def _dispatch(self, connection: Connection, campaign: Campaign, step: int) -> None:
         batch_size = self.config.scheduler.batch_size
-        while True:
+        while not self.stop():  # a stop request lets the batch in hand finish, then claims no more
             with self._transaction(connection):
+                if self.worker:
+                    workers.heartbeat(connection, self.worker)
                 rows = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)
                 if not rows:
                     return
                 outgoing_rows = self._decide_batch(connection, campaign, rows)
                 emails = {r["id"]: campaign.recipient or r["email"] for r in outgoing_rows}
-                claimed = ledger.claim(connection, list(emails), self.now, emails)
+                claimed = ledger.claim(connection, list(emails), self.now, emails, self.worker)
                 outgoing = [r for r in outgoing_rows if r["id"] in claimed]
                 events = ledger.events_by_id(connection, [r["event_id"] for r in outgoing if r["event_id"]])
             if outgoing:
@@ -254,5 +269,6 @@ def _next_local(local: datetime, start) -> datetime:
 
 
 def tick(config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender, now: datetime,
-         dry_run: bool = False, progress: Callable[[int], None] | None = None) -> TickReport:
-    return Tick(config, campaigns, engine, sender, now, dry_run, progress).run()
+         dry_run: bool = False, progress: Callable[[int], None] | None = None, worker: str | None = None,
+         stop: Callable[[], bool] = lambda: False) -> TickReport:
+    return Tick(config, campaigns, engine, sender, now, dry_run, progress, worker, stop).run()

@@ -115,6 +115,19 @@ class Send(SQLModel, table=True):
     sent_at: Optional[datetime] = None
     message_id: Optional[str] = None
     updated_at: Optional[datetime] = None
+    # The worker that claimed the send; if it dies mid-send, the send becomes `unknown`.
+    claimed_by: Optional[str] = Field(default=None, max_length=40)
+
+
+class Worker(SQLModel, table=True):
+    """A running tick or daemon. Its heartbeat (wall clock) and process id tell the others
+    whether the sends it claimed are still in flight or were cut off by a crash."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
 
 
 class Delivery(SQLModel, table=True):
