@@ -310,5 +310,28 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     uvicorn.run(web, host=host, port=port, access_log=False, server_header=False, proxy_headers=True)
 
 
+@app.command()
+def run(config: ConfigOption = None,
+        metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics here")] = None,
+        now: NowOption = None) -> None:
+    """The daemon: a tick every scheduler.interval until SIGTERM or SIGINT."""
+    from prometheus_client import start_http_server
+
+    from . import logs
+    from .daemon import Daemon
+    from .senders import load_sender
+
+    with user_errors():
+        cfg, campaigns = _load(config)
+        fixed = parse_now(now, cfg) if now else None
+        engine = store(cfg)
+        sender = load_sender(cfg)
+    logs.configure()
+    port = metrics_port or cfg.scheduler.metrics_port
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+    Daemon(cfg, campaigns, engine, sender, clock=(lambda: fixed) if fixed else utcnow).run()
+
+
 def main() -> None:
     app()

@@ -82,7 +82,7 @@ class Tick:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
                 ledger.lock_evaluation(connection)
-                workers.recover_in_flight(connection, self.config.scheduler.lease, self.now)
+                workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
                 evaluator = Evaluator(connection, self.config, self.now)
                 for campaign in self.campaigns:
                     counts = self.report.counts[campaign.name]

@@ -22,15 +22,17 @@ HOST = socket.gethostname()
 
 def register(engine: Engine) -> str:
     worker_id = uuid.uuid4().hex
-    now = utcnow()
     with engine.begin() as connection:
-        connection.execute(Worker.__table__.insert(), {"id": worker_id, "host": HOST, "pid": os.getpid(),
-                                                       "started_at": now, "heartbeat_at": now})
+        heartbeat(connection, worker_id)
     return worker_id
 
 
 def heartbeat(connection: Connection, worker_id: str) -> None:
-    connection.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=utcnow()))
+    """Say this worker is alive; write its row again if another judged it dead during an outage."""
+    now = utcnow()
+    if not connection.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now)).rowcount:
+        connection.execute(Worker.__table__.insert(), {"id": worker_id, "host": HOST, "pid": os.getpid(),
+                                                       "started_at": now, "heartbeat_at": now})
 
 
 def retire(engine: Engine, worker_id: str) -> None:
@@ -56,15 +58,17 @@ def dead_workers(connection: Connection, lease: timedelta) -> list[str]:
     return [r.id for r in rows if r.heartbeat_at < stale or (r.host == HOST and not _alive(r.pid))]
 
 
-def recover_in_flight(connection: Connection, lease: timedelta, now: datetime) -> int:
-    """Sends claimed by a dead worker become `unknown`: it may or may not have sent them."""
-    dead = dead_workers(connection, lease)
+def recover_in_flight(connection: Connection, lease: timedelta, now: datetime, me: str | None = None) -> int:
+    """Sends claimed by a dead worker become `unknown`: it may or may not have sent them. So do
+    this worker's own: a tick starts with nothing in flight, so any left are from a failed tick."""
+    dead = dead_workers(connection, lease) + ([me] if me else [])
     orphaned = Send.status == "sending"
     owner_gone = Send.claimed_by.in_(dead) if dead else None
     unowned_and_old = Send.claimed_by.is_(None) & (Send.updated_at < now - lease)
     condition = orphaned & (owner_gone | unowned_and_old if owner_gone is not None else unowned_and_old)
     count = connection.execute(update(Send).where(condition).values(
         status="unknown", reason="in flight when its worker stopped", updated_at=now)).rowcount or 0
-    if dead:
-        connection.execute(delete(Worker).where(Worker.id.in_(dead)))
+    others = [w for w in dead if w != me]
+    if others:
+        connection.execute(delete(Worker).where(Worker.id.in_(others)))
     return count

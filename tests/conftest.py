@@ -7,6 +7,7 @@ import json
 import os
 import textwrap
 import uuid
+from contextlib import contextmanager
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class Project:
     def __init__(self, root: Path, database: str = "sqlite:///store.db"):
         self.root = root
         self.database = database
-        self.db = create_engine(self.url)
+        self.db = create_engine(self.url, pool_pre_ping=True)
         (root / "campaigns").mkdir()
         (root / "templates" / "emails").mkdir(parents=True)
         self.config(**{})
@@ -119,31 +120,51 @@ def project(tmp_path, monkeypatch) -> Project:
     return Project(tmp_path)
 
 
+POSTGRES_SKIP = "PostgreSQL tests run when LIFECYCLE_TEST_POSTGRES is set"
+
+
 def postgres_enabled() -> bool:
     return bool(os.environ.get("LIFECYCLE_TEST_POSTGRES"))
 
 
+@contextmanager
+def postgres_schema(tmp_path: Path):
+    """A Project on a schema of its own in the PostgreSQL test database, dropped afterwards."""
+    if not postgres_enabled():
+        pytest.skip(POSTGRES_SKIP)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    project = Project(tmp_path, f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    try:
+        yield project
+    finally:
+        project.db.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_project(request, tmp_path, monkeypatch):
-    """The same project on SQLite and, when LIFECYCLE_TEST_POSTGRES is set, on PostgreSQL (a
-    schema of its own in the test database, dropped afterwards)."""
+    """The same project on SQLite and, when LIFECYCLE_TEST_POSTGRES is set, on PostgreSQL."""
     monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
     monkeypatch.delenv("LIFECYCLE_CONFIG", raising=False)
     if request.param == "sqlite":
         yield Project(tmp_path)
         return
-    if not postgres_enabled():
-        pytest.skip("PostgreSQL tests run when LIFECYCLE_TEST_POSTGRES is set")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    project = Project(tmp_path, f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
-    yield project
-    project.db.dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    with postgres_schema(tmp_path) as project:
+        yield project
+
+
+@pytest.fixture
+def postgres_project(tmp_path, monkeypatch):
+    """A project on PostgreSQL only: for what only a shared server can show."""
+    monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
+    monkeypatch.delenv("LIFECYCLE_CONFIG", raising=False)
+    with postgres_schema(tmp_path) as project:
+        yield project
 
 
 def customer(cid: str, **fields) -> dict:
