@@ -150,27 +150,31 @@ def tick_once(config: Path, env: dict) -> tuple[float, float, int]:
     return seconds, peak, sum(c.get("entered", 0) for c in counts.values())
 
 
-def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int) -> float:
-    """Sends a second to the null sender: `sends` due sends, `daemons` processes sharing them."""
+def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, customers: int) -> float:
+    """Sends a second to the null sender: `sends` due thank-yous, `daemons` processes sharing them."""
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM send WHERE status IN ('scheduled', 'deferred')"))
+        connection.execute(text("DELETE FROM send WHERE entry_id IN (SELECT id FROM entry WHERE entry_key LIKE 'bench:%')"))
+        connection.execute(text("DELETE FROM entry WHERE entry_key LIKE 'bench:%'"))
+        connection.execute(text("""
+            INSERT INTO entry (campaign, customer_id, entry_key, entered_at, held_out, scheduled, status)
+            SELECT 'thanks', g % :customers + 1, 'bench:' || g, CAST(:now AS timestamptz), false, true, 'active'
+            FROM generate_series(1, :n) AS g"""), {"now": NOW.isoformat(), "n": sends, "customers": customers})
         connection.execute(text("""
             INSERT INTO send (entry_id, campaign, customer_id, step, marketing, priority, due_at, next_attempt_at,
                               status, attempts, updated_at)
-            SELECT e.id, 'thanks', e.customer_id, 100 + g, false, 0, CAST(:now AS timestamptz),
-                   CAST(:now AS timestamptz), 'scheduled', 0, CAST(:now AS timestamptz)
-            FROM (SELECT id, customer_id FROM entry WHERE campaign = 'thanks' LIMIT 1) AS e,
-                 generate_series(1, :n) AS g"""), {"now": NOW.isoformat(), "n": sends})
+            SELECT id, 'thanks', customer_id, 1, false, 0, entered_at, entered_at, 'scheduled', 0, entered_at
+            FROM entry WHERE entry_key LIKE 'bench:%'"""))
     command = [sys.executable, "-m", "engine", "run", "--config", str(config), "--now", NOW.isoformat()]
     started = time.perf_counter()
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for _ in range(daemons)]
+    waiting = text("""SELECT count(*) FROM send JOIN entry ON entry.id = send.entry_id
+                      WHERE entry.entry_key LIKE 'bench:%' AND send.status IN ('scheduled', 'deferred', 'sending')""")
     while True:
         with engine.connect() as connection:
-            left = connection.execute(text("SELECT count(*) FROM send WHERE status IN ('scheduled', 'sending')")).scalar()
-        if left == 0:
-            break
+            if connection.execute(waiting).scalar() == 0:
+                break
         time.sleep(0.2)
     seconds = time.perf_counter() - started
     for worker in workers:
@@ -208,7 +212,7 @@ def main() -> None:
                 fill_seconds = fill(url, args.customers, postgres=True)
                 seconds, peak, entered = tick_once(config, env)
                 rows.append(("PostgreSQL", fill_seconds, seconds, peak, entered))
-                rates = [(n, dispatch_rate(url, config, env, n, args.sends)) for n in (1, 2, 4)]
+                rates = [(n, dispatch_rate(url, config, env, n, args.sends, args.customers)) for n in (1, 2, 4)]
             finally:
                 create_engine(url).dispose()
                 with admin.connect() as connection:

@@ -238,6 +238,8 @@ class Campaign(Strict):
     holdout: float = 0.0
     recipient: Optional[str] = None
     source: str = Field("", exclude=True)
+    # Where the name was written (or line 1 for a name taken from the file's stem).
+    name_position: tuple[int, int] = Field((1, 1), exclude=True)
 
     _holdout = field_validator("holdout", mode="before")(_percent)
 
@@ -283,7 +285,8 @@ def load_campaigns(config: Config) -> list[Campaign]:
         if campaign is None:
             continue
         if campaign.name in seen:
-            problems.append(Problem(campaign.source, 1, 1,
+            line, column = campaign.name_position
+            problems.append(Problem(campaign.source, line, column,
                                     f"campaign name '{campaign.name}' is already used by {seen[campaign.name]}"))
             continue
         seen[campaign.name] = campaign.source
@@ -299,7 +302,8 @@ def load_campaign(path: Path, config: Config, display: str | None = None) -> tup
         return None, problems
     if not isinstance(located.data, dict):
         return None, [located.problem((), "a campaign file is a mapping of keys like name, trigger, steps")]
-    located.data = {"name": path.stem, **located.data, "source": located.file}
+    located.data = {"name": path.stem, **located.data, "source": located.file,
+                    "name_position": located.positions.get(("name",), (1, 1))}
     return located.validate(Campaign, context={"topics": set(config.topics)})
 
 

@@ -194,9 +194,16 @@ def _print_tick(report) -> None:
 
 
 def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
+    """Config, secret, campaigns and templates, all checked before anything can be sent."""
+    from .validation import check_templates
+
     cfg = load_config(config)
     cfg.secret_keys()
-    return cfg, load_campaigns(cfg)
+    campaigns = load_campaigns(cfg)
+    problems = check_templates(cfg, campaigns)
+    if problems:
+        raise ProblemsError(problems)
+    return cfg, campaigns
 
 
 @app.command()

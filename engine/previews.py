@@ -17,6 +17,7 @@ from .message import OutgoingEmail
 from .rendering import Renderer
 from .senders import Sender, SendResult
 from .store import Customer, Event
+from .validation import sample_event
 
 PREVIEW_SEND_ID = 0
 
@@ -46,13 +47,14 @@ def render_preview(config: Config, campaigns: list[Campaign], engine: Engine, na
 
 
 def _latest_event(connection, campaign: Campaign, customer_id: int) -> dict | None:
-    """An event trigger's template sees the customer's latest such event, as it would on a send."""
+    """An event trigger's template sees the customer's latest such event, as it would on a send;
+    a customer who never had one sees the sample event `validate` uses."""
     if campaign.trigger.event is None:
         return None
     row = connection.execute(select(Event.name, Event.at, Event.properties)
                              .where(Event.customer_id == customer_id, Event.name == campaign.trigger.event)
                              .order_by(Event.at.desc()).limit(1)).mappings().first()
-    return dict(row) if row else {"name": campaign.trigger.event, "at": utcnow(), "properties": {}}
+    return dict(row) if row else sample_event(campaign)
 
 
 def send_test(config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender, name: str, to: str,

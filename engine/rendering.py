@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
@@ -33,7 +33,8 @@ import html2text
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
 from jinja2 import (BaseLoader, Environment, FileSystemLoader, StrictUndefined, Template,
-                    TemplateError as JinjaError, TemplateNotFound, TemplateSyntaxError, pass_context)
+                    TemplateError as JinjaError, TemplateNotFound, TemplateRuntimeError, TemplateSyntaxError,
+                    Undefined, pass_context)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 
@@ -86,7 +87,31 @@ def _as_datetime(value: Any) -> datetime | date:
     return value
 
 
-@pass_context
+class Sample(str):
+    """A stand-in value for data validation cannot know (an attribute some customers lack):
+    filters pass it through, so `validate` checks the template, not one customer's data."""
+
+
+def _filter(kind: str):
+    """A locale-aware filter that fails like Jinja does: an undefined value is an undefined-name
+    error, and a value it cannot read is a template error naming the filter, never a crash."""
+    def decorate(function):
+        @pass_context
+        @wraps(function)
+        def apply(ctx, value: Any, *args: Any) -> str:
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            if isinstance(value, Sample):
+                return value
+            try:
+                return function(ctx, value, *args)
+            except (ValueError, TypeError, AttributeError, AssertionError) as exc:
+                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}: {exc}") from None
+        return apply
+    return decorate
+
+
+@_filter("date")
 def _date_filter(ctx, value: Any, format: str = "long") -> str:
     value = _as_datetime(value)
     if isinstance(value, datetime):
@@ -95,7 +120,7 @@ def _date_filter(ctx, value: Any, format: str = "long") -> str:
     return format_date(value, format=format, locale=_locale(ctx))
 
 
-@pass_context
+@_filter("datetime")
 def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
     value = _as_datetime(value)
     if not isinstance(value, datetime):
@@ -104,12 +129,12 @@ def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
                            locale=_locale(ctx))
 
 
-@pass_context
+@_filter("number")
 def _number_filter(ctx, value: Any) -> str:
     return format_decimal(value, locale=_locale(ctx))
 
 
-@pass_context
+@_filter("money")
 def _money_filter(ctx, value: Any, currency: str = "USD") -> str:
     return format_currency(value, currency, locale=_locale(ctx))
 

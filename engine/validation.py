@@ -11,9 +11,9 @@ from .campaigns import Campaign, load_campaigns
 from .config import Config, load_config
 from .demo_data import sample_customers, sample_events
 from .errors import Problem, ProblemsError, TemplateError
-from .rendering import Renderer, template_context
+from .rendering import Renderer, Sample, template_context
 
-PLACEHOLDER = "sample"
+PLACEHOLDER = Sample("sample")
 
 
 class SampleRecord(dict):
@@ -47,13 +47,12 @@ def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
     now = datetime.now(timezone.utc)
     renderer = Renderer(config)
     customers = sample_customers(now, count=40)
-    events = sample_events(customers, now)
     links = {"preferences": f"{config.public_url}/preferences/TOKEN-P",
              "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
              "confirm": f"{config.public_url}/confirm/TOKEN-C"}
     problems: dict[str, Problem] = {}
     for campaign in campaigns:
-        event = _sample_event(campaign, events)
+        event = sample_event(campaign)
         for locale in config.locales:
             customer = _sample_customer(customers, locale)
             for number, step in enumerate(campaign.steps, start=1):
@@ -101,9 +100,12 @@ def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
     return record
 
 
-def _sample_event(campaign: Campaign, events: list[dict]) -> SampleRecord | None:
+def sample_event(campaign: Campaign) -> SampleRecord | None:
+    """The trigger event a template sees, from the demo store's events of that name."""
     name = campaign.trigger.event
     if name is None:
         return None
-    sample = next((e for e in events if e["event"] == name), {"at": datetime.now(timezone.utc).isoformat()})
+    now = datetime.now(timezone.utc)
+    sample = next((e for e in sample_events(sample_customers(now, count=40), now) if e["event"] == name),
+                  {"at": now.isoformat()})
     return SampleRecord(name=name, at=sample["at"], properties=SampleRecord(sample.get("properties", {})))

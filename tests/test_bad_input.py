@@ -154,8 +154,6 @@ def test_duplicate_campaign_names_across_two_files(project):
     assert "a_thanks.yaml" in problem[0]["message"]
 
 
-@pytest.mark.xfail(reason="campaigns.load_campaigns reports a duplicate name at line 1, column 1 of the "
-                          "second file instead of the line of its `name:` key", strict=True)
 def test_duplicate_campaign_name_points_at_the_name_line(project):
     project.campaign("a_thanks", RECEIPT.replace("description:", "name: thanks\ndescription:"))
     project.campaign("b_thanks", "description: Another one\n" + RECEIPT.replace("description: Thank every buyer\n",
@@ -251,12 +249,6 @@ def test_undefined_name_fails_validate(project):
     assert "undefined" in problem["message"].lower()
 
 
-FILTER_BUG = ("rendering._date_filter (like the other babel filters) does not treat an undefined value as "
-              "undefined: validation's placeholder 'sample' raises ValueError and a missing attribute raises "
-              "babel's AssertionError, neither of which Renderer._render_file turns into a TemplateError")
-
-
-@pytest.mark.xfail(reason=FILTER_BUG, strict=True)
 def test_validate_survives_a_filter_on_an_attribute_it_cannot_know(project):
     """Any imported attribute can be named, so validate cannot know `birthday`: it may accept the
     template or report it, but as a located line, never as a crash."""
@@ -268,8 +260,6 @@ def test_validate_survives_a_filter_on_an_attribute_it_cannot_know(project):
         assert [m for m in problem_lines(result.output) if m["file"].endswith("templates/emails/bday.mjml")]
 
 
-@pytest.mark.xfail(reason=FILTER_BUG + "; the tick then dies with sends left `sending` and later campaigns "
-                          "not sent", strict=True)
 def test_tick_survives_a_filter_on_a_missing_attribute(project):
     project.template("bday", "Hello {{ customer.first_name }}, see you on {{ customer.birthday|date }}")
     project.campaign("birthday", """\
