@@ -430,3 +430,17 @@ def test_health_and_metrics(web):
     assert 'lifecycle_http_request_duration_seconds_count{method="GET",route="/preferences/{token}",status="200"}' in metrics
     assert "lifecycle_tick_duration_seconds_count" in metrics  # the engine's own, same registry
     assert web.client.get("/dashboard").status_code == 404
+
+
+# -- the dashboard -----------------------------------------------------------------------------
+
+
+def test_the_dashboard_needs_a_key_and_shows_the_report_offline(web):
+    assert web.client.get("/dashboard").status_code == 401
+    assert web.client.get("/dashboard", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    page = web.client.get("/dashboard", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "http" not in policy  # nothing is loaded from anywhere
+    assert "news" in page.text and "offers" in page.text  # every campaign has its rows
+    assert "<script src=" not in page.text  # the charting library is inline, for offline use

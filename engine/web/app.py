@@ -14,7 +14,7 @@ from .. import schema
 from ..config import Config
 from ..links import Links
 from ..preferences import Preferences
-from . import api, ops, pages, webhooks
+from . import api, dashboard, ops, pages, webhooks
 from .security import BodyLimit, Csrf, SecurityHeaders
 from .services import HERE, Services, store_threads
 
@@ -35,7 +35,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
         store_threads=store_threads(engine),
     )
     app = Starlette(
-        routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes,
+        routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes, *dashboard.routes,
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[Middleware(ops.RequestMetrics), Middleware(SecurityHeaders), Middleware(BodyLimit)],
         exception_handlers={HTTPException: pages.http_error},

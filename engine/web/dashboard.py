@@ -1,0 +1,36 @@
+"""`GET /dashboard`: the report of `lifecycle report --format html`, for operators with an API key.
+The figures come from the same query layer as the JSON and the table."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ..campaigns import load_campaigns
+from ..clock import utcnow
+from ..report_html import report_page
+from ..reporting import build_report
+from .security import bearer_ok
+from .services import services
+
+# The page carries its charting library inline (it works offline), so it may run inline scripts;
+# it still loads nothing from anywhere.
+DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+                 "img-src data:; font-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+async def dashboard(request: Request) -> Response:
+    s = services(request)
+    if not bearer_ok(request, s.api_keys):
+        return Response("an API key is required: Authorization: Bearer KEY", status_code=401,
+                        headers={"www-authenticate": "Bearer"}, media_type="text/plain")
+    page = await s.in_store(_page, s)
+    return HTMLResponse(page, headers={"content-security-policy": DASHBOARD_CSP})
+
+
+def _page(s) -> str:
+    return report_page(build_report(s.engine, s.config, load_campaigns(s.config), utcnow()))
+
+
+routes = [Route("/dashboard", dashboard, methods=["GET"])]
