@@ -15,6 +15,7 @@ child's maximum resident set) are measured from outside.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -142,17 +143,30 @@ def timed(command: list[str], env: dict) -> tuple[float, float, str]:
     return seconds, peak, done.stdout
 
 
-def tick_once(config: Path, env: dict) -> tuple[float, float, int]:
+def tick_once(config: Path, env: dict) -> tuple[float, float, float, int, int]:
+    """Wall seconds, evaluation seconds, peak MB, entries created and messages sent of one tick."""
     command = [sys.executable, "-m", "engine", "tick", "--config", str(config), "--now", NOW.isoformat(), "--json"]
     seconds, peak, out = timed(command, env)
-    import json
-    counts = json.loads(out)["campaigns"]
-    return seconds, peak, sum(c.get("entered", 0) for c in counts.values())
+    report = json.loads(out)
+    counts = report["campaigns"].values()
+    return (seconds, report["seconds"]["evaluate"], peak, sum(c.get("entered", 0) for c in counts),
+            sum(c.get("sent", 0) for c in counts))
 
 
 def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, customers: int) -> float:
-    """Sends a second to the null sender: `sends` due thank-yous, `daemons` processes sharing them."""
+    """Sends a second to the null sender: `daemons` processes, already running, share `sends`
+    due thank-yous that appear at once; timed until the last is recorded."""
     engine = create_engine(url)
+    command = [sys.executable, "-m", "engine", "run", "--config", str(config), "--now", NOW.isoformat()]
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(daemons)]
+
+    def count(sql: str) -> int:
+        with engine.connect() as connection:
+            return connection.execute(text(sql)).scalar()
+
+    while count("SELECT count(*) FROM worker") < daemons:
+        time.sleep(0.1)
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM send WHERE entry_id IN (SELECT id FROM entry WHERE entry_key LIKE 'bench:%')"))
         connection.execute(text("DELETE FROM entry WHERE entry_key LIKE 'bench:%'"))
@@ -165,17 +179,10 @@ def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, c
                               status, attempts, updated_at)
             SELECT id, 'thanks', customer_id, 1, false, 0, entered_at, entered_at, 'scheduled', 0, entered_at
             FROM entry WHERE entry_key LIKE 'bench:%'"""))
-    command = [sys.executable, "-m", "engine", "run", "--config", str(config), "--now", NOW.isoformat()]
     started = time.perf_counter()
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(daemons)]
-    waiting = text("""SELECT count(*) FROM send JOIN entry ON entry.id = send.entry_id
-                      WHERE entry.entry_key LIKE 'bench:%' AND send.status IN ('scheduled', 'deferred', 'sending')""")
-    while True:
-        with engine.connect() as connection:
-            if connection.execute(waiting).scalar() == 0:
-                break
-        time.sleep(0.2)
+    while count("""SELECT count(*) FROM send JOIN entry ON entry.id = send.entry_id WHERE entry.entry_key
+                   LIKE 'bench:%' AND send.status IN ('scheduled', 'deferred', 'sending')""") > 0:
+        time.sleep(0.1)
     seconds = time.perf_counter() - started
     for worker in workers:
         worker.terminate()
@@ -197,8 +204,7 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             url = f"sqlite:///{folder}/bench.db"
             fill_seconds = fill(url, args.customers, postgres=False)
-            seconds, peak, entered = tick_once(project(folder, url), env)
-            rows.append(("SQLite", fill_seconds, seconds, peak, entered))
+            rows.append(("SQLite", fill_seconds, *tick_once(project(folder, url), env)))
         if args.only in (None, "postgresql"):
             admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
             with admin.connect() as connection:
@@ -210,8 +216,7 @@ def main() -> None:
                 pg_folder.mkdir()
                 config = project(pg_folder, url)
                 fill_seconds = fill(url, args.customers, postgres=True)
-                seconds, peak, entered = tick_once(config, env)
-                rows.append(("PostgreSQL", fill_seconds, seconds, peak, entered))
+                rows.append(("PostgreSQL", fill_seconds, *tick_once(config, env)))
                 rates = [(n, dispatch_rate(url, config, env, n, args.sends, args.customers)) for n in (1, 2, 4)]
             finally:
                 create_engine(url).dispose()
@@ -219,10 +224,10 @@ def main() -> None:
                     connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB} WITH (FORCE)"))
     print(f"\nMachine: {machine()}\n")
     print(f"One tick, {args.customers:,} customers, {args.customers * 10:,} events, the shipped campaigns:\n")
-    print("| store | fill (s) | tick wall (s) | tick peak memory (MB) | entries created |")
-    print("|---|---:|---:|---:|---:|")
-    for name, fill_s, tick_s, peak, entered in rows:
-        print(f"| {name} | {fill_s:.1f} | {tick_s:.1f} | {peak:.0f} | {entered:,} |")
+    print("| store | fill (s) | evaluation (s) | whole tick (s) | peak memory (MB) | entries created | sent (null) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, fill_s, tick_s, evaluate_s, peak, entered, sent in rows:
+        print(f"| {name} | {fill_s:.1f} | {evaluate_s:.1f} | {tick_s:.1f} | {peak:.0f} | {entered:,} | {sent:,} |")
     if rates:
         print(f"\nDispatch to the null sender on PostgreSQL, {args.sends:,} due sends:\n")
         print("| daemons | sends per second | vs 1 daemon |")

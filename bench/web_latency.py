@@ -58,8 +58,8 @@ def make_project(root: Path, port: int, customers: int) -> Links:
     return Links(config)
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port),
+def start_server(root: Path, port: int, workers: int = 1) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--port", str(port), "--workers", str(workers),
                                "--config", str(root / "config.yaml")], cwd=REPO, env=os.environ.copy())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -148,13 +148,14 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=8000, help="requests per page kind")
     parser.add_argument("--batches", type=int, default=50, help="ingest batches of 1,000 events")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     args = parser.parse_args()
     os.environ.setdefault("LIFECYCLE_SECRET", "bench-secret")
     os.environ["LIFECYCLE_API_KEYS"] = API_KEY
     with tempfile.TemporaryDirectory() as folder:
         root, port = Path(folder), free_port()
         links = make_project(root, port, args.customers)
-        server = start_server(root, port)
+        server = start_server(root, port, args.workers)
         try:
             rows = asyncio.run(measure(f"http://127.0.0.1:{port}", links, args.customers, args.requests, args.batches))
         finally:

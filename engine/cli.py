@@ -305,16 +305,25 @@ def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="o
 @app.command()
 def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+          workers: Annotated[int, typer.Option(min=1, help="server processes (one per core)")] = 1,
           config: ConfigOption = None) -> None:
     """The web service: preference centre, one-click unsubscribe, confirmation, API, webhooks."""
+    import os
+
     import uvicorn
 
+    from .config import config_path
     from .web import create_app
 
     with user_errors():
-        web = create_app(load_config(config))
+        web = create_app(load_config(config))  # every mistake is found here, before any process starts
     # No access log: the paths carry customers' link tokens.
-    uvicorn.run(web, host=host, port=port, access_log=False, server_header=False, proxy_headers=True)
+    options = dict(host=host, port=port, access_log=False, server_header=False, proxy_headers=True)
+    if workers == 1:
+        uvicorn.run(web, **options)
+        return
+    os.environ["LIFECYCLE_CONFIG"] = str(config_path(config).resolve())
+    uvicorn.run("engine.web:from_environment", factory=True, workers=workers, **options)
 
 
 @app.command()

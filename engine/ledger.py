@@ -27,11 +27,13 @@ FREQUENCY_CHOICES = {"weekly": timedelta(days=7), "monthly": timedelta(days=30)}
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
 
 
-def lock_evaluation(connection: Connection) -> None:
+def lock_evaluation(connection: Connection) -> bool:
     """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
-    this), so `reentry: never` holds even when two daemons see the same signup at once."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(EVALUATION_LOCK)))
+    this), so `reentry: never` holds even when two daemons see the same signup at once. A daemon
+    that finds another evaluating skips evaluation this tick and goes straight to sending."""
+    if connection.dialect.name != "postgresql":
+        return True
+    return bool(connection.execute(select(func.pg_try_advisory_xact_lock(EVALUATION_LOCK))).scalar())
 
 
 def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:

@@ -39,7 +39,7 @@ class Preferences:
     def load(self, customer_id: int) -> Choices | None:
         """The customer's current choices, topics without a choice at their default; None if the
         customer does not exist."""
-        with self.engine.connect() as connection:
+        with self.engine.connect().execution_options(read_only=True) as connection:
             return self._current(connection, customer_id)
 
     def _current(self, connection: Connection, customer_id: int) -> Choices | None:

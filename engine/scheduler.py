@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter, defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,9 +37,11 @@ class TickReport:
     dry_run: bool
     counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     planned: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
 
     def as_dict(self) -> dict[str, Any]:
         return {"now": self.now.isoformat(), "dry_run": self.dry_run,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
                 **({"planned": self.planned} if self.dry_run else {})}
 
@@ -64,6 +67,7 @@ class Tick:
         self.renderer = Renderer(config)
         self.links = Links(config)
         self.report = TickReport(now=now, dry_run=dry_run)
+        self.report.counts.update({c.name: Counter() for c in campaigns})  # every campaign has a row
         self.worker = worker
         self.stop = stop
 
@@ -78,26 +82,32 @@ class Tick:
             workers.retire(self.engine, self.worker)
 
     def _run(self) -> TickReport:
+        started = time.perf_counter()
         with self.engine.connect() as connection:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
-                ledger.lock_evaluation(connection)
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
-                evaluator = Evaluator(connection, self.config, self.now)
-                for campaign in self.campaigns:
-                    counts = self.report.counts[campaign.name]
-                    counts["entered"] += evaluator.evaluate(campaign)
-                    counts["expired"] += ledger.expire_overdue(connection, campaign, self.now)
+                if ledger.lock_evaluation(connection):
+                    self._evaluate(connection)
+            self.report.seconds["evaluate"] = time.perf_counter() - started
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
                 for step in range(1, len(campaign.steps) + 1):
                     if not self.stop():
                         self._dispatch(connection, campaign, step)
             if outer is not None:
                 outer.rollback()
+        self.report.seconds["dispatch"] = time.perf_counter() - started - self.report.seconds["evaluate"]
         for counts in self.report.counts.values():
             for key in [k for k, v in counts.items() if v == 0]:
                 del counts[key]
         return self.report
+
+    def _evaluate(self, connection: Connection) -> None:
+        evaluator = Evaluator(connection, self.config, self.now)
+        for campaign in self.campaigns:
+            counts = self.report.counts[campaign.name]
+            counts["entered"] += evaluator.evaluate(campaign)
+            counts["expired"] += ledger.expire_overdue(connection, campaign, self.now)
 
     def _transaction(self, connection: Connection):
         """Each step commits on its own; a dry run keeps everything in one transaction it discards."""

@@ -143,7 +143,8 @@ class Delivery(SQLModel, table=True):
 
 def make_engine(url: str) -> Engine:
     """An engine for the store. SQLite gets WAL, a busy timeout and write transactions that take
-    the write lock up front, so two ticks at once serialise instead of failing mid-way."""
+    the write lock up front, so two ticks at once serialise instead of failing mid-way; a
+    connection with the execution option `read_only=True` reads without that lock."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -158,7 +159,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (`read_only` connections) need no write lock: WAL lets them run beside a writer.
+            connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get("read_only")
+                                       else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

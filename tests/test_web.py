@@ -429,7 +429,6 @@ def test_health_and_metrics(web):
     metrics = web.client.get("/metrics").text
     assert 'lifecycle_http_request_duration_seconds_count{method="GET",route="/preferences/{token}",status="200"}' in metrics
     assert "lifecycle_tick_duration_seconds_count" in metrics  # the engine's own, same registry
-    assert web.client.get("/dashboard").status_code == 404
 
 
 # -- the dashboard -----------------------------------------------------------------------------

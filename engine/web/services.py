@@ -42,8 +42,8 @@ class Services:
 
 def store_threads(engine: Engine) -> anyio.CapacityLimiter:
     """How many requests use the store at once. SQLite has one writer at a time and the store
-    begins every transaction with the write lock (BEGIN IMMEDIATE), so there one thread does it
-    all: requests queue here, cheaply, rather than in SQLite's sleeping busy handler.
+    begins every write with the write lock (BEGIN IMMEDIATE), so there one thread does it all:
+    requests queue here, cheaply, rather than in SQLite's sleeping busy handler.
     Other databases get as many threads as SQLAlchemy's default pool has connections."""
     return anyio.CapacityLimiter(1 if engine.dialect.name == "sqlite" else POOL_CONNECTIONS)
 
