@@ -59,8 +59,9 @@ def _where(values: dict | None) -> dict | None:
     return None if values is None else {k: _shorthand_equals(v) for k, v in values.items()}
 
 
-class Condition(Strict):
-    """One audience condition: exactly one of attribute, event, stage, risk, subscribed, any, not."""
+class Condition(Comparison):
+    """One audience condition: exactly one of attribute, event, stage, risk, subscribed, any, not.
+    An attribute condition takes one operator of Comparison."""
 
     attribute: Optional[str] = None
     event: Optional[str] = None
@@ -69,18 +70,6 @@ class Condition(Strict):
     subscribed: Optional[str] = None
     any: Optional[list["Condition"]] = None
     not_: Optional["Condition"] = Field(None, alias="not")
-    # attribute operators
-    equals: Optional[Scalar] = None
-    not_equals: Optional[Scalar] = None
-    in_: Optional[list[Scalar]] = Field(None, alias="in")
-    not_in: Optional[list[Scalar]] = None
-    gt: Optional[Scalar] = None
-    gte: Optional[Scalar] = None
-    lt: Optional[Scalar] = None
-    lte: Optional[Scalar] = None
-    exists: Optional[bool] = None
-    within_last: Optional[Duration] = None
-    within_next: Optional[Duration] = None
     # event history
     at_least: Optional[int] = Field(None, ge=0)
     at_most: Optional[int] = Field(None, ge=0)
