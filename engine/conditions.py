@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from .campaigns import Comparison, Condition

@@ -42,9 +42,5 @@ class TemplateError(ProblemsError):
     """A template does not parse, compile or render."""
 
 
-class ImportDataError(ProblemsError):
-    """Rows of an import file are invalid; none of the bad rows were stored."""
-
-
 class NotFound(LifecycleError):
     """A named campaign, customer or step does not exist."""

@@ -138,11 +138,3 @@ def end_entries(connection: Connection, entry_status: dict[int, str]) -> None:
         by_status[status].append(entry_id)
     for status, ids in by_status.items():
         connection.execute(update(Entry).where(Entry.id.in_(ids), Entry.status == "active").values(status=status))
-
-
-def count_statuses(connection: Connection) -> dict[str, dict[str, int]]:
-    rows = connection.execute(select(Send.campaign, Send.status, func.count()).group_by(Send.campaign, Send.status))
-    result: dict[str, dict[str, int]] = defaultdict(dict)
-    for campaign, status, n in rows:
-        result[campaign][status] = n
-    return result

@@ -7,9 +7,6 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from .config import Config
 
-PURPOSES = ("preferences", "unsubscribe", "confirm")
-
-
 class Links:
     def __init__(self, config: Config):
         self.base = config.public_url.rstrip("/")
