@@ -22,7 +22,7 @@ from .clock import parse_instant, utcnow
 from .conditions import iso
 from .config import Config
 from .errors import Problem
-from .store import Consent, Customer, Event, Subscription, insert_new
+from .store import Consent, Customer, Event, Subscription, insert_rows_new
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
 BATCH = 1000
@@ -279,7 +279,7 @@ class Importer:
         without = [r for r in rows if r["uid"] is None]
         stored = 0
         if with_uid:
-            stored += connection.execute(insert_new(connection, Event.__table__, ["uid"]), with_uid).rowcount or 0
+            stored += insert_rows_new(connection, Event.__table__, ["uid"], with_uid)
         if without:
             connection.execute(Event.__table__.insert(), without)
             stored += len(without)

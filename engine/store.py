@@ -175,3 +175,12 @@ def insert_new(connection, table, conflict: list[str]):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing(index_elements=conflict)
+
+
+def insert_rows_new(connection, table, conflict: list[str], rows: list[dict]) -> int:
+    """Insert the rows whose unique key is not taken yet; return how many went in. Counted with
+    RETURNING, since drivers differ in what rowcount says for a batch."""
+    if not rows:
+        return 0
+    statement = insert_new(connection, table, conflict).returning(*table.primary_key.columns)
+    return len(connection.execute(statement, rows).all())

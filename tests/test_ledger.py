@@ -278,3 +278,13 @@ def test_two_ticks_at_once_send_each_message_once(store_project):
     assert sum(sent) == 300
     assert len(project.outbox()) == 300
     assert len({m["To"] for m in project.outbox()}) == 300
+
+
+def test_reimporting_events_with_ids_stores_nothing_twice_and_says_so(store_project):
+    project = store_project
+    project.customers(customer("ann"))
+    events = project.jsonl("events.jsonl", [{"id": f"e{i}", "customer": "ann", "event": "login",
+                                             "at": "2026-03-01T10:00:00Z"} for i in range(3)])
+    assert "3 stored" in project.cli("import", "events", str(events)).stdout
+    assert "0 stored, 3 already stored" in project.cli("import", "events", str(events)).stdout
+    assert project.query("SELECT count(*) FROM event") == [(3,)]

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from ..clock import utcnow
 from ..config import Config
 from ..errors import ConfigError, Problem
-from ..store import Delivery, Send, Suppression, insert_new
+from ..store import Delivery, Send, Suppression, insert_rows_new
 from ..suppressions import normalise
 from .services import services
 
@@ -99,13 +99,8 @@ def record_events(engine: Engine, events: list[dict[str, Any]]) -> tuple[int, in
                          "reason": reason, "created_at": utcnow()}
                         for e in wanted if (reason := suppression_reason(e))]
         suppressions = [s for s in suppressions if s["email"]]
-        recorded = suppressed = 0
-        if deliveries:
-            statement = insert_new(connection, Delivery.__table__, ["provider_event_id"])
-            recorded = connection.execute(statement, deliveries).rowcount or 0
-        if suppressions:
-            statement = insert_new(connection, Suppression.__table__, ["email"])
-            suppressed = connection.execute(statement, suppressions).rowcount or 0
+        recorded = insert_rows_new(connection, Delivery.__table__, ["provider_event_id"], deliveries)
+        suppressed = insert_rows_new(connection, Suppression.__table__, ["email"], suppressions)
     return recorded, suppressed
 
 
