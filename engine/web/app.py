@@ -19,6 +19,13 @@ from .security import BodyLimit, Csrf, SecurityHeaders
 from .services import HERE, Services, store_threads
 
 
+def page_templates() -> Jinja2Templates:
+    """The pages ship with the package and never change while it runs: no mtime check per request."""
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.auto_reload = False
+    return templates
+
+
 def create_app(config: Config, engine: Engine | None = None) -> Starlette:
     """The web service for one config. A missing secret or a bad webhook key fails here, at start."""
     links = Links(config)
@@ -29,7 +36,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
         links=links,
         preferences=Preferences(engine, config),
         csrf=Csrf(links.secrets),
-        templates=Jinja2Templates(directory=HERE / "templates"),
+        templates=page_templates(),
         api_keys=config.api_keys(),
         webhook=webhooks.verifier(config),
         store_threads=store_threads(engine),
