@@ -12,7 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_valida
 
 from .config import Config, TimeWindow
 from .durations import Duration, parse_duration
-from .errors import CampaignError, Problem
+from .errors import CampaignError, Problem, display_path
 from .yamlsource import load_located
 
 STAGES = ("prospect", "current", "loyal", "lost")
@@ -269,7 +269,7 @@ def load_campaigns(config: Config) -> list[Campaign]:
         raise CampaignError([Problem(str(folder), 1, 1, "the campaigns folder does not exist")])
     campaigns, problems, seen = [], [], {}
     for path in sorted(folder.glob("*.y*ml")):
-        campaign, file_problems = load_campaign(path, config, display=_display(path, config.root))
+        campaign, file_problems = load_campaign(path, config, display=display_path(path, config.root))
         problems += file_problems
         if campaign is None:
             continue
@@ -296,8 +296,3 @@ def load_campaign(path: Path, config: Config, display: str | None = None) -> tup
     return located.validate(Campaign, context={"topics": set(config.topics)})
 
 
-def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)

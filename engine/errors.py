@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class LifecycleError(Exception):
@@ -20,6 +21,14 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+def display_path(path: Path, root: Path) -> str:
+    """A file as the marketer knows it: relative to the project folder where possible."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 class ProblemsError(LifecycleError):

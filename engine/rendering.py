@@ -40,7 +40,7 @@ from mjml import mjml2html
 
 from .campaigns import Campaign, Subject
 from .config import Config
-from .errors import Problem, TemplateError
+from .errors import Problem, TemplateError, display_path
 
 RTL_LOCALES = {"ar", "he", "fa", "ur"}
 
@@ -369,7 +369,8 @@ class Renderer:
             raise TemplateError([Problem(what, getattr(exc, "lineno", 1) or 1, 1, str(exc))]) from None
 
     def _path(self, name: str) -> str:
-        return str(self.folder / name)
+        """A template as the marketer knows it: relative to the project, like campaign files."""
+        return display_path(self.folder / name, self.config.root)
 
 
 @lru_cache(maxsize=16)

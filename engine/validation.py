@@ -10,7 +10,7 @@ from markupsafe import escape
 from .campaigns import Campaign, load_campaigns
 from .config import Config, load_config
 from .demo_data import sample_customers, sample_events
-from .errors import Problem, ProblemsError, TemplateError
+from .errors import Problem, ProblemsError, TemplateError, display_path
 from .rendering import Renderer, Sample, template_context
 
 PLACEHOLDER = Sample("sample")
@@ -75,7 +75,7 @@ def _compliance(config: Config, renderer: Renderer, template: str, locale: str, 
                 links: dict[str, str]) -> list[Problem]:
     """What every marketing email must carry: a way out (unsubscribe or preferences) and the
     brand's postal address."""
-    file = str(renderer.folder / (renderer.template_file(template, locale) or template))
+    file = display_path(renderer.folder / (renderer.template_file(template, locale) or template), config.root)
     missing = []
     if not (links["unsubscribe"] in html or links["preferences"] in html):
         missing.append("links.unsubscribe or links.preferences link")
