@@ -7,23 +7,25 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from .config import Config
 
+PURPOSES = ("preferences", "unsubscribe", "confirm")
+
+
 class Links:
     def __init__(self, config: Config):
         self.base = config.public_url.rstrip("/")
         # itsdangerous signs with the LAST key and verifies with all, so the current secret
         # (first in config) goes last: links signed with an old key listed in config still work.
         self.secrets = list(reversed(config.secret_keys()))
-
-    def _serializer(self, purpose: str) -> URLSafeSerializer:
-        return URLSafeSerializer(self.secrets, salt=f"lifecycle.{purpose}")
+        # One serializer a purpose, made once: every email signs three links.
+        self._serializers = {p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in PURPOSES}
 
     def token(self, purpose: str, customer_id: int, topic: str | None = None) -> str:
-        return self._serializer(purpose).dumps([customer_id, topic])
+        return self._serializers[purpose].dumps([customer_id, topic])
 
     def read(self, purpose: str, token: str) -> tuple[int, str | None] | None:
         """The (customer id, topic) a token was made for, or None for any forged or foreign token."""
         try:
-            customer_id, topic = self._serializer(purpose).loads(token)
+            customer_id, topic = self._serializers[purpose].loads(token)
         except (BadSignature, ValueError, TypeError):
             return None
         if not isinstance(customer_id, int) or isinstance(customer_id, bool):

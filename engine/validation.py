@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
+from functools import lru_cache
 from typing import Any
 
 from markupsafe import escape
@@ -44,9 +45,8 @@ def validate_all(config_file: str | None) -> tuple[Config | None, list[Campaign]
 
 def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
     """Render every step of every campaign in every locale against sample data."""
-    now = datetime.now(timezone.utc)
     renderer = Renderer(config)
-    customers = sample_customers(now, count=40)
+    customers, _ = _sample_store(datetime.now(timezone.utc).date())
     links = {"preferences": f"{config.public_url}/preferences/TOKEN-P",
              "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
              "confirm": f"{config.public_url}/confirm/TOKEN-C"}
@@ -100,12 +100,20 @@ def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
     return record
 
 
+@lru_cache(maxsize=1)
+def _sample_store(day: date) -> tuple[list[dict], list[dict]]:
+    """The demo store's customers and events, made once a day rather than once per campaign."""
+    now = datetime.combine(day, time(12), timezone.utc)
+    customers = sample_customers(now, count=40)
+    return customers, sample_events(customers, now)
+
+
 def sample_event(campaign: Campaign) -> SampleRecord | None:
     """The trigger event a template sees, from the demo store's events of that name."""
     name = campaign.trigger.event
     if name is None:
         return None
     now = datetime.now(timezone.utc)
-    sample = next((e for e in sample_events(sample_customers(now, count=40), now) if e["event"] == name),
-                  {"at": now.isoformat()})
+    _, events = _sample_store(now.date())
+    sample = next((e for e in events if e["event"] == name), {"at": now.isoformat()})
     return SampleRecord(name=name, at=sample["at"], properties=SampleRecord(sample.get("properties", {})))
