@@ -141,12 +141,13 @@ class Delivery(SQLModel, table=True):
     provider_event_id: Optional[str] = Field(default=None, max_length=200)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lock_timeout: float = 60) -> Engine:
     """An engine for the store. SQLite gets WAL, a busy timeout and write transactions that take
     the write lock up front, so two ticks at once serialise instead of failing mid-way; a
-    connection with the execution option `read_only=True` reads without that lock."""
+    connection with the execution option `read_only=True` reads without that lock.
+    `lock_timeout` is how many seconds SQLite waits for the write lock before it gives up."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": lock_timeout, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -160,8 +161,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
             # Readers (`read_only` connections) need no write lock: WAL lets them run beside a writer.
-            connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get("read_only")
-                                       else "BEGIN IMMEDIATE")
+            read_only = connection.get_execution_options().get("read_only")
+            connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

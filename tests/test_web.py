@@ -77,7 +77,8 @@ class Web:
 
 
 @pytest.fixture
-def web(project, monkeypatch) -> Web:
+def web(store_project, monkeypatch) -> Web:
+    project = store_project
     monkeypatch.setenv("LIFECYCLE_API_KEYS", f"other-key, {API_KEY}")
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", PUBLIC_KEY)
     project.campaign("news", NEWS)
@@ -242,6 +243,13 @@ def test_the_unsubscribe_page_asks_and_offers_the_preference_centre_but_changes_
     preferences = re.search(r'href="(/preferences/[^"]+)"', page.text).group(1)
     assert web.client.get(preferences).status_code == 200
     assert web.consents("ann") == []
+
+
+def test_one_click_unsubscribe_also_takes_the_body_as_multipart_form_data(web):
+    response = web.client.post(web.link("unsubscribe", "ann", "news"), files={"List-Unsubscribe": (None, "One-Click")})
+    assert response.status_code == 200
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert web.consents("ann") == [("unsubscribe", "news", "one_click")]
 
 
 def test_a_one_click_post_without_the_rfc_8058_body_is_refused(web):

@@ -37,7 +37,7 @@ async def ingest(request: Request, kind: str) -> JSONResponse:
         raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
     records = body if isinstance(body, list) else [body]
     importer = Importer(s.engine, s.config, utcnow(), source="api")
-    result = await s.in_store(importer.all_or_nothing, kind, records, f"/api/{kind}")
+    result = await s.run(importer.all_or_nothing, kind, records, f"/api/{kind}")
     if result.problems:
         return JSONResponse({"error": f"nothing stored: {len(result.problems)} bad items",
                              "items": [{"index": p.line, "reason": p.message} for p in result.problems]},

@@ -17,6 +17,7 @@ from ..preferences import Preferences
 from . import api, dashboard, ops, pages, webhooks
 from .security import BodyLimit, Csrf, SecurityHeaders
 from .services import HERE, Services, store_threads
+from .writes import GroupCommit
 
 
 def page_templates() -> Jinja2Templates:
@@ -34,12 +35,13 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
         config=config,
         engine=engine,
         links=links,
-        preferences=Preferences(engine, config),
+        preferences=Preferences(config),
         csrf=Csrf(links.secrets),
         templates=page_templates(),
         api_keys=config.api_keys(),
         webhook=webhooks.verifier(config),
         store_threads=store_threads(engine),
+        group_commit=GroupCommit(engine),
     )
     app = Starlette(
         routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes, *dashboard.routes,

@@ -25,7 +25,7 @@ async def dashboard(request: Request) -> Response:
     if not bearer_ok(request, s.api_keys):
         return Response("an API key is required: Authorization: Bearer KEY", status_code=401,
                         headers={"www-authenticate": "Bearer"}, media_type="text/plain")
-    page = await s.in_store(_page, s)
+    page = await s.run(_page, s)
     return HTMLResponse(page, headers={"content-security-policy": DASHBOARD_CSP})
 
 

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,15 +52,14 @@ class RequestMetrics:
 async def healthz(request: Request) -> JSONResponse:
     s = services(request)
     try:
-        await s.in_store(_ping, s.engine)
+        await s.read(_ping)
     except SQLAlchemyError:
         return JSONResponse({"status": "error", "store": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
-def _ping(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+def _ping(connection: Connection) -> None:
+    connection.execute(text("SELECT 1"))
 
 
 async def metrics(request: Request) -> Response:

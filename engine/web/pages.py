@@ -7,7 +7,8 @@ that no longer exists, gets the same 404 page.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable
+from urllib.parse import parse_qs
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -32,12 +33,12 @@ def _customer(request: Request, purpose: str) -> tuple[int, str | None]:
     return found
 
 
-async def _in_store(s: Services, work: Callable[..., Choices | None], *args: Any) -> Choices:
-    """The customer's choices after `work` (a Preferences method), or 404 if there is no customer."""
-    choices = await s.in_store(work, *args)
-    if choices is None:
+async def _found(choices: Awaitable[Choices | None]) -> Choices:
+    """The customer's choices (from a Preferences method), or 404 if there is no such customer."""
+    result = await choices
+    if result is None:
         raise HTTPException(404)
-    return choices
+    return result
 
 
 def _render(request: Request, name: str, locale: str, status_code: int = 200, **context: Any) -> Response:
@@ -53,7 +54,7 @@ def _render(request: Request, name: str, locale: str, status_code: int = 200, **
 async def preference_page(request: Request) -> Response:
     s = services(request)
     customer_id, _ = _customer(request, "preferences")
-    choices = await _in_store(s, s.preferences.load, customer_id)
+    choices = await _found(s.read(s.preferences.load, customer_id))
     csrf, new_cookie = s.csrf.issue(request)
     t = texts(choices.locale)
     response = _render(
@@ -79,7 +80,7 @@ async def save_preferences(request: Request) -> Response:
     if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
         raise HTTPException(403)
     wanted = parse_choices(form, s.config)
-    await _in_store(s, s.preferences.save, customer_id, wanted, "preference_centre", utcnow())
+    await _found(s.write(s.preferences.save, customer_id, wanted, "preference_centre", utcnow()))
     return RedirectResponse(f"/preferences/{request.path_params['token']}?saved=1", status_code=303)
 
 
@@ -102,7 +103,7 @@ async def unsubscribe_page(request: Request) -> Response:
     """Asks; changes nothing (mail scanners follow GET links). Its button is the one-click POST."""
     s = services(request)
     customer_id, topic = _customer(request, "unsubscribe")
-    choices = await _in_store(s, s.preferences.load, customer_id)
+    choices = await _found(s.read(s.preferences.load, customer_id))
     return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=False)
 
 
@@ -111,11 +112,18 @@ async def one_click_unsubscribe(request: Request) -> Response:
     token, no login. Repeating it changes nothing more."""
     s = services(request)
     customer_id, topic = _customer(request, "unsubscribe")
-    form = await request.form()
-    if form.get("List-Unsubscribe") != "One-Click":
+    if not await _asks_one_click(request):
         raise HTTPException(400)
-    choices = await _in_store(s, s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow())
+    choices = await _found(s.write(s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow()))
     return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=True)
+
+
+async def _asks_one_click(request: Request) -> bool:
+    """The body is `List-Unsubscribe=One-Click`, as a urlencoded or a multipart form (RFC 8058
+    allows both). Mail providers send the short urlencoded one, read here without a form parser."""
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return parse_qs((await request.body()).decode("latin-1")).get("List-Unsubscribe") == ["One-Click"]
+    return (await request.form()).get("List-Unsubscribe") == "One-Click"
 
 
 def _unsubscribe_response(request: Request, s: Services, customer_id: int, topic: str | None, locale: str,
@@ -132,7 +140,7 @@ async def confirm(request: Request) -> Response:
     """Double opt-in: records the consent once; a second click shows the same page."""
     s = services(request)
     customer_id, _ = _customer(request, "confirm")
-    choices = await _in_store(s, s.preferences.confirm, customer_id, "confirm_link", utcnow())
+    choices = await _found(s.write(s.preferences.confirm, customer_id, "confirm_link", utcnow()))
     t = texts(choices.locale)
     return _render(request, "message.html", choices.locale, title=t["confirmed"], message=t["confirmed_text"],
                    preferences=f"/preferences/{s.links.token('preferences', customer_id)}")

@@ -1,5 +1,6 @@
 """What the routes share, made once when the app starts: config, store, signed links,
-preferences, CSRF, page templates and the webhook's verification key."""
+preferences, CSRF, page templates and the webhook's verification key; and the three ways a route
+uses the store (`read`, `write`, `run`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..config import Config
 from ..links import Links
 from ..preferences import Preferences
 from .security import Csrf
+from .writes import GroupCommit
 
 HERE = Path(__file__).parent
 T = TypeVar("T")
@@ -34,14 +36,34 @@ class Services:
     api_keys: set[str]
     webhook: EventWebhook | None  # None: no public key configured, so every webhook post is refused
     store_threads: anyio.CapacityLimiter
+    group_commit: GroupCommit
 
-    async def in_store(self, work: Callable[..., T], *args: Any) -> T:
-        """Runs store work on a worker thread, off the event loop."""
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(connection, *args)` for a short read. On SQLite it runs right here on the event
+        loop: a point read of a local file in WAL mode never waits for a writer, and takes less
+        time than handing it to a thread would (the handoff also makes two threads take turns at
+        the GIL). Other databases answer over the network, so a worker thread waits for them."""
+        if self.engine.dialect.name == "sqlite":
+            return _read(self.engine, work, *args)
+        return await self.run(_read, self.engine, work, *args)
+
+    async def write(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(connection, *args)` in a transaction shared with the writes waiting beside it."""
+        return await self.group_commit(work, *args)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Longer store work (the ingest API, webhooks, the dashboard) on a worker thread, off the
+        event loop: it may wait for the database's write lock while the daemon's tick holds it."""
         return await anyio.to_thread.run_sync(work, *args, limiter=self.store_threads)
 
 
+def _read(engine: Engine, work: Callable[..., T], *args: Any) -> T:
+    with engine.connect().execution_options(read_only=True) as connection:
+        return work(connection, *args)
+
+
 def store_threads(engine: Engine) -> anyio.CapacityLimiter:
-    """How many requests use the store at once. SQLite has one writer at a time and the store
+    """How many requests write to the store at once. SQLite has one writer at a time and the store
     begins every write with the write lock (BEGIN IMMEDIATE), so there one thread does it all:
     requests queue here, cheaply, rather than in SQLite's sleeping busy handler.
     Other databases get as many threads as SQLAlchemy's default pool has connections."""

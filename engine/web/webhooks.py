@@ -81,7 +81,7 @@ async def sendgrid_events(request: Request) -> JSONResponse:
         raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise HTTPException(400, "the body must be a list of event objects")
-    recorded, suppressed = await s.in_store(record_events, s.engine, events)
+    recorded, suppressed = await s.run(record_events, s.engine, events)
     return JSONResponse({"recorded": recorded, "suppressed": suppressed})
 
 
