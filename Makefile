@@ -30,7 +30,9 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs
 
+# wrk, Debian's HTTP load generator, for the web benchmark.
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y --no-install-recommends wrk)
 	$(BIN)/python bench/tick_welcome.py
 	$(BIN)/python bench/web_latency.py
 

@@ -104,6 +104,20 @@ def test_the_preference_page_shows_topics_in_the_customers_language(web):
     assert "<script" not in english.text  # usable without JavaScript
 
 
+def test_customers_with_the_same_choices_each_get_a_page_with_their_own_link_and_form_token(web):
+    web.project.customers(customer("bob"))
+    pages = {}
+    for name in ("ann", "bob"):
+        client = TestClient(web.client.app)  # a browser of their own: their own CSRF cookie
+        link = web.link("preferences", name)
+        page = client.get(link).text
+        action = re.search(r'<form method="post" action="([^"]+)"', page).group(1)
+        pages[name] = (action, re.search(r'name="csrf" value="([^"]+)"', page).group(1), page)
+        assert action == link
+    assert pages["ann"][1] != pages["bob"][1]
+    assert "\ue000" not in pages["ann"][2] + pages["bob"][2]  # no mark left unfilled
+
+
 def test_switching_a_topic_off_is_stored_with_time_and_source_and_the_next_tick_skips_it(web):
     project = web.project
     page = web.link("preferences", "ann")

@@ -4,7 +4,7 @@ uses the store (`read`, `write`, `run`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -37,6 +37,7 @@ class Services:
     webhook: EventWebhook | None  # None: no public key configured, so every webhook post is refused
     store_threads: anyio.CapacityLimiter
     group_commit: GroupCommit
+    page_cache: dict[tuple, str] = field(default_factory=dict)  # see pages._preference_form
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """`work(connection, *args)` for a short read. On SQLite it runs right here on the event
