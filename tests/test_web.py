@@ -114,6 +114,8 @@ def test_customers_with_the_same_choices_each_get_a_page_with_their_own_link_and
         action = re.search(r'<form method="post" action="([^"]+)"', page).group(1)
         pages[name] = (action, re.search(r'name="csrf" value="([^"]+)"', page).group(1), page)
         assert action == link
+        unsubscribe = client.get(web.link("unsubscribe", name, "news")).text
+        assert re.search(r'href="(/preferences/[^"]+)"', unsubscribe).group(1) == link
     assert pages["ann"][1] != pages["bob"][1]
     assert "\ue000" not in pages["ann"][2] + pages["bob"][2]  # no mark left unfilled
 

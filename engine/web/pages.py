@@ -7,7 +7,7 @@ that no longer exists, gets the same 404 page.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
 from starlette.datastructures import FormData
@@ -41,11 +41,17 @@ async def _found(choices: Awaitable[Choices | None]) -> Choices:
     return result
 
 
+def _context(s: Services, locale: str, context: dict[str, Any]) -> dict[str, Any]:
+    return {"t": texts(locale), "lang": locale, "dir": direction(locale), "brand": s.config.brand, **context}
+
+
 def _render(request: Request, name: str, locale: str, status_code: int = 200, **context: Any) -> Response:
     s = services(request)
-    return s.templates.TemplateResponse(request, name, {"t": texts(locale), "lang": locale, "dir": direction(locale),
-                                                        "brand": s.config.brand, **context},
-                                        status_code=status_code)
+    return s.templates.TemplateResponse(request, name, _context(s, locale, context), status_code=status_code)
+
+
+def _page_text(s: Services, name: str, locale: str, **context: Any) -> str:
+    return s.templates.get_template(name).render(_context(s, locale, context))
 
 
 # -- the preference centre ---------------------------------------------------------------------
@@ -56,43 +62,52 @@ async def preference_page(request: Request) -> Response:
     customer_id, _ = _customer(request, "preferences")
     choices = await _found(s.read(s.preferences.load, customer_id))
     csrf, new_cookie = s.csrf.issue(request)
-    form = _preference_form(s, choices, saved=request.query_params.get("saved") == "1")
-    response = HTMLResponse(form.replace(TOKEN_MARK, request.path_params["token"]).replace(CSRF_MARK, csrf))
+    saved = request.query_params.get("saved") == "1"
+    form = _cached(s, ("preferences", choices.locale, choices.frequency, choices.unsubscribed,
+                       tuple(choices.topics.items()), saved), lambda: _preference_form(s, choices, saved))
+    response = HTMLResponse(_filled(form, token=request.path_params["token"], csrf=csrf))
     if new_cookie:
         s.csrf.set_cookie(response, new_cookie, request)
     return response
 
 
-# The page differs from one customer to the next only by their choices and two signed values: the
-# link token and the CSRF field (both URL-safe, nothing to escape). So it is rendered once per set
-# of choices with marks in their place, and served with the values put in: Jinja was a third of
-# the page's cost (bench/web_latency.py).
-TOKEN_MARK, CSRF_MARK = "\ue000token\ue000", "\ue000csrf\ue000"
-FORMS_KEPT = 4096
-
-
 def _preference_form(s: Services, choices: Choices, saved: bool) -> str:
-    key = (choices.locale, choices.frequency, choices.unsubscribed, tuple(choices.topics.items()), saved)
-    form = s.page_cache.get(key)
-    if form is None:
-        if len(s.page_cache) >= FORMS_KEPT:
-            s.page_cache.clear()
-        form = s.page_cache[key] = _render_preference_form(s, choices, saved)
-    return form
-
-
-def _render_preference_form(s: Services, choices: Choices, saved: bool) -> str:
     t = texts(choices.locale)
-    return s.templates.get_template("preferences.html").render(
-        t=t, lang=choices.locale, dir=direction(choices.locale), brand=s.config.brand,
-        token=TOKEN_MARK, csrf=CSRF_MARK, choices=choices, saved=saved,
-        topics=[(name, topic.title_in(choices.locale, s.config.default_locale), choices.topics[name])
-                for name, topic in s.config.topics.items()],
-        frequencies=[(ANY_FREQUENCY, t["frequency_any"]),
-                     *((value, t[f"frequency_{value}"]) for value in FREQUENCIES)],
-        frequency=choices.frequency or ANY_FREQUENCY,
-        locales=[(code, language_name(code)) for code in s.config.locales],
-    )
+    return _page_text(s, "preferences.html", choices.locale, token=_mark("token"), csrf=_mark("csrf"),
+                      choices=choices, saved=saved,
+                      topics=[(name, topic.title_in(choices.locale, s.config.default_locale), choices.topics[name])
+                              for name, topic in s.config.topics.items()],
+                      frequencies=[(ANY_FREQUENCY, t["frequency_any"]),
+                                   *((value, t[f"frequency_{value}"]) for value in FREQUENCIES)],
+                      frequency=choices.frequency or ANY_FREQUENCY,
+                      locales=[(code, language_name(code)) for code in s.config.locales])
+
+
+# The customer's pages differ from one customer to the next only by what they chose and by signed
+# values (the link token, the CSRF field, the link to the preference centre), which are URL-safe
+# and need no escaping. So each page is rendered once per set of choices with marks in place of
+# the signed values, and served with the values put in: Jinja was a third of a page's cost
+# (bench/web_latency.py).
+PAGES_KEPT = 4096
+
+
+def _mark(name: str) -> str:
+    return f"\ue000{name}\ue000"
+
+
+def _cached(s: Services, key: tuple, render: Callable[[], str]) -> str:
+    page = s.page_cache.get(key)
+    if page is None:
+        if len(s.page_cache) >= PAGES_KEPT:
+            s.page_cache.clear()
+        page = s.page_cache[key] = render()
+    return page
+
+
+def _filled(page: str, **values: str) -> str:
+    for name, value in values.items():
+        page = page.replace(_mark(name), value)
+    return page
 
 
 async def save_preferences(request: Request) -> Response:
@@ -126,7 +141,7 @@ async def unsubscribe_page(request: Request) -> Response:
     s = services(request)
     customer_id, topic = _customer(request, "unsubscribe")
     choices = await _found(s.read(s.preferences.load, customer_id))
-    return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=False)
+    return _unsubscribe_response(s, customer_id, topic, choices.locale, done=False)
 
 
 async def one_click_unsubscribe(request: Request) -> Response:
@@ -137,7 +152,7 @@ async def one_click_unsubscribe(request: Request) -> Response:
     if not await _asks_one_click(request):
         raise HTTPException(400)
     choices = await _found(s.write(s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow()))
-    return _unsubscribe_response(request, s, customer_id, topic, choices.locale, done=True)
+    return _unsubscribe_response(s, customer_id, topic, choices.locale, done=True)
 
 
 async def _asks_one_click(request: Request) -> bool:
@@ -148,14 +163,18 @@ async def _asks_one_click(request: Request) -> bool:
     return (await request.form()).get("List-Unsubscribe") == "One-Click"
 
 
-def _unsubscribe_response(request: Request, s: Services, customer_id: int, topic: str | None, locale: str,
-                          done: bool) -> Response:
+def _unsubscribe_response(s: Services, customer_id: int, topic: str | None, locale: str, done: bool) -> Response:
+    page = _cached(s, ("unsubscribe", locale, topic, done), lambda: _unsubscribe_text(s, topic, locale, done))
+    return HTMLResponse(_filled(page, preferences=f"/preferences/{s.links.token('preferences', customer_id)}"))
+
+
+def _unsubscribe_text(s: Services, topic: str | None, locale: str, done: bool) -> str:
     t = texts(locale)
     declared = s.config.topics.get(topic) if topic else None
     title = declared.title_in(locale, s.config.default_locale) if declared else topic
     key = ("unsubscribed_" if done else "unsubscribe_") + ("topic" if topic else "everything")
-    return _render(request, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title),
-                   preferences=f"/preferences/{s.links.token('preferences', customer_id)}")
+    return _page_text(s, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title),
+                      preferences=_mark("preferences"))
 
 
 async def confirm(request: Request) -> Response:
