@@ -1,17 +1,22 @@
 """`lifecycle report` over 10,000,000 sends, on SQLite and on PostgreSQL.
 
 Generates a store set-wise in SQL (a recursive CTE on SQLite, generate_series on PostgreSQL; no
-Python loops over rows), then times `build_report`, whose counting all happens in the database, and
-prints a markdown table with the machine it ran on.
+Python loops over rows) at the schema before revision 0003, then upgrades it through the migrations
+(0003 fills each send's outcomes from its deliveries and builds the report's indexes), then times
+`build_report`, whose counting all happens in the database, with a breakdown by part. The previous
+`build_report` (engine/reporting.py at commit PREVIOUS, read from git) runs on a smaller store beside
+the current one, so that the speed-up is a ratio measured in the same run. Prints markdown tables and
+the machine it ran on.
 
     .venv/bin/python bench/report_10m.py                      # both databases, 10M sends
     .venv/bin/python bench/report_10m.py --sends 1000000 --only sqlite
 
-The store: `--customers` customers created over two years, a visit for each and a purchase for every
-third (the goal event); entries spread over the last year across 10 campaigns (half with a 10% holdout
-and a purchase goal), two sends per entry (mostly sent, some skipped, expired, failed or held out),
-and provider events for 40% of the sent sends (delivered, plus opens, clicks, bounces, spam reports
-and unsubscribes). PostgreSQL gets a database of its own, dropped at the end.
+The store: a customer for every 10 sends, created over two years, a visit for each and a purchase for
+every third (the goal event); entries spread over the last year across 10 campaigns (half with a 10%
+holdout and a purchase goal), two sends per entry (mostly sent, some skipped, expired, failed or held
+out), and provider events for 40% of the sent sends (delivered, plus opens, clicks, bounces, spam
+reports and unsubscribes). PostgreSQL gets a database of its own, dropped at the end; it is vacuumed
+after the load, as autovacuum would, so that index-only scans can skip the table.
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns import Campaign
 from engine.config import Config
-from engine.reporting import build_report
+from engine.measures import Measures
+from engine.reporting import (Scope, activity, build_report, campaign_figures, customer_counts, month_starts,
+                              red_customers)
 from engine.schema import upgrade
 from engine.store import make_engine
 
@@ -37,6 +48,9 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 CAMPAIGNS = 10
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 POSTGRES_DB = "lifecycle_bench_report"
+BEFORE_OUTCOMES = "0002"  # the revision the store is loaded at; 0003 then runs on the loaded store
+PREVIOUS = "1c53746"  # the last commit with the previous build_report
+REPO = Path(__file__).resolve().parent.parent
 
 # Per database: a numbers source 1..n, and an instant `seconds` before NOW in the store's format.
 DIALECTS = {
@@ -44,19 +58,16 @@ DIALECTS = {
         "numbers": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :n) SELECT i FROM n",
         "ago": "(strftime('%Y-%m-%d %H:%M:%S', '2026-06-15 12:00:00', '-' || ({}) || ' seconds') || '.000000')",
         "empty": "'{}'", "total": "('{{\"total\": ' || ({}) || '}}')", "true": "1", "false": "0",
+        "analyze": "ANALYZE",
     },
     "postgresql": {
         "numbers": "SELECT i FROM generate_series(1::bigint, :n) AS n(i)",
         "ago": "(timestamptz '2026-06-15 12:00:00+00' - make_interval(secs => ({})))",
         "empty": "'{}'::jsonb", "total": "('{{\"total\": ' || ({}) || '}}')::jsonb", "true": "true", "false": "false",
+        "analyze": "VACUUM ANALYZE",
     },
 }
 
-# Indexes the report reads from instead of the tables (not in the migrations yet; see the README).
-REPORT_INDEXES = [
-    "CREATE INDEX ix_send_report ON send (campaign, step, variant, status, reason)",
-    "CREATE INDEX ix_delivery_send_kind ON delivery (send_id, kind)",
-]
 # A send's status: held out with its entry, else mostly sent, some skipped, expired, failed or waiting.
 STATUS = """(CASE WHEN e.held_out THEN 'held_out' WHEN s.i % 100 < 84 THEN 'sent' WHEN s.i % 100 < 92 THEN 'skipped'
              WHEN s.i % 100 < 98 THEN 'expired' WHEN s.i % 100 < 99 THEN 'failed' ELSE 'scheduled' END)"""
@@ -99,18 +110,22 @@ STATEMENTS = [
 ]
 
 
-def fill(engine: Engine, dialect: str, sizes: dict[str, int]) -> dict[str, int]:
-    """Run the statements above; returns the rows in each table."""
+def fill(engine: Engine, dialect: str, sizes: dict[str, int]) -> tuple[dict[str, int], float]:
+    """Run the statements above at the schema before 0003, then upgrade; returns the rows in each table
+    and the seconds the upgrade took."""
     words = DIALECTS[dialect]
-    upgrade(engine)
+    upgrade(engine, BEFORE_OUTCOMES)
     with engine.begin() as connection:
         for table, size, sql in STATEMENTS:
             connection.execute(text(_render(sql, words)), {"n": sizes[size], "customers": sizes["customers"]})
-        for index in REPORT_INDEXES:
-            connection.execute(text(index))
-        connection.execute(text("ANALYZE"))
-        return {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+    start = time.perf_counter()
+    upgrade(engine)
+    migrated = time.perf_counter() - start
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(words["analyze"]))
+        rows = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
                 for t in ("customer", "event", "entry", "send", "delivery")}
+    return rows, migrated
 
 
 def _render(sql: str, words: dict[str, str]) -> str:
@@ -139,25 +154,71 @@ def campaigns() -> list[Campaign]:
             for i in range(CAMPAIGNS)]
 
 
-def timed_report(engine: Engine, url: str, runs: int = 2) -> list[float]:
-    config = Config.model_validate({"from": {"email": "bench@example.com"}, "database": url})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        build_report(engine, config, campaigns(), NOW)
-        times.append(time.perf_counter() - start)
-    return times
+def config_for(url: str) -> Config:
+    return Config.model_validate({"from": {"email": "bench@example.com"}, "database": url})
 
 
-def bench_sqlite(sizes: dict[str, int], folder: Path) -> tuple[dict, list[float], float]:
-    url = f"sqlite:///{folder / 'bench.db'}"
-    engine = make_engine(url)
+def seconds(work: Callable[[], object]) -> float:
     start = time.perf_counter()
-    rows = fill(engine, "sqlite", sizes)
-    return rows, timed_report(engine, url), time.perf_counter() - start
+    work()
+    return time.perf_counter() - start
 
 
-def bench_postgres(sizes: dict[str, int]) -> tuple[dict, list[float], float]:
+def report_runs(build: Callable, engine: Engine, url: str, runs: int) -> list[float]:
+    config = config_for(url)
+    return [seconds(lambda: build(engine, config, campaigns(), NOW)) for _ in range(runs)]
+
+
+def breakdown(engine: Engine, url: str) -> dict[str, float]:
+    """The parts of `build_report`, each timed on its own."""
+    config, scope = config_for(url), Scope(NOW)
+    measures, months = Measures(config, NOW), month_starts(NOW, config.timezone)
+    parts: dict[str, Callable[[Connection], object]] = {
+        "campaign figures": lambda c: campaign_figures(c, scope, {x.name: x for x in campaigns()}, lambda n: None),
+        "activity": lambda c: activity(c, scope, months, config.timezone),
+        "retention, stages, risk": lambda c: customer_counts(c, measures, months),
+        "red list": lambda c: red_customers(c, measures),
+    }
+    with engine.connect() as connection:
+        return {name: seconds(lambda: part(connection)) for name, part in parts.items()}
+
+
+def previous_build_report() -> Callable | None:
+    """`build_report` as it was at commit PREVIOUS, or None when git cannot show it."""
+    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{PREVIOUS}:engine/reporting.py"],
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    module = ModuleType("engine.previous_reporting")
+    module.__package__ = "engine"  # its relative imports find the current engine
+    sys.modules[module.__name__] = module
+    exec(compile(shown.stdout, f"{PREVIOUS}:engine/reporting.py", "exec"), module.__dict__)
+    return module.build_report
+
+
+def measure(name: str, engine: Engine, url: str, dialect: str, sizes: dict[str, int], previous: Callable | None,
+            compare: bool) -> dict:
+    """Fill the store, then time the report (twice and by part), and the previous report when comparing."""
+    start = time.perf_counter()
+    rows, migrated = fill(engine, dialect, sizes)
+    result = {"database": name, "rows": rows, "fill": time.perf_counter() - start, "migration": migrated,
+              "runs": report_runs(build_report, engine, url, 2), "parts": breakdown(engine, url)}
+    if compare and previous is not None:
+        result["previous"] = report_runs(previous, engine, url, 1)[0]
+    return result
+
+
+def on_sqlite(sizes: dict[str, int], previous: Callable | None, compare: bool) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        engine = make_engine(url)
+        try:
+            return measure("SQLite", engine, url, "sqlite", sizes, previous, compare)
+        finally:
+            engine.dispose()
+
+
+def on_postgres(sizes: dict[str, int], previous: Callable | None, compare: bool) -> dict:
     admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB}"))
@@ -165,9 +226,7 @@ def bench_postgres(sizes: dict[str, int]) -> tuple[dict, list[float], float]:
     url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{POSTGRES_DB}"
     engine = make_engine(url)
     try:
-        start = time.perf_counter()
-        rows = fill(engine, "postgresql", sizes)
-        return rows, timed_report(engine, url), time.perf_counter() - start
+        return measure("PostgreSQL", engine, url, "postgresql", sizes, previous, compare)
     finally:
         engine.dispose()
         with admin.connect() as connection:
@@ -181,25 +240,52 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
 
 
+def sizes_for(sends: int) -> dict[str, int]:
+    return {"sends": sends, "entries": sends // 2, "customers": sends // 10}
+
+
+def print_tables(results: list[dict]) -> None:
+    print(f"\nmachine: {machine()}\n")
+    print("| database | customers | events | entries | sends | deliveries | load (s) | migration 0003 (s) "
+          "| report, first run (s) | report, second run (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        rows = r["rows"]
+        print(f"| {r['database']} | {rows['customer']:,} | {rows['event']:,} | {rows['entry']:,} | {rows['send']:,} | "
+              f"{rows['delivery']:,} | {r['fill']:.0f} | {r['migration']:.0f} | {r['runs'][0]:.2f} | "
+              f"{r['runs'][1]:.2f} |")
+    parts = list(results[0]["parts"])
+    print(f"\n| database | sends | {' | '.join(f'{p} (s)' for p in parts)} |")
+    print("|---|---:|" + "---:|" * len(parts))
+    for r in results:
+        times = " | ".join(f"{r['parts'][p]:.2f}" for p in parts)
+        print(f"| {r['database']} | {r['rows']['send']:,} | {times} |")
+    compared = [r for r in results if "previous" in r]
+    if compared:
+        print("\n| database | sends | previous build_report (s) | build_report (s) | speed-up |")
+        print("|---|---:|---:|---:|---:|")
+        for r in compared:
+            now = min(r["runs"])
+            print(f"| {r['database']} | {r['rows']['send']:,} | {r['previous']:.2f} | {now:.2f} | "
+                  f"{r['previous'] / now:.0f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=10_000_000)
-    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--compare-sends", type=int, default=1_000_000,
+                        help="the size of the store on which the previous build_report runs too (0: none)")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
-    sizes = {"sends": args.sends, "entries": args.sends // 2, "customers": args.customers}
+    previous = previous_build_report() if args.compare_sends else None
+    if args.compare_sends and previous is None:
+        print(f"git cannot show commit {PREVIOUS}: no comparison with the previous build_report", file=sys.stderr)
+    runs = [(args.sends, False), *([(args.compare_sends, True)] if previous else [])]
     results = []
-    with tempfile.TemporaryDirectory() as folder:
-        if args.only in (None, "sqlite"):
-            results.append(("SQLite", *bench_sqlite(sizes, Path(folder))))
-        if args.only in (None, "postgresql"):
-            results.append(("PostgreSQL", *bench_postgres(sizes)))
-    print(f"\nmachine: {machine()}\n")
-    print("| database | customers | events | entries | sends | deliveries | report, first run | report, second run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, rows, times, _ in results:
-        print(f"| {name} | {rows['customer']:,} | {rows['event']:,} | {rows['entry']:,} | {rows['send']:,} | "
-              f"{rows['delivery']:,} | {times[0]:.1f} s | {times[1]:.1f} s |")
+    for bench in (on_sqlite, on_postgres):
+        if args.only in (None, bench.__name__.removeprefix("on_").replace("postgres", "postgresql")):
+            results += [bench(sizes_for(sends), previous, compare) for sends, compare in runs]
+    print_tables(results)
 
 
 if __name__ == "__main__":

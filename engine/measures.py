@@ -1,8 +1,14 @@
 """Stages, churn risk and last activity as SQL expressions over one customer row, defined once
-(../shared/spec/README.md "Measures") and used by audience conditions and by the report alike."""
+(../shared/spec/README.md "Measures") and used by audience conditions and by the report alike.
+
+Stage and risk are decided from a customer's `Facts`. Audience conditions take them as correlated
+subqueries on the customer row (`Measures.facts`); the report passes columns it has grouped for all
+customers in one pass over the events instead, so the rules themselves exist once.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, exists, false, func, not_, or_, select
@@ -12,6 +18,16 @@ from .config import Config
 from .store import Customer, Event
 
 PURCHASE = "purchase"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What stage and risk are decided from, as SQL over one customer, as of `now`."""
+
+    last_activity: ColumnElement  # the latest event, else created_at
+    recent_purchases: ColumnElement  # purchases within stages.loyal.within
+    purchased: ColumnElement  # a purchase ever
+    red_event: ColumnElement  # an event named by risk.red.or_event
 
 
 class Measures:
@@ -27,34 +43,44 @@ class Measures:
         latest = select(func.max(Event.at)).where(self.seen_events(customer)).scalar_subquery()
         return func.coalesce(latest, customer.created_at)
 
-    def inactive_for(self, duration, customer=Customer) -> ColumnElement:
-        return self.last_activity(customer) <= self.now - duration
-
     def has_event(self, name: str, customer=Customer, since: datetime | None = None) -> ColumnElement:
         query = select(Event.id).where(self.seen_events(customer), Event.name == name)
         if since is not None:
             query = query.where(Event.at > since)
         return exists(query)
 
-    def stage(self, name: str, customer=Customer) -> ColumnElement:
-        stages = self.config.stages
-        lost = self.inactive_for(stages.lost.inactive_for, customer)
+    def loyal_since(self) -> datetime:
+        """Purchases after this count towards `loyal`."""
+        return self.now - self.config.stages.loyal.within
+
+    def facts(self, customer=Customer) -> Facts:
+        """The facts as correlated subqueries on the customer row."""
         recent = (select(func.count(Event.id))
-                  .where(self.seen_events(customer), Event.name == PURCHASE,
-                         Event.at > self.now - stages.loyal.within)
+                  .where(self.seen_events(customer), Event.name == PURCHASE, Event.at > self.loyal_since())
                   .scalar_subquery())
-        loyal = and_(not_(lost), recent >= stages.loyal.purchases)
-        purchased = self.has_event(PURCHASE, customer)
+        or_event = self.config.risk.red.or_event
+        return Facts(last_activity=self.last_activity(customer), recent_purchases=recent,
+                     purchased=self.has_event(PURCHASE, customer),
+                     red_event=self.has_event(or_event, customer) if or_event else false())
+
+    def inactive_for(self, duration, facts: Facts) -> ColumnElement:
+        return facts.last_activity <= self.now - duration
+
+    def stage(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+        facts = facts or self.facts(customer)
+        stages = self.config.stages
+        lost = self.inactive_for(stages.lost.inactive_for, facts)
+        loyal = and_(not_(lost), facts.recent_purchases >= stages.loyal.purchases)
         return {
             "lost": lost,
             "loyal": loyal,
-            "current": and_(not_(lost), not_(loyal), purchased),
-            "prospect": and_(not_(lost), not_(purchased)),
+            "current": and_(not_(lost), not_(loyal), facts.purchased),
+            "prospect": and_(not_(lost), not_(facts.purchased)),
         }[name]
 
-    def risk(self, name: str, customer=Customer) -> ColumnElement:
+    def risk(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+        facts = facts or self.facts(customer)
         risk = self.config.risk
-        red_event = self.has_event(risk.red.or_event, customer) if risk.red.or_event else false()
-        red = or_(self.inactive_for(risk.red.inactive_for, customer), red_event)
-        yellow = and_(not_(red), self.inactive_for(risk.yellow.inactive_for, customer))
+        red = or_(self.inactive_for(risk.red.inactive_for, facts), facts.red_event)
+        yellow = and_(not_(red), self.inactive_for(risk.yellow.inactive_for, facts))
         return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]

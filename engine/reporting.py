@@ -4,13 +4,23 @@ so the numbers agree everywhere (../shared/spec/README.md "Measures", interfaces
 
 Every figure is a GROUP BY or a conditional count in SQL: Python only folds the few grouped rows
 into the report's dict, so the cost does not grow with the number of sends on the Python side.
+In the database each part is one pass over an index or a probe per rare row, never a join of
+sends to provider events nor a subquery per send (bench/report_10m.py):
+- send statuses and outcomes: one ordered pass over `ix_send_figures`, since each send carries its
+  outcomes as bits (engine/outcomes.py); the monthly series: range counts on time-ordered indexes;
+- conversions: from each goal event to its customer's sends and entries in the window;
+- customers: their facts (last activity, purchases, red events) grouped once per report, from which
+  the rules of engine/measures.py count stages, risk and retention in one pass.
 
 Choices where the contract is silent:
 - `--since` keeps the entries that entered at or after it, with their sends and deliveries, in the
   campaign figures and the monthly activity alike. Retention, stages and risk describe the customers
   as of `now` and ignore it.
 - Outcomes count distinct sends: a send opened three times is one `opened`. `bounced` is a bounce or a
-  drop, `complained` a spam report.
+  drop, `complained` a spam report. In the monthly activity an outcome counts in the month of its
+  first provider event of that kind.
+- The lift's treated group is the entries that got a send, that is whose first step was sent (the
+  ledger schedules a step only after the one before it was sent).
 - A campaign without a `goal` has `converted` 0, `goal` null and no lift.
 - Rates are percentages; the lift's `difference` is in percentage points.
 - A customer's value (for the red list) is the sum of the `total` property of their `purchase` events.
@@ -21,6 +31,7 @@ Choices where the contract is silent:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -28,30 +39,21 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import and_, case, exists, func, literal, not_, or_, select, union_all
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.selectable import Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from .campaigns import RISKS, STAGES, Campaign, Goal
 from .config import Config
 from .durations import format_duration
 from .errors import NotFound
-from .measures import PURCHASE, Measures
+from .measures import PURCHASE, Facts, Measures
+from .outcomes import OUTCOMES, first_at, outcome_names
 from .sqltime import shifted
-from .store import Customer, Delivery, Entry, Event, Send
+from .store import Customer, Entry, Event, Send
 
-# Provider events (Delivery.kind) behind each outcome of a send.
-OUTCOME_KINDS = {
-    "delivered": ("delivered",),
-    "opened": ("open",),
-    "clicked": ("click",),
-    "bounced": ("bounce", "dropped"),
-    "complained": ("spamreport",),
-    "unsubscribed": ("unsubscribe",),
-}
-OUTCOMES = tuple(OUTCOME_KINDS)
-PROVIDER_KINDS = [kind for kinds in OUTCOME_KINDS.values() for kind in kinds]
 # Send statuses are reported as they are, except scheduled, deferred and sending: still `waiting`.
 WAITING_STATUSES = ("scheduled", "deferred", "sending")
 SEND_FIGURES = ("sent", *OUTCOMES, "failed", "unknown", "expired", "held_out", "waiting")
@@ -85,8 +87,7 @@ def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now:
             "since": since.isoformat() if since else None,
             "campaigns": figures,
             "activity": activity(connection, scope, months, config.timezone),
-            "retention": retention(connection, config, measures, months),
-            **stage_and_risk_counts(connection, measures),
+            **customer_counts(connection, measures, months),
             "red_customers": red_customers(connection, measures),
         }
     advance(1)
@@ -106,17 +107,19 @@ def campaign_figures(connection: Connection, scope: Scope, campaigns: dict[str, 
             raise NotFound(f"no campaign named '{scope.campaign}' (known: {', '.join(names) or 'none'})")
         names = [scope.campaign]
     steps = _step_rows(connection, scope)
+    goals = {name: campaigns[name].goal for name in names if name in campaigns and campaigns[name].goal}
+    converted_sends, converted_entries = _conversions(connection, scope, goals)
     result = {}
     for name in names:
         spec = campaigns.get(name)
-        goal = spec.goal if spec else None
+        goal = goals.get(name)
         rows = steps.get(name, {})
-        if goal is not None:
-            for (step, variant), converted in _send_conversions(connection, scope, name, goal).items():
-                rows.setdefault((step, variant), _empty_step(step, variant))["converted"] = converted
-        groups = _entry_conversions(connection, scope, name, goal) if goal is not None else {}
-        result[name] = _campaign(entries.get(name, (0, 0)), rows, goal, groups,
-                                 holdout=bool(spec and spec.holdout))
+        for (step, variant), converted in converted_sends.get(name, {}).items():
+            rows.setdefault((step, variant), _empty_step(step, variant))["converted"] = converted
+        entered, held_out = entries.get(name, (0, 0))
+        groups = ({False: (_treated(rows), converted_entries.get((name, False), 0)),
+                   True: (held_out, converted_entries.get((name, True), 0))} if goal else {})
+        result[name] = _campaign((entered, held_out), rows, goal, groups, holdout=bool(spec and spec.holdout))
         advance(1)
     return result
 
@@ -174,64 +177,77 @@ def _entry_counts(connection: Connection, scope: Scope) -> dict[str, tuple[int, 
 
 
 def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[tuple, dict]]:
-    """Per campaign, a row per (step, variant) with send statuses, skip reasons and outcomes."""
+    """Per campaign, a row per (step, variant) with send statuses, outcomes and skip reasons. Both
+    queries group in the order of the index `ix_send_figures` (status, campaign, step, variant,
+    outcomes, reason), so each is one ordered pass over the index and never a sort."""
     rows: dict[str, dict[tuple, dict]] = {}
 
     def row(name: str, step: int, variant: str | None) -> dict:
         return rows.setdefault(name, {}).setdefault((step, variant), _empty_step(step, variant))
 
-    status = case((Send.status.in_(WAITING_STATUSES), "waiting"), else_=Send.status)
-    reason = case((Send.status == "skipped", func.coalesce(Send.reason, "unknown")))
-    statuses = _sends(select(Send.campaign, Send.step, Send.variant, status, reason, func.count())
-                      .select_from(Send).group_by(Send.campaign, Send.step, Send.variant, status, reason), scope)
-    for name, step, variant, state, why, n in connection.execute(statuses):
+    keys = (Send.status, Send.campaign, Send.step, Send.variant, Send.outcomes)
+    for state, name, step, variant, mask, n in connection.execute(
+            _sends(select(*keys, func.count()).group_by(*keys), scope)):
         target = row(name, step, variant)
-        if state == "skipped":
-            target["skipped"][why] = target["skipped"].get(why, 0) + n
-        elif state in target:
-            target[state] += n
-    outcome = _outcome()
-    outcomes = _sends(select(Send.campaign, Send.step, Send.variant, outcome, func.count(func.distinct(Delivery.send_id)))
-                      .select_from(Delivery).join(Send, Send.id == Delivery.send_id)
-                      .where(Delivery.kind.in_(PROVIDER_KINDS))
-                      .group_by(Send.campaign, Send.step, Send.variant, outcome), scope)
-    for name, step, variant, kind, n in connection.execute(outcomes):
-        row(name, step, variant)[kind] = n
+        figure = "waiting" if state in WAITING_STATUSES else state
+        if figure in SEND_FIGURES:  # skipped sends are counted by reason below
+            target[figure] += n
+        for outcome in outcome_names(mask):
+            target[outcome] += n
+    keys = (Send.campaign, Send.step, Send.variant, Send.outcomes, Send.reason)
+    for name, step, variant, _, reason, n in connection.execute(
+            _sends(select(*keys, func.count()).where(Send.status == "skipped").group_by(*keys), scope)):
+        skipped = row(name, step, variant)["skipped"]
+        skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
     for by_step in rows.values():
         for target in by_step.values():
             target["skipped"] = dict(sorted(target["skipped"].items()))
     return rows
 
 
-def _outcome() -> ColumnElement:
-    """The outcome a provider event stands for (`bounce` and `dropped` are both `bounced`)."""
-    return case(*((Delivery.kind.in_(kinds), name) for name, kinds in OUTCOME_KINDS.items()))
+def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
+                 ) -> tuple[dict[str, dict[tuple, int]], dict[tuple[str, bool], int]]:
+    """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
+    sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
+    customer did the goal event within its window after the send or the entry, by `now`. Campaigns
+    with the same goal share one query; each goal event probes its customer's sends and entries
+    through the indexes on (customer, time), whatever their campaign, and other campaigns' rows are
+    dropped here."""
+    sends: dict[str, dict[tuple, int]] = defaultdict(dict)
+    entries: dict[tuple[str, bool], int] = {}
+    by_goal: dict[tuple, set[str]] = defaultdict(set)
+    for name, goal in goals.items():
+        by_goal[(goal.event, goal.within)].add(name)
+    for (event, within), names in by_goal.items():
+        done = select(Event.customer_id, Event.at).where(Event.name == event, Event.at <= scope.now).subquery()
+        converted = _sends(select(Send.campaign, Send.step, Send.variant, func.count(func.distinct(Send.id)))
+                           .select_from(done).join(Send, _reached(done, Send.customer_id, Send.sent_at, within))
+                           .where(Send.status == "sent").group_by(Send.campaign, Send.step, Send.variant), scope)
+        for name, step, variant, n in connection.execute(converted):
+            if name in names:
+                sends[name][(step, variant)] = n
+        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.status == "sent"))
+        converted = _entries(select(Entry.campaign, Entry.held_out, func.count(func.distinct(Entry.id)))
+                             .select_from(done)
+                             .join(Entry, _reached(done, Entry.customer_id, Entry.entered_at, within))
+                             .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
+        for name, held, n in connection.execute(converted):
+            if name in names:
+                entries[(name, bool(held))] = n
+    return sends, entries
 
 
-def _goal_reached(goal: Goal, customer_id, after, now: datetime) -> ColumnElement:
-    """The customer did the goal event after `after` and within the goal's window, by `now`."""
-    return exists(select(Event.id).where(Event.customer_id == customer_id, Event.name == goal.event,
-                                         Event.at > after, Event.at <= shifted(after, goal.within),
-                                         Event.at <= now))
+def _reached(done: Subquery, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
+    """A goal event of the customer after `start` and within the window. The last bound repeats the
+    window from the event's side, so that an index on (customer, start) narrows each probe."""
+    return and_(done.c.customer_id == customer_id, done.c.at > start, done.c.at <= shifted(start, within),
+                start >= shifted(done.c.at, -within))
 
 
-def _entry_conversions(connection: Connection, scope: Scope, name: str, goal: Goal) -> dict[bool, tuple[int, int]]:
-    """(entries, converted) for held-out entries (True) and entries that got a send (False)."""
-    got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.status == "sent"))
-    converted = _goal_reached(goal, Entry.customer_id, Entry.entered_at, scope.now)
-    query = _entries(select(Entry.held_out, func.count(), func.count(case((converted, 1))))
-                     .where(Entry.campaign == name, or_(Entry.held_out, got_send))
-                     .group_by(Entry.held_out), scope)
-    return {bool(held): (n, c) for held, n, c in connection.execute(query)}
-
-
-def _send_conversions(connection: Connection, scope: Scope, name: str, goal: Goal) -> dict[tuple, int]:
-    """Per (step, variant), the sent sends whose customer reached the goal within its window after the send."""
-    converted = _goal_reached(goal, Send.customer_id, Send.sent_at, scope.now)
-    query = _sends(select(Send.step, Send.variant, func.count(case((converted, 1))))
-                   .select_from(Send).where(Send.campaign == name, Send.status == "sent")
-                   .group_by(Send.step, Send.variant), scope)
-    return {(step, variant): n for step, variant, n in connection.execute(query)}
+def _treated(rows: dict[tuple, dict]) -> int:
+    """The entries that got a send: those whose first step was sent, since the ledger schedules a
+    step only once the one before it was sent (engine/scheduler.py)."""
+    return sum(row["sent"] for (step, _), row in rows.items() if step == 1)
 
 
 def lift(treated: tuple[int, int], held_out: tuple[int, int]) -> dict[str, Any]:
@@ -288,80 +304,115 @@ def _label(start: datetime, timezone: str) -> str:
     return start.astimezone(ZoneInfo(timezone)).strftime("%Y-%m")
 
 
-def _month_of(column, months: list[datetime]) -> ColumnElement:
-    """The index of the month a time falls in (null outside the 12 months), one CASE in SQL."""
-    return case(*((and_(column >= start, column < end), i) for i, (start, end) in enumerate(pairwise(months))))
-
-
 def activity(connection: Connection, scope: Scope, months: list[datetime], timezone: str) -> list[dict[str, Any]]:
-    """Sends that went out and their outcomes, per month of the last 12 (for the dashboard's chart)."""
-    series = [{"month": _label(start, timezone), "sent": 0, **{o: 0 for o in OUTCOMES}} for start in months[:-1]]
-    sent_month = _month_of(Send.sent_at, months)
-    sent = _sends(select(sent_month, func.count()).select_from(Send)
-                  .where(Send.status == "sent", Send.sent_at >= months[0]).group_by(sent_month), scope)
-    outcome = _outcome()
-    at_month = _month_of(Delivery.at, months)
-    outcomes = _sends(select(at_month, outcome, func.count(func.distinct(Delivery.send_id)))
-                      .select_from(Delivery).join(Send, Send.id == Delivery.send_id)
-                      .where(Delivery.at >= months[0], Delivery.kind.in_(PROVIDER_KINDS))
-                      .group_by(at_month, outcome), scope)
-    for index, n in connection.execute(sent):
-        if index is not None:
-            series[index]["sent"] = n
-    for index, kind, n in connection.execute(outcomes):
-        if index is not None:
-            series[index][kind] = n
+    """Sends that went out, and each outcome by the month of its first provider event, per month of
+    the last 12 (for the dashboard's chart): range counts on indexes in time order."""
+    times = {"sent": Send.sent_at, **{outcome: first_at(outcome) for outcome in OUTCOMES}}
+    counts = [_count_between(figure, column, start, end, scope)
+              for figure, column in times.items() for start, end in pairwise(months)]
+    values = iter(connection.execute(select(*counts)).one())
+    series = [{"month": _label(start, timezone)} for start in months[:-1]]
+    for figure in times:
+        for month in series:
+            month[figure] = next(values)
     return series
+
+
+def _count_between(figure: str, column: ColumnElement, start: datetime, end: datetime, scope: Scope) -> ColumnElement:
+    query = select(func.count()).select_from(Send).where(column >= start, column < end)
+    if figure == "sent":
+        query = query.where(Send.status == "sent")
+    return _sends(query, scope).scalar_subquery()
 
 
 # -- customers -------------------------------------------------------------------------------------
 
 
-def retention(connection: Connection, config: Config, measures: Measures, months: list[datetime]) -> list[dict]:
-    """CRR = ((E − N) / S) × 100 for each of the last 12 months, oldest first.
+def customer_facts(measures: Measures) -> Subquery:
+    """A row per customer created by `now`: created_at, their last event seen by `now`, purchases (all
+    and recent) and red events. One ordered pass over the customers, each with a seek into the index
+    on the events (customer_id, name, at), instead of subqueries per customer and measure."""
+    name, at = Event.name, Event.at
+    or_event = measures.config.risk.red.or_event
+    return (select(Customer.id, Customer.created_at, func.max(at).label("last_event"),
+                   func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
+                   func.count(case((name == PURCHASE, 1))).label("purchases"),
+                   func.count(case((name == or_event, 1))).label("red_events"))
+            .select_from(Customer).outerjoin(Event, and_(Event.customer_id == Customer.id, at <= measures.now))
+            .where(Customer.created_at <= measures.now).group_by(Customer.id).subquery())
+
+
+def _facts(customers: Subquery) -> Facts:
+    """The measures' facts from `customer_facts`."""
+    return Facts(last_activity=func.coalesce(customers.c.last_event, customers.c.created_at),
+                 recent_purchases=customers.c.recent, purchased=customers.c.purchases > 0,
+                 red_event=customers.c.red_events > 0)
+
+
+def customer_counts(connection: Connection, measures: Measures, months: list[datetime]) -> dict[str, Any]:
+    """Retention, stages and risk: conditional counts in one pass over the customers' facts."""
+    customers = customer_facts(measures)
+    facts = _facts(customers)
+    columns = [*retention_counts(measures, months, customers.c.created_at, facts),
+               *(func.count(case((measures.stage(s, facts=facts), 1))) for s in STAGES),
+               *(func.count(case((measures.risk(r, facts=facts), 1))) for r in RISKS)]
+    values = list(connection.execute(select(*columns)).one())
+    risks = values[-len(RISKS):]
+    stages = values[-len(RISKS) - len(STAGES):-len(RISKS)]
+    return {"retention": retention(values[:-len(RISKS) - len(STAGES)], months, measures.config.timezone),
+            "stages": dict(zip(STAGES, stages)), "risk": dict(zip(RISKS, risks))}
+
+
+def retention_counts(measures: Measures, months: list[datetime], born: ColumnElement, facts: Facts
+                     ) -> list[ColumnElement]:
+    """The counts behind CRR: customers counted at each of the 13 boundaries, then those created in
+    each month.
 
     A customer counts from `created_at` until they become lost (last activity + stages.lost.inactive_for,
     last activity as of `now`): one interval per customer, so S and E are the customers whose interval
-    holds the month's first instant and its end, and N those created in between. All 13 boundaries are
-    counted in one pass over the customers.
+    holds the month's first instant and its end (the current month ends at `now`), and N those created
+    in between.
     """
-    now = measures.now
-    bounds = [*months[:-1], min(months[-1], now)]
-    life = select(Customer.created_at.label("born"),
-                  shifted(measures.last_activity(), config.stages.lost.inactive_for).label("lost_at")
-                  ).where(Customer.created_at <= now).subquery()
-    counted = [func.count(case((and_(life.c.born < t, life.c.lost_at > t), 1))) for t in bounds]
-    created = [func.count(case((and_(life.c.born >= a, life.c.born < b), 1))) for a, b in pairwise(bounds)]
-    values = connection.execute(select(*counted, *created)).one()
-    alive, new = values[:len(bounds)], values[len(bounds):]
-    return [{"month": _label(start, config.timezone), "start": alive[i], "end": alive[i + 1], "new": new[i],
+    lost_after = measures.config.stages.lost.inactive_for
+    bounds = [*months[:-1], min(months[-1], measures.now)]
+    counted = [func.count(case((and_(born < t, facts.last_activity > t - lost_after), 1))) for t in bounds]
+    created = [func.count(case((and_(born >= a, born < b), 1))) for a, b in pairwise(bounds)]
+    return [*counted, *created]
+
+
+def retention(values: list[int], months: list[datetime], timezone: str) -> list[dict]:
+    """CRR = ((E − N) / S) × 100 for each of the last 12 months, oldest first, from `retention_counts`."""
+    alive, new = values[:MONTHS + 1], values[MONTHS + 1:]
+    return [{"month": _label(start, timezone), "start": alive[i], "end": alive[i + 1], "new": new[i],
              "crr": round(100 * (alive[i + 1] - new[i]) / alive[i], 2) if alive[i] else None}
             for i, start in enumerate(months[:-1])]
 
 
-def stage_and_risk_counts(connection: Connection, measures: Measures) -> dict[str, dict[str, int]]:
-    """How many customers are in each lifecycle stage and churn-risk colour, in one pass."""
-    columns = ([func.count(case((measures.stage(s), 1))) for s in STAGES]
-               + [func.count(case((measures.risk(r), 1))) for r in RISKS])
-    values = connection.execute(select(*columns).select_from(Customer)
-                                .where(Customer.created_at <= measures.now)).one()
-    return {"stages": dict(zip(STAGES, values[:len(STAGES)])), "risk": dict(zip(RISKS, values[len(STAGES):]))}
-
-
-def customer_value(measures: Measures) -> ColumnElement:
-    """The sum of the `total` property of the customer's purchases so far."""
-    return (select(func.coalesce(func.sum(Event.properties["total"].as_float()), literal(0.0)))
-            .where(measures.seen_events(), Event.name == PURCHASE).scalar_subquery())
-
-
 def red_customers(connection: Connection, measures: Measures, limit: int = RED_LISTED) -> list[dict[str, Any]]:
-    """The red-risk customers worth most, first: the list the team acts on."""
-    value = customer_value(measures).label("value")
-    last = measures.last_activity().label("last_activity")
-    query = (select(Customer.external_id, Customer.email, Customer.first_name, Customer.last_name, value, last)
-             .where(Customer.created_at <= measures.now, measures.risk("red"))
-             .order_by(value.desc(), Customer.external_id).limit(limit))
+    """The red-risk customers worth most, first: the list the team acts on. A customer's value is the
+    sum of the `total` property of their purchases so far.
+
+    Rather than value and risk for every customer, two short lists are merged: the red buyers worth
+    most (buyers are found from the purchase events, far fewer than customers) and the first red
+    customers who never bought (worth 0) in id order, which stops at `limit`.
+    """
+    spent = (select(Event.customer_id, func.sum(Event.properties["total"].as_float()).label("value"))
+             .where(Event.name == PURCHASE, Event.at <= measures.now).group_by(Event.customer_id).subquery())
+    value = func.coalesce(spent.c.value, literal(0.0))
+    buyers = (_red_list(measures, value).select_from(spent).join(Customer, Customer.id == spent.c.customer_id)
+              .order_by(value.desc(), Customer.external_id).limit(limit).subquery())
+    others = (_red_list(measures, literal(0.0)).where(not_(measures.has_event(PURCHASE)))
+              .order_by(Customer.external_id).limit(limit).subquery())
+    merged = union_all(select(buyers), select(others)).subquery()
+    query = select(merged).order_by(merged.c.value.desc(), merged.c.external_id).limit(limit)
     return [{"id": r.external_id, "email": r.email,
              "name": " ".join(p for p in (r.first_name, r.last_name) if p) or None,
              "value": round(float(r.value or 0), 2), "last_activity": r.last_activity.isoformat()}
             for r in connection.execute(query)]
+
+
+def _red_list(measures: Measures, value: ColumnElement) -> Select:
+    """The red list's columns, for red customers created by `now`."""
+    return (select(Customer.external_id, Customer.email, Customer.first_name, Customer.last_name,
+                   value.label("value"), measures.last_activity().label("last_activity"))
+            .where(Customer.created_at <= measures.now, measures.risk("red")))

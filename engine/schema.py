@@ -30,14 +30,14 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Bring the schema to the newest revision; returns (before, after)."""
+def upgrade(engine: Engine, revision: str | None = None) -> tuple[str | None, str]:
+    """Bring the schema to `revision` (the newest when None); returns (before, after)."""
     before = current_revision(engine)
-    head = head_revision()
-    if before != head:
+    target = revision or head_revision()
+    if before != target:
         with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
-    return before, head
+            command.upgrade(_alembic_config(connection), target)
+    return before, target
 
 
 def ensure_schema(engine: Engine) -> None:

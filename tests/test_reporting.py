@@ -8,10 +8,13 @@ import re
 from datetime import datetime, timezone
 
 import pytest
+from sqlalchemy import select
 
 from conftest import customer
+from engine.outcomes import record_deliveries
 from engine.report_html import report_page
 from engine.reporting import month_starts
+from engine.store import Customer, Send
 
 OFFER = """\
 topic: offers
@@ -41,13 +44,15 @@ ZERO_OUTCOMES = {"delivered": 0, "opened": 0, "clicked": 0, "bounced": 0, "compl
 
 
 def deliver(project, name: str, step: int, *kinds: str) -> None:
-    """Provider events for one customer's offer send, stamped with its send time, as the webhook would
-    store them."""
-    for kind in kinds:
-        project.query("""INSERT INTO delivery (send_id, kind, at)
-                         SELECT s.id, :kind, s.sent_at FROM send s JOIN customer c ON c.id = s.customer_id
-                         WHERE s.campaign = 'offer' AND s.step = :step AND c.external_id = :name""",
-                      kind=kind, step=step, name=name)
+    """Provider events for one customer's offer send, stamped with its send time, stored as the
+    webhook stores them."""
+    with project.db.begin() as connection:
+        send_id, sent_at = connection.execute(
+            select(Send.id, Send.sent_at).join(Customer, Customer.id == Send.customer_id)
+            .where(Send.campaign == "offer", Send.step == step, Customer.external_id == name)).one()
+        record_deliveries(connection, [{"send_id": send_id, "kind": kind, "at": sent_at,
+                                        "provider_event_id": f"{name}-{step}-{i}-{kind}"}
+                                       for i, kind in enumerate(kinds)])
 
 
 @pytest.fixture

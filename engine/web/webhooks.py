@@ -4,8 +4,9 @@ A post is accepted only with a valid ECDSA signature over timestamp + raw body a
 at most MAX_AGE old (a captured post cannot be replayed later). Each event finds its send
 through the `send_id` custom argument the SendGrid sender attaches (SendGrid returns custom
 arguments as top-level fields of the event) and is recorded once in `Delivery`, keyed by
-`sg_event_id`; bounces, invalid-address drops, spam reports and unsubscribes suppress the
-address. Replaying a payload changes nothing.
+`sg_event_id`, with its outcome marked on the send (engine/outcomes.py); bounces,
+invalid-address drops, spam reports and unsubscribes suppress the address. Replaying a payload
+changes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from starlette.routing import Route
 from ..clock import utcnow
 from ..config import Config
 from ..errors import ConfigError, Problem
-from ..store import Delivery, Send, Suppression, insert_rows_new
+from ..outcomes import record_deliveries
+from ..store import Send, Suppression, insert_rows_new
 from ..suppressions import normalise
 from .services import services
 
@@ -99,7 +101,7 @@ def record_events(engine: Engine, events: list[dict[str, Any]]) -> tuple[int, in
                          "reason": reason, "created_at": utcnow()}
                         for e in wanted if (reason := suppression_reason(e))]
         suppressions = [s for s in suppressions if s["email"]]
-        recorded = insert_rows_new(connection, Delivery.__table__, ["provider_event_id"], deliveries)
+        recorded = record_deliveries(connection, deliveries)
         suppressed = insert_rows_new(connection, Suppression.__table__, ["email"], suppressions)
     return recorded, suppressed
 
