@@ -226,7 +226,7 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.status == "sent"))
+        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
         converted = _entries(select(Entry.campaign, Entry.held_out, func.count(func.distinct(Entry.id)))
                              .select_from(done)
                              .join(Entry, _reached(done, Entry.customer_id, Entry.entered_at, within))
@@ -329,12 +329,13 @@ def _count_between(figure: str, column: ColumnElement, start: datetime, end: dat
 
 
 def customer_facts(measures: Measures) -> Subquery:
-    """A row per customer created by `now`: created_at, their last event seen by `now`, purchases (all
+    """A row per customer created by `now`: created_at, their last activity as of `now`, purchases (all
     and recent) and red events. One ordered pass over the customers, each with a seek into the index
     on the events (customer_id, name, at), instead of subqueries per customer and measure."""
     name, at = Event.name, Event.at
     or_event = measures.config.risk.red.or_event
-    return (select(Customer.id, Customer.created_at, func.max(at).label("last_event"),
+    return (select(Customer.id, Customer.created_at,
+                   func.coalesce(func.max(at), Customer.created_at).label("last_activity"),
                    func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
                    func.count(case((name == PURCHASE, 1))).label("purchases"),
                    func.count(case((name == or_event, 1))).label("red_events"))
@@ -344,45 +345,47 @@ def customer_facts(measures: Measures) -> Subquery:
 
 def _facts(customers: Subquery) -> Facts:
     """The measures' facts from `customer_facts`."""
-    return Facts(last_activity=func.coalesce(customers.c.last_event, customers.c.created_at),
+    return Facts(last_activity=customers.c.last_activity,
                  recent_purchases=customers.c.recent, purchased=customers.c.purchases > 0,
                  red_event=customers.c.red_events > 0)
 
 
 def customer_counts(connection: Connection, measures: Measures, months: list[datetime]) -> dict[str, Any]:
-    """Retention, stages and risk: conditional counts in one pass over the customers' facts."""
+    """Retention, stages and risk from one GROUP BY over the customers' facts. Each customer falls in
+    a cell (the boundaries passed when created and when lost, stage, risk): the database evaluates
+    four expressions a customer and Python adds up the few hundred cells.
+
+    CRR = ((E − N) / S) × 100 for each of the last 12 months. A customer counts from `created_at`
+    until they become lost (last activity + stages.lost.inactive_for, last activity as of `now`): one
+    interval per customer, so S and E are the customers whose interval holds the month's first
+    instant and its end (the current month ends at `now`), and N those created in between.
+    """
     customers = customer_facts(measures)
     facts = _facts(customers)
-    columns = [*retention_counts(measures, months, customers.c.created_at, facts),
-               *(func.count(case((measures.stage(s, facts=facts), 1))) for s in STAGES),
-               *(func.count(case((measures.risk(r, facts=facts), 1))) for r in RISKS)]
-    values = list(connection.execute(select(*columns)).one())
-    risks = values[-len(RISKS):]
-    stages = values[-len(RISKS) - len(STAGES):-len(RISKS)]
-    return {"retention": retention(values[:-len(RISKS) - len(STAGES)], months, measures.config.timezone),
-            "stages": dict(zip(STAGES, stages)), "risk": dict(zip(RISKS, risks))}
-
-
-def retention_counts(measures: Measures, months: list[datetime], born: ColumnElement, facts: Facts
-                     ) -> list[ColumnElement]:
-    """The counts behind CRR: customers counted at each of the 13 boundaries, then those created in
-    each month.
-
-    A customer counts from `created_at` until they become lost (last activity + stages.lost.inactive_for,
-    last activity as of `now`): one interval per customer, so S and E are the customers whose interval
-    holds the month's first instant and its end (the current month ends at `now`), and N those created
-    in between.
-    """
-    lost_after = measures.config.stages.lost.inactive_for
     bounds = [*months[:-1], min(months[-1], measures.now)]
-    counted = [func.count(case((and_(born < t, facts.last_activity > t - lost_after), 1))) for t in bounds]
-    created = [func.count(case((and_(born >= a, born < b), 1))) for a, b in pairwise(bounds)]
-    return [*counted, *created]
+    lost_after = measures.config.stages.lost.inactive_for
+    cells = select(
+        # how many boundaries the customer was created at or after, and how many come before they are lost
+        case(*((customers.c.created_at < t, k) for k, t in enumerate(bounds)), else_=len(bounds)).label("born"),
+        case(*((facts.last_activity <= t - lost_after, k) for k, t in enumerate(bounds)), else_=len(bounds)).label("lost"),
+        case(*((measures.stage(s, facts=facts), s) for s in STAGES)).label("stage"),
+        case(*((measures.risk(r, facts=facts), r) for r in RISKS)).label("risk"),
+    ).subquery()
+    keys = (cells.c.born, cells.c.lost, cells.c.stage, cells.c.risk)
+    alive, new = [0] * len(bounds), [0] * MONTHS
+    stages, risks = dict.fromkeys(STAGES, 0), dict.fromkeys(RISKS, 0)
+    for born, lost, stage, risk, n in connection.execute(select(*keys, func.count()).group_by(*keys)):
+        for k in range(born, lost):
+            alive[k] += n
+        if 0 < born <= MONTHS:
+            new[born - 1] += n
+        stages[stage] += n
+        risks[risk] += n
+    return {"retention": retention(alive, new, months, measures.config.timezone), "stages": stages, "risk": risks}
 
 
-def retention(values: list[int], months: list[datetime], timezone: str) -> list[dict]:
-    """CRR = ((E − N) / S) × 100 for each of the last 12 months, oldest first, from `retention_counts`."""
-    alive, new = values[:MONTHS + 1], values[MONTHS + 1:]
+def retention(alive: list[int], new: list[int], months: list[datetime], timezone: str) -> list[dict]:
+    """CRR per month, oldest first, from the customers counted at each boundary and created in each month."""
     return [{"month": _label(start, timezone), "start": alive[i], "end": alive[i + 1], "new": new[i],
              "crr": round(100 * (alive[i + 1] - new[i]) / alive[i], 2) if alive[i] else None}
             for i, start in enumerate(months[:-1])]
