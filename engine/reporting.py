@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 import numpy
 from sqlalchemy import and_, case, exists, func, literal, not_, or_, select, union_all
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
@@ -223,36 +224,39 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
     customer did the goal event within its window after the send or the entry, by `now`. Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
-    through the indexes on (customer, time), whatever their campaign, and other campaigns' rows are
-    dropped here."""
+    through the indexes on (customer, time), whatever their campaign; the rows it reaches are
+    counted once each (`IN`), and other campaigns' rows are dropped here."""
     sends: dict[str, dict[tuple, int]] = defaultdict(dict)
     entries: dict[tuple[str, bool], int] = {}
     by_goal: dict[tuple, set[str]] = defaultdict(set)
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
-        done = select(Event.customer_id, Event.at).where(Event.name == event, Event.at <= scope.now).subquery()
-        converted = _sends(select(Send.campaign, Send.step, Send.variant, func.count(func.distinct(Send.id)))
-                           .select_from(done).join(Send, _reached(done, Send.customer_id, Send.sent_at, within))
-                           .where(Send.status == "sent").group_by(Send.campaign, Send.step, Send.variant), scope)
+        done = (Event.name == event, Event.at <= scope.now)
+        sent = aliased(Send)
+        reached = (select(sent.id).select_from(Event).join(sent, _reached(sent.customer_id, sent.sent_at, within))
+                   .where(*done, sent.status == "sent"))
+        converted = _sends(select(Send.campaign, Send.step, Send.variant, func.count()).where(Send.id.in_(reached))
+                           .group_by(Send.campaign, Send.step, Send.variant), scope)
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
-        converted = _entries(select(Entry.campaign, Entry.held_out, func.count(func.distinct(Entry.id)))
-                             .select_from(done)
-                             .join(Entry, _reached(done, Entry.customer_id, Entry.entered_at, within))
-                             .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
+        entry = aliased(Entry)
+        got_send = exists(select(Send.id).where(Send.entry_id == entry.id, Send.step == 1, Send.status == "sent"))
+        reached = (select(entry.id).select_from(Event).join(entry, _reached(entry.customer_id, entry.entered_at, within))
+                   .where(*done, or_(entry.held_out, got_send)))
+        converted = _entries(select(Entry.campaign, Entry.held_out, func.count()).where(Entry.id.in_(reached))
+                             .group_by(Entry.campaign, Entry.held_out), scope)
         for name, held, n in connection.execute(converted):
             if name in names:
                 entries[(name, bool(held))] = n
     return sends, entries
 
 
-def _reached(done: Subquery, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
+def _reached(customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
     """A goal event of the customer after `start` and within the window, the window's end written
     from the event's side, so that both bounds narrow the probe of an index on (customer, start)."""
-    return and_(done.c.customer_id == customer_id, done.c.at > start, start >= shifted(done.c.at, -within))
+    return and_(Event.customer_id == customer_id, Event.at > start, start >= shifted(Event.at, -within))
 
 
 def _treated(rows: dict[tuple, dict]) -> int:

@@ -2,13 +2,17 @@
 ingest API, SendGrid Event Webhook, dashboard, health and metrics. It calls the core; the core
 never imports it."""
 
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
 from ..config import load_config
 from .app import create_app
 
 
-def from_environment():
-    """The app for `$LIFECYCLE_CONFIG`: what each of several server processes builds for itself."""
-    return create_app(load_config())
+def behind_proxy():
+    """The app for `$LIFECYCLE_CONFIG`, what each server process builds for itself. A proxy on the
+    same machine (TLS in front) is trusted for X-Forwarded-Proto and -For, so that cookies are
+    marked Secure and HSTS is sent over https."""
+    return wrap_asgi_with_proxy_headers(create_app(load_config()), trusted_hosts="127.0.0.1")
 
 
-__all__ = ["create_app", "from_environment"]
+__all__ = ["behind_proxy", "create_app"]
