@@ -81,9 +81,10 @@ def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now:
     """The whole report as plain data in the JSON shape of interfaces.md, plus `activity`,
     `red_customers` and each campaign's `goal`.
 
-    The parts are independent reads, so they run at once, each on a connection of its own: SQLite
-    readers in WAL mode and PostgreSQL backends each take a core. Under concurrent writes the parts
-    may see moments a few seconds apart, as any report of a live store does."""
+    The parts are independent reads. On PostgreSQL they run at once, each on a connection (a server
+    process) of its own; under concurrent writes they may then see moments a few seconds apart, as
+    any report of a live store does. On SQLite they run one after the other: two readers of one
+    large file at once took longer than the two in turn (bench/report_10m.py)."""
     advance = progress or (lambda n: None)
     scope = Scope(now, since, campaign)
     months = month_starts(now, config.timezone)
@@ -94,7 +95,7 @@ def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now:
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_customers(c, measures),
     }
-    with ThreadPoolExecutor(len(parts)) as pool:
+    with ThreadPoolExecutor(1 if engine.dialect.name == "sqlite" else len(parts)) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
         done = {name: future.result() for name, future in running.items()}
     advance(1)
