@@ -16,7 +16,7 @@ from ..links import Links
 from ..preferences import Preferences
 from . import api, dashboard, ops, pages, webhooks
 from .security import BodyLimit, Csrf, SecurityHeaders
-from .services import HERE, Services, store_threads
+from .services import HERE, LoopReader, Services, store_threads
 from .writes import GroupCommit
 
 
@@ -42,6 +42,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
         webhook=webhooks.verifier(config),
         store_threads=store_threads(engine),
         group_commit=GroupCommit(engine),
+        loop_reader=LoopReader(engine),
     )
     app = Starlette(
         routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes, *dashboard.routes,

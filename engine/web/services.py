@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 
 import anyio
 from sendgrid.helpers.eventwebhook import EventWebhook
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
@@ -37,6 +37,7 @@ class Services:
     webhook: EventWebhook | None  # None: no public key configured, so every webhook post is refused
     store_threads: anyio.CapacityLimiter
     group_commit: GroupCommit
+    loop_reader: LoopReader
     page_cache: dict[tuple, str] = field(default_factory=dict)  # see pages._preference_form
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
@@ -45,7 +46,7 @@ class Services:
         time than handing it to a thread would (the handoff also makes two threads take turns at
         the GIL). Other databases answer over the network, so a worker thread waits for them."""
         if self.engine.dialect.name == "sqlite":
-            return _read(self.engine, work, *args)
+            return self.loop_reader(work, *args)
         return await self.run(_read, self.engine, work, *args)
 
     async def write(self, work: Callable[..., T], *args: Any) -> T:
@@ -56,6 +57,29 @@ class Services:
         """Longer store work (the ingest API, webhooks, the dashboard) on a worker thread, off the
         event loop: it may wait for the database's write lock while the daemon's tick holds it."""
         return await anyio.to_thread.run_sync(work, *args, limiter=self.store_threads)
+
+
+class LoopReader:
+    """The reads that run on the event loop (SQLite) share one connection, kept open: taking one
+    from the pool and giving it back was a tenth of a page's cost (py-spy under
+    bench/web_latency.py). Each read ends its transaction, so the next one sees the latest commit;
+    a read that fails drops the connection, and the next read opens another."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.connection: Connection | None = None
+
+    def __call__(self, work: Callable[..., T], *args: Any) -> T:
+        connection = self.connection or self.engine.connect().execution_options(read_only=True)
+        self.connection = None
+        try:
+            result = work(connection, *args)
+        except BaseException:
+            connection.close()
+            raise
+        connection.rollback()
+        self.connection = connection
+        return result
 
 
 def _read(engine: Engine, work: Callable[..., T], *args: Any) -> T:
