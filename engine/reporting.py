@@ -429,30 +429,28 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
     spent = (select(Event.customer_id, func.sum(Event.properties["total"].as_float()).label("value"))
              .where(Event.name == PURCHASE, Event.at <= measures.now).group_by(Event.customer_id).subquery())
     value = func.coalesce(spent.c.value, literal(0.0))
-    ranked = (select(Customer.id).select_from(spent).join(Customer, Customer.id == spent.c.customer_id)
+    ranked = (select(Customer.id, value).select_from(spent).join(Customer, Customer.id == spent.c.customer_id)
               .order_by(value.desc(), Customer.external_id))
-    red: list[Row] = []
+    red: list[tuple[float, Row]] = []
     offset, batch = 0, 4 * limit
     while len(red) < limit:
-        ids = connection.execute(ranked.offset(offset).limit(batch)).scalars().all()
-        if not ids:
+        values = dict(connection.execute(ranked.offset(offset).limit(batch)).all())  # in rank order
+        if not values:
             break
-        rank = {customer_id: i for i, customer_id in enumerate(ids)}
-        found = connection.execute(_red_list(measures, value).select_from(spent)
-                                   .join(Customer, Customer.id == spent.c.customer_id).where(Customer.id.in_(ids)))
-        red += sorted(found, key=lambda r: rank[r.id])
+        found = {r.id: r for r in connection.execute(_red_list(measures).where(Customer.id.in_(values)))}
+        red += [(worth, found[customer_id]) for customer_id, worth in values.items() if customer_id in found]
         offset, batch = offset + batch, 2 * batch
-    others = (_red_list(measures, literal(0.0)).where(not_(measures.has_event(PURCHASE)))
-              .order_by(Customer.external_id).limit(limit))
-    listed = sorted([*red[:limit], *connection.execute(others)], key=lambda r: -r.value)[:limit]  # stable
+    others = connection.execute(_red_list(measures).where(not_(measures.has_event(PURCHASE)))
+                                .order_by(Customer.external_id).limit(limit))
+    listed = sorted([*red[:limit], *((0.0, r) for r in others)], key=lambda pair: -pair[0])[:limit]  # stable
     return [{"id": r.external_id, "email": r.email,
              "name": " ".join(p for p in (r.first_name, r.last_name) if p) or None,
-             "value": round(float(r.value or 0), 2), "last_activity": r.last_activity.isoformat()}
-            for r in listed]
+             "value": round(float(worth), 2), "last_activity": r.last_activity.isoformat()}
+            for worth, r in listed]
 
 
-def _red_list(measures: Measures, value: ColumnElement) -> Select:
+def _red_list(measures: Measures) -> Select:
     """The red list's columns, for red customers created by `now`."""
     return (select(Customer.id, Customer.external_id, Customer.email, Customer.first_name, Customer.last_name,
-                   value.label("value"), measures.last_activity().label("last_activity"))
+                   measures.last_activity().label("last_activity"))
             .where(Customer.created_at <= measures.now, measures.risk("red")))
