@@ -45,7 +45,7 @@ from sqlalchemy import and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
-from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.selectable import CTE, Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from .campaigns import RISKS, STAGES, Campaign, Goal
@@ -233,10 +233,10 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
-        done = (Event.name == event, Event.at <= scope.now)
+        goals = _goal_events(event, scope.now)
         sent = aliased(Send)
-        reached = (select(sent.id).select_from(Event).join(sent, _reached(sent.customer_id, sent.sent_at, within))
-                   .where(*done, sent.status == "sent"))
+        reached = (select(sent.id).select_from(goals).join(sent, _reached(goals, sent.customer_id, sent.sent_at, within))
+                   .where(sent.status == "sent"))
         converted = _sends(select(Send.campaign, Send.step, Send.variant, func.count()).where(Send.id.in_(reached))
                            .group_by(Send.campaign, Send.step, Send.variant), scope)
         for name, step, variant, n in connection.execute(converted):
@@ -244,8 +244,9 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
                 sends[name][(step, variant)] = n
         entry = aliased(Entry)
         got_send = exists(select(Send.id).where(Send.entry_id == entry.id, Send.step == 1, Send.status == "sent"))
-        reached = (select(entry.id).select_from(Event).join(entry, _reached(entry.customer_id, entry.entered_at, within))
-                   .where(*done, or_(entry.held_out, got_send)))
+        reached = (select(entry.id).select_from(goals)
+                   .join(entry, _reached(goals, entry.customer_id, entry.entered_at, within))
+                   .where(or_(entry.held_out, got_send)))
         converted = _entries(select(Entry.campaign, Entry.held_out, func.count()).where(Entry.id.in_(reached))
                              .group_by(Entry.campaign, Entry.held_out), scope)
         for name, held, n in connection.execute(converted):
@@ -254,10 +255,21 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     return sends, entries
 
 
-def _reached(customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
+def _goal_events(name: str, now: datetime) -> CTE:
+    """The goal events done by `now`. SQLite gathers them first, in customer order (from the index
+    on (customer, name, time)), so that the probes of each customer's sends and entries that follow
+    land on neighbouring pages of their indexes; taken in time order, each probe jumped across the
+    whole index (about 1 s against 2.5 s a query at 10,000,000 sends, bench/report_10m.py). Other
+    databases plan the join themselves."""
+    return (select(Event.customer_id, Event.at).where(Event.name == name, Event.at <= now)
+            .with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
+            .cte("goals").prefix_with("MATERIALIZED", dialect="sqlite"))
+
+
+def _reached(goals: CTE, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
     """A goal event of the customer after `start` and within the window, the window's end written
     from the event's side, so that both bounds narrow the probe of an index on (customer, start)."""
-    return and_(Event.customer_id == customer_id, Event.at > start, start >= shifted(Event.at, -within))
+    return and_(goals.c.customer_id == customer_id, goals.c.at > start, start >= shifted(goals.c.at, -within))
 
 
 def _treated(rows: dict[tuple, dict]) -> int:
