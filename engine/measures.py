@@ -66,6 +66,11 @@ class Measures:
     def inactive_for(self, duration, facts: Facts) -> ColumnElement:
         return facts.last_activity <= self.now - duration
 
+    def activity_limits(self) -> list[datetime]:
+        """Every instant the rules compare a customer's last activity with (`inactive_for`)."""
+        stages, risk = self.config.stages, self.config.risk
+        return [self.now - d for d in (stages.lost.inactive_for, risk.red.inactive_for, risk.yellow.inactive_for)]
+
     def stage(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
         facts = facts or self.facts(customer)
         stages = self.config.stages

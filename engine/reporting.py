@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
@@ -48,6 +48,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import CTE, Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
+from . import tallies
 from .campaigns import RISKS, STAGES, Campaign, Goal
 from .config import Config
 from .durations import format_duration
@@ -184,35 +185,36 @@ def _sends(query: Select, scope: Scope) -> Select:
 
 
 def _entry_counts(connection: Connection, scope: Scope) -> dict[str, tuple[int, int]]:
-    """(entered, held out) per campaign."""
+    """(entered, held out) per campaign: from the tallies, or with `--since` from the entries."""
+    if scope.since is None:
+        return tallies.entry_counts(connection, scope.campaign)
     query = _entries(select(Entry.campaign, func.count(), func.count(case((Entry.held_out, 1))))
                      .group_by(Entry.campaign), scope)
     return {name: (entered, held) for name, entered, held in connection.execute(query)}
 
 
+def _send_counts(connection: Connection, scope: Scope) -> Sequence[tuple]:
+    """(status, campaign, step, variant, outcomes, reason, sends) for the sends in scope: from the
+    tallies, or with `--since` from the sends, grouped in the order of the index `ix_send_figures`
+    (one ordered pass over the index, never a sort). Only a skip's reason is reported."""
+    if scope.since is None:
+        return tallies.send_counts(connection, scope.campaign)
+    keys = (Send.status, Send.campaign, Send.step, Send.variant, Send.outcomes, Send.reason)
+    return connection.execute(_sends(select(*keys, func.count()).group_by(*keys), scope)).all()
+
+
 def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[tuple, dict]]:
-    """Per campaign, a row per (step, variant) with send statuses, outcomes and skip reasons. Both
-    queries group in the order of the index `ix_send_figures` (status, campaign, step, variant,
-    outcomes, reason), so each is one ordered pass over the index and never a sort."""
+    """Per campaign, a row per (step, variant) with send statuses, outcomes and skip reasons."""
     rows: dict[str, dict[tuple, dict]] = {}
-
-    def row(name: str, step: int, variant: str | None) -> dict:
-        return rows.setdefault(name, {}).setdefault((step, variant), _empty_step(step, variant))
-
-    keys = (Send.status, Send.campaign, Send.step, Send.variant, Send.outcomes)
-    for state, name, step, variant, mask, n in connection.execute(
-            _sends(select(*keys, func.count()).group_by(*keys), scope)):
-        target = row(name, step, variant)
+    for state, name, step, variant, mask, reason, n in _send_counts(connection, scope):
+        target = rows.setdefault(name, {}).setdefault((step, variant), _empty_step(step, variant))
         figure = "waiting" if state in WAITING_STATUSES else state
-        if figure in SEND_FIGURES:  # skipped sends are counted by reason below
+        if figure in SEND_FIGURES:
             target[figure] += n
+        elif state == "skipped":
+            target["skipped"][reason or "unknown"] = target["skipped"].get(reason or "unknown", 0) + n
         for outcome in outcome_names(mask):
             target[outcome] += n
-    keys = (Send.campaign, Send.step, Send.variant, Send.outcomes, Send.reason)
-    for name, step, variant, _, reason, n in connection.execute(
-            _sends(select(*keys, func.count()).where(Send.status == "skipped").group_by(*keys), scope)):
-        skipped = row(name, step, variant)["skipped"]
-        skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
     for by_step in rows.values():
         for target in by_step.values():
             target["skipped"] = dict(sorted(target["skipped"].items()))
@@ -379,30 +381,42 @@ def _facts(customers: Subquery) -> Facts:
 
 
 def customer_counts(connection: Connection, measures: Measures, months: list[datetime]) -> dict[str, Any]:
-    """Retention, stages and risk from one GROUP BY over the customers' facts. Each customer falls in
-    a cell (the boundaries passed when created and when lost, stage, risk): the database evaluates
-    four expressions a customer and Python adds up the few hundred cells.
+    """Retention, stages and risk, counted in cells of customers alike in every comparison the
+    rules make: created between the same two month boundaries, last active between the same two of
+    the instants that retention and the rules compare last activity with, with the same count of
+    recent purchases, and alike in having purchased and in having a red event. The database puts
+    each customer in a cell, a few comparisons a customer, and decides lost, stage and risk once a
+    cell, from its latest last activity; Python adds up the few hundred cells. (Deciding them for
+    every customer, then grouping, took about 40% longer at 1,000,000 customers.)
 
     CRR = ((E − N) / S) × 100 for each of the last 12 months. A customer counts from `created_at`
     until they become lost (last activity + stages.lost.inactive_for, last activity as of `now`): one
     interval per customer, so S and E are the customers whose interval holds the month's first
     instant and its end (the current month ends at `now`), and N those created in between.
     """
+    bounds = [*months[:-1], min(months[-1], measures.now)]
+    lost_after = [t - measures.config.stages.lost.inactive_for for t in bounds]
+    limits = sorted({*lost_after, *measures.activity_limits()})
     customers = customer_facts(measures)
     facts = _facts(customers)
-    bounds = [*months[:-1], min(months[-1], measures.now)]
-    lost_after = measures.config.stages.lost.inactive_for
-    cells = select(
-        # how many boundaries the customer was created at or after, and how many come before they are lost
+    each = select(
+        # how many boundaries the customer was created at or after, and how many limits they were active after
         _passed(customers.c.created_at, operator.ge, bounds).label("born"),
-        _passed(facts.last_activity, operator.gt, [t - lost_after for t in bounds]).label("lost"),
-        case(*((measures.stage(s, facts=facts), s) for s in STAGES)).label("stage"),
-        case(*((measures.risk(r, facts=facts), r) for r in RISKS)).label("risk"),
+        _passed(facts.last_activity, operator.gt, limits).label("active"),
+        facts.recent_purchases.label("recent"), facts.purchased.label("purchased"), facts.red_event.label("red_event"),
+        facts.last_activity.label("last_activity"),
     ).subquery()
-    keys = (cells.c.born, cells.c.lost, cells.c.stage, cells.c.risk)
+    keys = (each.c.born, each.c.active, each.c.recent, each.c.purchased, each.c.red_event)
+    cells = select(*keys, func.max(each.c.last_activity).label("last_activity"), func.count().label("customers")
+                   ).group_by(*keys).subquery()
+    alike = Facts(last_activity=cells.c.last_activity, recent_purchases=cells.c.recent,
+                  purchased=cells.c.purchased, red_event=cells.c.red_event)
+    decided = select(cells.c.born, _passed(cells.c.last_activity, operator.gt, lost_after),
+                     case(*((measures.stage(s, facts=alike), s) for s in STAGES)),
+                     case(*((measures.risk(r, facts=alike), r) for r in RISKS)), cells.c.customers)
     alive, new = [0] * len(bounds), [0] * MONTHS
     stages, risks = dict.fromkeys(STAGES, 0), dict.fromkeys(RISKS, 0)
-    for born, lost, stage, risk, n in connection.execute(select(*keys, func.count()).group_by(*keys)):
+    for born, lost, stage, risk, n in connection.execute(decided):
         for k in range(born, lost):
             alive[k] += n
         if 0 < born <= MONTHS:

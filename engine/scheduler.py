@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
-from . import ledger, workers
+from . import ledger, tallies, workers
 from .campaigns import Campaign
 from .config import Config
 from .errors import TemplateError
@@ -87,6 +87,7 @@ class Tick:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
+                tallies.fold(connection)
                 if ledger.lock_evaluation(connection):
                     self._evaluate(connection)
             self.report.seconds["evaluate"] = time.perf_counter() - started

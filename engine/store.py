@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, event, text
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Engine
@@ -37,7 +37,7 @@ class Customer(SQLModel, table=True):
 
 class Event(SQLModel, table=True):
     __table_args__ = (Index("ix_event_customer_name_at", "customer_id", "name", "at"),
-                      Index("ix_event_customer_at", "customer_id", "at"),
+                      Index("ix_event_customer_at_name", "customer_id", "at", "name"),
                       Index("ix_event_name_at", "name", "at"))
     id: Optional[int] = Field(default=None, primary_key=True)
     uid: Optional[str] = Field(default=None, unique=True, max_length=200)
@@ -154,6 +154,32 @@ class Send(SQLModel, table=True):
     bounced_at: Optional[datetime] = None
     complained_at: Optional[datetime] = None
     unsubscribed_at: Optional[datetime] = None
+
+
+class SendTally(SQLModel, table=True):
+    """How many sends there are of each campaign, step and variant in each status, with each set of
+    outcomes and, for a skip, each reason: the report's campaign figures. Kept by the database's
+    triggers on `send` (migration 0004, engine/tallies.py); the application never writes here."""
+
+    __tablename__ = "send_tally"
+    campaign: str = Field(primary_key=True, max_length=100)
+    step: int = Field(primary_key=True)
+    variant: str = Field(primary_key=True)  # '' for none
+    status: str = Field(primary_key=True, max_length=20)
+    outcomes: int = Field(primary_key=True)
+    reason: str = Field(primary_key=True)  # '' unless skipped
+    writer: int = Field(primary_key=True)  # the PostgreSQL backend that counted; 0 on SQLite
+    sends: int = Field(sa_type=BigInteger)
+
+
+class EntryTally(SQLModel, table=True):
+    """How many entries each campaign has, held out or not; kept like `SendTally`."""
+
+    __tablename__ = "entry_tally"
+    campaign: str = Field(primary_key=True, max_length=100)
+    held_out: bool = Field(primary_key=True)
+    writer: int = Field(primary_key=True)
+    entries: int = Field(sa_type=BigInteger)
 
 
 class Worker(SQLModel, table=True):
