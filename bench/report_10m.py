@@ -2,11 +2,12 @@
 
 Generates a store set-wise in SQL (a recursive CTE on SQLite, generate_series on PostgreSQL; no
 Python loops over rows) at the schema before revision 0003, then upgrades it through the migrations
-(0003 fills each send's outcomes from its deliveries and builds the report's indexes), then times
-`build_report`, whose counting all happens in the database, with a breakdown by part. The previous
-`build_report` (engine/reporting.py at commit PREVIOUS, read from git) runs on a smaller store beside
-the current one, so that the speed-up is a ratio measured in the same run. Prints markdown tables and
-the machine it ran on.
+(0003 fills each send's outcomes from its deliveries and builds the report's indexes, 0004 fills the
+send and entry tallies), then times `build_report`, whose counting all happens in the database,
+with a breakdown by part. The `build_report` before the tallies (engine/reporting.py at commit
+PREVIOUS, read from git: a pass over every send for the campaign figures, the customers' rules
+decided one customer at a time) runs on the same store in the same run, so that the speed-up is a
+ratio measured on the same machine at the same moment. Prints markdown tables and the machine.
 
     .venv/bin/python bench/report_10m.py                      # both databases, 10M sends
     .venv/bin/python bench/report_10m.py --sends 1000000 --only sqlite
@@ -40,7 +41,7 @@ from engine.campaigns import Campaign
 from engine.config import Config
 from engine.measures import Measures
 from engine.reporting import (Scope, activity, build_report, campaign_figures, customer_counts, month_starts,
-                              red_customers)
+                              red_customers, report_connection)
 from engine.schema import upgrade
 from engine.store import make_engine
 
@@ -49,7 +50,7 @@ CAMPAIGNS = 10
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 POSTGRES_DB = "lifecycle_bench_report"
 BEFORE_OUTCOMES = "0002"  # the revision the store is loaded at; 0003 then runs on the loaded store
-PREVIOUS = "1c53746"  # the last commit with the previous build_report
+PREVIOUS = "677a3ad"  # the last commit with the build_report before the tallies
 REPO = Path(__file__).resolve().parent.parent
 
 # Per database: a numbers source 1..n, and an instant `seconds` before NOW in the store's format.
@@ -179,7 +180,7 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
         "retention, stages, risk": lambda c: customer_counts(c, measures, months),
         "red list": lambda c: red_customers(c, measures),
     }
-    with engine.connect() as connection:
+    with report_connection(engine) as connection:
         return {name: seconds(lambda: part(connection)) for name, part in parts.items()}
 
 
@@ -196,29 +197,28 @@ def previous_build_report() -> Callable | None:
     return module.build_report
 
 
-def measure(name: str, engine: Engine, url: str, dialect: str, sizes: dict[str, int], previous: Callable | None,
-            compare: bool) -> dict:
-    """Fill the store, then time the report (twice and by part), and the previous report when comparing."""
+def measure(name: str, engine: Engine, url: str, dialect: str, sizes: dict[str, int], previous: Callable | None) -> dict:
+    """Fill the store, then time the report (twice and by part), and the previous report once."""
     start = time.perf_counter()
     rows, migrated = fill(engine, dialect, sizes)
     result = {"database": name, "rows": rows, "fill": time.perf_counter() - start, "migration": migrated,
               "runs": report_runs(build_report, engine, url, 2), "parts": breakdown(engine, url)}
-    if compare and previous is not None:
+    if previous is not None:
         result["previous"] = report_runs(previous, engine, url, 1)[0]
     return result
 
 
-def on_sqlite(sizes: dict[str, int], previous: Callable | None, compare: bool) -> dict:
+def on_sqlite(sizes: dict[str, int], previous: Callable | None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'bench.db'}"
         engine = make_engine(url)
         try:
-            return measure("SQLite", engine, url, "sqlite", sizes, previous, compare)
+            return measure("SQLite", engine, url, "sqlite", sizes, previous)
         finally:
             engine.dispose()
 
 
-def on_postgres(sizes: dict[str, int], previous: Callable | None, compare: bool) -> dict:
+def on_postgres(sizes: dict[str, int], previous: Callable | None) -> dict:
     admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB}"))
@@ -226,7 +226,7 @@ def on_postgres(sizes: dict[str, int], previous: Callable | None, compare: bool)
     url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{POSTGRES_DB}"
     engine = make_engine(url)
     try:
-        return measure("PostgreSQL", engine, url, "postgresql", sizes, previous, compare)
+        return measure("PostgreSQL", engine, url, "postgresql", sizes, previous)
     finally:
         engine.dispose()
         with admin.connect() as connection:
@@ -246,7 +246,7 @@ def sizes_for(sends: int) -> dict[str, int]:
 
 def print_tables(results: list[dict]) -> None:
     print(f"\nmachine: {machine()}\n")
-    print("| database | customers | events | entries | sends | deliveries | load (s) | migration 0003 (s) "
+    print("| database | customers | events | entries | sends | deliveries | load (s) | migrations 0003-0004 (s) "
           "| report, first run (s) | report, second run (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
@@ -267,24 +267,22 @@ def print_tables(results: list[dict]) -> None:
         for r in compared:
             now = min(r["runs"])
             print(f"| {r['database']} | {r['rows']['send']:,} | {r['previous']:.2f} | {now:.2f} | "
-                  f"{r['previous'] / now:.0f}x |")
+                  f"{r['previous'] / now:.1f}x |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=10_000_000)
-    parser.add_argument("--compare-sends", type=int, default=1_000_000,
-                        help="the size of the store on which the previous build_report runs too (0: none)")
+    parser.add_argument("--no-previous", action="store_true", help="skip the build_report before the tallies")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     args = parser.parse_args()
-    previous = previous_build_report() if args.compare_sends else None
-    if args.compare_sends and previous is None:
+    previous = None if args.no_previous else previous_build_report()
+    if previous is None and not args.no_previous:
         print(f"git cannot show commit {PREVIOUS}: no comparison with the previous build_report", file=sys.stderr)
-    runs = [(args.sends, False), *([(args.compare_sends, True)] if previous else [])]
     results = []
     for bench in (on_sqlite, on_postgres):
         if args.only in (None, bench.__name__.removeprefix("on_").replace("postgres", "postgresql")):
-            results += [bench(sizes_for(sends), previous, compare) for sends, compare in runs]
+            results.append(bench(sizes_for(args.sends), previous))
     print_tables(results)
 
 

@@ -31,19 +31,19 @@ Choices where the contract is silent:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 import operator
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import and_, case, exists, func, literal, not_, or_, select
+from sqlalchemy import and_, case, exists, func, literal, not_, or_, select, text
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import CTE, Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
@@ -105,8 +105,22 @@ def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now:
 
 
 def _on_connection(engine: Engine, part: Callable[[Connection], T]) -> T:
-    with engine.connect() as connection:
+    with report_connection(engine) as connection:
         return part(connection)
+
+
+@contextmanager
+def report_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for the report's reads. On PostgreSQL its transaction prices an index probe
+    near a sequential read (random_page_cost 1.1, the usual setting for a store on SSD or in
+    memory), so that the conversions probe each goal event's customer instead of hashing every
+    send, and compiles no query to machine code (JIT): compiling the monthly activity's 84 counts
+    took longer than running them (bench/report_10m.py)."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL random_page_cost = 1.1"))
+            connection.execute(text("SET LOCAL jit = off"))
+        yield connection
 
 
 # -- campaigns -------------------------------------------------------------------------------------
@@ -227,30 +241,27 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
     customer did the goal event within its window after the send or the entry, by `now`. Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
-    through the indexes on (customer, time), whatever their campaign; the rows it reaches are
-    counted once each (`IN`), and other campaigns' rows are dropped here."""
+    through the indexes on (customer, time), whatever their campaign; a row reached by several goal
+    events counts once (`DISTINCT`), and other campaigns' rows are dropped here."""
     sends: dict[str, dict[tuple, int]] = defaultdict(dict)
     entries: dict[tuple[str, bool], int] = {}
     by_goal: dict[tuple, set[str]] = defaultdict(set)
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
-        goals = _goal_events(event, scope.now)
-        sent = aliased(Send)
-        reached = (select(sent.id).select_from(goals).join(sent, _reached(goals, sent.customer_id, sent.sent_at, within))
-                   .where(sent.status == "sent"))
-        converted = _sends(select(Send.campaign, Send.step, Send.variant, func.count()).where(Send.id.in_(reached))
-                           .group_by(Send.campaign, Send.step, Send.variant), scope)
+        goals_done = _goal_events(event, scope.now)
+        keys = (Send.campaign, Send.step, Send.variant)
+        converted = _sends(select(*keys, func.count(Send.id.distinct())).select_from(goals_done)
+                           .join(Send, _reached(goals_done, Send.customer_id, Send.sent_at, within))
+                           .where(Send.status == "sent").group_by(*keys), scope)
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        entry = aliased(Entry)
-        got_send = exists(select(Send.id).where(Send.entry_id == entry.id, Send.step == 1, Send.status == "sent"))
-        reached = (select(entry.id).select_from(goals)
-                   .join(entry, _reached(goals, entry.customer_id, entry.entered_at, within))
-                   .where(or_(entry.held_out, got_send)))
-        converted = _entries(select(Entry.campaign, Entry.held_out, func.count()).where(Entry.id.in_(reached))
-                             .group_by(Entry.campaign, Entry.held_out), scope)
+        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
+        converted = _entries(select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
+                             .select_from(goals_done)
+                             .join(Entry, _reached(goals_done, Entry.customer_id, Entry.entered_at, within))
+                             .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
         for name, held, n in connection.execute(converted):
             if name in names:
                 entries[(name, bool(held))] = n
@@ -258,14 +269,14 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
 
 
 def _goal_events(name: str, now: datetime) -> CTE:
-    """The goal events done by `now`. SQLite gathers them first, in customer order (from the index
-    on (customer, name, time)), so that the probes of each customer's sends and entries that follow
-    land on neighbouring pages of their indexes; taken in time order, each probe jumped across the
-    whole index (about 1 s against 2.5 s a query at 10,000,000 sends, bench/report_10m.py). Other
-    databases plan the join themselves."""
+    """The goal events done by `now`, gathered first and in customer order, so that the probes of
+    each customer's sends and entries that follow land on neighbouring pages of their indexes; taken
+    in time order, each probe jumped across the whole index (1 s against 2.5 s a query at 10,000,000
+    sends, bench/report_10m.py). SQLite is told which index gives that order, since it drops an
+    ORDER BY that nothing outside the CTE asks for."""
     return (select(Event.customer_id, Event.at).where(Event.name == name, Event.at <= now)
-            .with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
-            .cte("goals").prefix_with("MATERIALIZED", dialect="sqlite"))
+            .order_by(Event.customer_id).with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
+            .cte("goals").prefix_with("MATERIALIZED"))
 
 
 def _reached(goals: CTE, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:

@@ -87,7 +87,6 @@ class Tick:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
-                tallies.fold(connection)
                 if ledger.lock_evaluation(connection):
                     self._evaluate(connection)
             self.report.seconds["evaluate"] = time.perf_counter() - started
@@ -95,6 +94,8 @@ class Tick:
                 for step in range(1, len(campaign.steps) + 1):
                     if not self.stop():
                         self._dispatch(connection, campaign, step)
+            with self._transaction(connection):
+                tallies.fold(connection)  # the report's counts, with what this tick changed
             if outer is not None:
                 outer.rollback()
         self.report.seconds["dispatch"] = time.perf_counter() - started - self.report.seconds["evaluate"]

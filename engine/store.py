@@ -158,8 +158,8 @@ class Send(SQLModel, table=True):
 
 class SendTally(SQLModel, table=True):
     """How many sends there are of each campaign, step and variant in each status, with each set of
-    outcomes and, for a skip, each reason: the report's campaign figures. Kept by the database's
-    triggers on `send` (migration 0004, engine/tallies.py); the application never writes here."""
+    outcomes and, for a skip, each reason: the report's campaign figures. Kept by the database
+    (migration 0004, engine/tallies.py); the application never writes here."""
 
     __tablename__ = "send_tally"
     campaign: str = Field(primary_key=True, max_length=100)
@@ -168,8 +168,21 @@ class SendTally(SQLModel, table=True):
     status: str = Field(primary_key=True, max_length=20)
     outcomes: int = Field(primary_key=True)
     reason: str = Field(primary_key=True)  # '' unless skipped
-    writer: int = Field(primary_key=True)  # the PostgreSQL backend that counted; 0 on SQLite
     sends: int = Field(sa_type=BigInteger)
+
+
+class SendTallyChange(SQLModel, table=True):
+    """+1 or -1 for a key of `SendTally`, appended by a trigger when a send enters or leaves it."""
+
+    __tablename__ = "send_tally_change"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=100)
+    step: int
+    variant: str
+    status: str = Field(max_length=20)
+    outcomes: int
+    reason: str
+    change: int
 
 
 class EntryTally(SQLModel, table=True):
@@ -178,8 +191,15 @@ class EntryTally(SQLModel, table=True):
     __tablename__ = "entry_tally"
     campaign: str = Field(primary_key=True, max_length=100)
     held_out: bool = Field(primary_key=True)
-    writer: int = Field(primary_key=True)
     entries: int = Field(sa_type=BigInteger)
+
+
+class EntryTallyChange(SQLModel, table=True):
+    __tablename__ = "entry_tally_change"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=100)
+    held_out: bool
+    change: int
 
 
 class Worker(SQLModel, table=True):
