@@ -4,13 +4,14 @@ so the numbers agree everywhere (../shared/spec/README.md "Measures", interfaces
 
 Every figure is a GROUP BY or a conditional count in SQL: Python only folds the few grouped rows
 into the report's dict, so the cost does not grow with the number of sends on the Python side.
-In the database each part is one pass over an index or a probe per rare row, never a join of
-sends to provider events nor a subquery per send (bench/report_10m.py):
-- send statuses and outcomes: one ordered pass over `ix_send_figures`, since each send carries its
-  outcomes as bits (engine/outcomes.py); the monthly series: range counts on time-ordered indexes;
+In the database each part reads a tally, passes over an index or probes per rare row, never a join
+of sends to provider events nor a subquery per send (bench/report_10m.py):
+- send statuses and outcomes, and entries: the tallies the database keeps (engine/tallies.py),
+  since each send carries its outcomes as bits (engine/outcomes.py); with `--since`, one ordered
+  pass over `ix_send_figures`; the monthly series: range counts on time-ordered indexes;
 - conversions: from each goal event to its customer's sends and entries in the window;
-- customers: their facts (last activity, purchases, red events) grouped once per report, from which
-  the rules of engine/measures.py count stages, risk and retention in one pass.
+- customers: their facts (last activity, purchases, red events) grouped once per report into cells
+  of customers alike, from which the rules of engine/measures.py count stages, risk and retention.
 
 Choices where the contract is silent:
 - `--since` keeps the entries that entered at or after it, with their sends and deliveries, in the
