@@ -17,7 +17,7 @@ from sqlalchemy.engine.interfaces import Compiled
 
 from .config import Config
 from .ledger import FREQUENCY_CHOICES
-from .store import Consent, Customer, Event, Subscription, insert_new
+from .store import Consent, Customer, Event, Subscription, insert_new, upsert
 
 FREQUENCIES = tuple(FREQUENCY_CHOICES)  # besides None: as often as the campaigns allow
 CONFIRMED_EVENT = "confirmed"  # the welcome campaign starts on it
@@ -31,8 +31,6 @@ CHOICES = (select(CUSTOMERS.c.locale, CUSTOMERS.c.frequency, CUSTOMERS.c.unsubsc
            .where(CUSTOMERS.c.id == bindparam("customer_id")))
 UPDATE_CUSTOMER = update(CUSTOMERS).where(CUSTOMERS.c.id == bindparam("customer_id"))
 CONFIRM = UPDATE_CUSTOMER.where(CUSTOMERS.c.confirmed_at.is_(None))
-DROP_TOPIC = SUBSCRIPTIONS.delete().where(SUBSCRIPTIONS.c.customer_id == bindparam("customer_id"),
-                                          SUBSCRIPTIONS.c.topic == bindparam("topic"))
 
 
 @dataclass(frozen=True)
@@ -148,10 +146,16 @@ def _compiled_choices(dialect: Dialect) -> Compiled:
 
 def _choose_topic(connection: Connection, customer_id: int, topic: str, subscribed: bool, source: str,
                   now: datetime) -> None:
-    """Replace the customer's current row for the topic."""
-    connection.execute(DROP_TOPIC, {"customer_id": customer_id, "topic": topic})
-    connection.execute(SUBSCRIPTIONS.insert(), {"customer_id": customer_id, "topic": topic, "subscribed": subscribed,
-                                                "updated_at": now, "source": source})
+    """Set the customer's current row for the topic."""
+    connection.execute(_topic_choice(connection.dialect.name),
+                       {"customer_id": customer_id, "topic": topic, "subscribed": subscribed, "updated_at": now,
+                        "source": source})
+
+
+@cache
+def _topic_choice(dialect: str):
+    """Built once per database, like CHOICES."""
+    return upsert(dialect, SUBSCRIPTIONS, ["customer_id", "topic"])
 
 
 def _record(connection: Connection, customer_id: int, actions: list[tuple[str, str | None]], source: str,

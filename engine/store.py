@@ -269,11 +269,23 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
 def insert_new(connection, table, conflict: list[str]):
     """`INSERT ... ON CONFLICT DO NOTHING` for the connection's database: the unique keys, not
     the code, decide what already exists, so concurrent or repeated evaluation adds nothing twice."""
-    if connection.dialect.name == "postgresql":
+    return _insert(connection.dialect.name)(table).on_conflict_do_nothing(index_elements=conflict)
+
+
+def upsert(dialect: str, table, conflict: list[str]):
+    """`INSERT ... ON CONFLICT DO UPDATE` of every other column, for the database named `dialect`:
+    one statement sets a row whether or not it exists."""
+    statement = _insert(dialect)(table)
+    return statement.on_conflict_do_update(index_elements=conflict, set_={
+        column.name: statement.excluded[column.name] for column in table.columns if column.name not in conflict})
+
+
+def _insert(dialect: str):
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=conflict)
+    return insert
 
 
 def insert_rows_new(connection, table, conflict: list[str], rows: list[dict]) -> int:
