@@ -39,6 +39,7 @@ from engine.importing import Importer  # noqa: E402
 from engine.links import Links  # noqa: E402
 
 CONNECTIONS = 100
+WRK_THREADS = 2
 API_KEY = "bench-key"
 TOPICS = {"news": {"title": {"en": "News", "ar": "الأخبار"}}, "offers": {"title": "Offers"},
           "tips": {"title": "Tips"}, "surveys": {"title": "Surveys"}}
@@ -104,8 +105,8 @@ def start_server(root: Path, port: int, workers: int) -> subprocess.Popen:
 
 def wrk(base: str, paths: Path, method: str, seconds: float) -> dict:
     """One wrk run at CONNECTIONS connections; its summary (see bench/wrk_paths.lua)."""
-    result = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(WRK_SCRIPT), base],
-                            env={**os.environ, "PATHS": str(paths), "METHOD": method},
+    result = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(WRK_SCRIPT), base],
+                            env={**os.environ, "PATHS": str(paths), "METHOD": method, "THREADS": str(WRK_THREADS)},
                             capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     if summary["non_2xx"] or summary["errors"]:

@@ -1,13 +1,16 @@
 -- wrk script for bench/web_latency.py: each request takes the next path of the file $PATHS
--- (one per line; threads start at different lines), as $METHOD (GET, or POST with the RFC 8058
--- one-click body). At the end it prints one JSON line with the percentiles in milliseconds.
+-- (one per line), as $METHOD (GET, or POST with the RFC 8058 one-click body). Each of the
+-- $THREADS threads starts at its own share of the lines, so that no path is asked twice until a
+-- thread has gone through its share. At the end it prints one JSON line with the percentiles in
+-- milliseconds.
 local paths = {}
 for line in io.lines(os.getenv("PATHS")) do paths[#paths + 1] = line end
 local method = os.getenv("METHOD") or "GET"
+local share = math.floor(#paths / tonumber(os.getenv("THREADS")))
 local threads = 0
 
 function setup(thread)
-  thread:set("start", threads * math.floor(#paths / 4))  -- up to 4 threads, each on paths of its own
+  thread:set("start", threads * share)
   threads = threads + 1
 end
 
