@@ -32,10 +32,10 @@ Choices where the contract is silent:
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 import operator
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -250,18 +250,18 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
-        goals_done = _goal_events(event, scope.now)
+        happened = _goal_events(event, scope.now)
         keys = (Send.campaign, Send.step, Send.variant)
-        converted = _sends(select(*keys, func.count(Send.id.distinct())).select_from(goals_done)
-                           .join(Send, _reached(goals_done, Send.customer_id, Send.sent_at, within))
+        converted = _sends(select(*keys, func.count(Send.id.distinct())).select_from(happened)
+                           .join(Send, _reached(happened, Send.customer_id, Send.sent_at, within))
                            .where(Send.status == "sent").group_by(*keys), scope)
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
         got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
         converted = _entries(select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
-                             .select_from(goals_done)
-                             .join(Entry, _reached(goals_done, Entry.customer_id, Entry.entered_at, within))
+                             .select_from(happened)
+                             .join(Entry, _reached(happened, Entry.customer_id, Entry.entered_at, within))
                              .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
         for name, held, n in connection.execute(converted):
             if name in names:

@@ -3,8 +3,8 @@
 Triggers on `send` and `entry` (migration 0004) append a change for every row that is inserted,
 deleted or moved to another key: +1 for the key it enters, -1 for the key it leaves, in the same
 transaction as the write. So the counts are exact whichever code path writes, and the report reads
-a few hundred rows instead of passing over every send (bench/report_10m.py). An append costs the
-write little and never waits for another writer.
+a few hundred rows instead of passing over every send (bench/report_10m.py). An append never
+waits for another writer; what it costs a tick is in the README.
 
 A tally is its folded counts plus the changes not folded yet; `fold` moves the changes into the
 counts, and the tick calls it once it has sent, so the changes stay few.

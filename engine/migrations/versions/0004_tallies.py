@@ -5,9 +5,9 @@ reason) and entries by (campaign, held out). Counting the rows took a pass over 
 tables hold the counts instead (engine/tallies.py). The database keeps them itself, so that no write
 path can forget them: a trigger on every insert, update and delete of a send or an entry appends a
 change (+1 for the key a row enters, -1 for the key it leaves) to `*_tally_change`, which the tick
-folds into `*_tally` from time to time. An append is cheap and never waits for another writer; a
-counter updated in place by each write cost three times the write itself on SQLite, and on
-PostgreSQL would make concurrent transactions queue on the same counter rows.
+folds into `*_tally` from time to time. An append never waits for another writer, where counters
+updated in place by each write would make concurrent PostgreSQL transactions queue (and deadlock)
+on the same counter rows; on SQLite it also cost less than an update in place.
 
 The tallies are filled here from the rows already stored.
 
