@@ -57,7 +57,7 @@ from .errors import NotFound
 from .measures import PURCHASE, Facts, Measures
 from .outcomes import OUTCOMES, first_at, outcome_names
 from .sqltime import shifted
-from .store import Customer, Entry, Event, Send
+from .store import Customer, Entry, Event, InOrder, Send
 
 # Send statuses are reported as they are, except scheduled, deferred and sending: still `waiting`.
 WAITING_STATUSES = ("scheduled", "deferred", "sending")
@@ -252,16 +252,16 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     for (event, within), names in by_goal.items():
         happened = _goal_events(event, scope.now)
         keys = (Send.campaign, Send.step, Send.variant)
-        converted = _sends(select(*keys, func.count(Send.id.distinct())).select_from(happened)
-                           .join(Send, _reached(happened, Send.customer_id, Send.sent_at, within))
+        converted = _sends(select(*keys, func.count(Send.id.distinct()))
+                           .select_from(InOrder(happened, Send, _reached(happened, Send.customer_id, Send.sent_at, within)))
                            .where(Send.status == "sent").group_by(*keys), scope)
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
         got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
         converted = _entries(select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
-                             .select_from(happened)
-                             .join(Entry, _reached(happened, Entry.customer_id, Entry.entered_at, within))
+                             .select_from(InOrder(happened, Entry, _reached(happened, Entry.customer_id,
+                                                                            Entry.entered_at, within)))
                              .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
         for name, held, n in connection.execute(converted):
             if name in names:
@@ -271,10 +271,10 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
 
 def _goal_events(name: str, now: datetime) -> CTE:
     """The goal events done by `now`, gathered first and in customer order, so that the probes of
-    each customer's sends and entries that follow land on neighbouring pages of their indexes; taken
-    in time order, each probe jumped across the whole index (1 s against 2.5 s a query at 10,000,000
-    sends, bench/report_10m.py). SQLite is told which index gives that order, since it drops an
-    ORDER BY that nothing outside the CTE asks for."""
+    each customer's sends and entries that follow (`InOrder`) land on neighbouring pages of their
+    indexes; taken in time order, each probe jumped across the whole index (1 s against 2.5 s a
+    query at 10,000,000 sends, bench/report_10m.py). SQLite is told which index gives that order,
+    since it drops an ORDER BY that nothing outside the CTE asks for."""
     return (select(Event.customer_id, Event.at).where(Event.name == name, Event.at <= now)
             .order_by(Event.customer_id).with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
             .cte("goals").prefix_with("MATERIALIZED"))
