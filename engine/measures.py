@@ -9,7 +9,7 @@ customers in one pass over the events instead, so the rules themselves exist onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, false, func, not_, or_, select
 from sqlalchemy.sql import ColumnElement
@@ -63,18 +63,23 @@ class Measures:
                      purchased=self.has_event(PURCHASE, customer),
                      red_event=self.has_event(or_event, customer) if or_event else false())
 
-    def inactive_for(self, duration, facts: Facts) -> ColumnElement:
-        return facts.last_activity <= self.now - duration
+    def inactivity(self) -> dict[str, timedelta]:
+        """How long without an event makes a customer lost, red and yellow: the only durations the
+        rules compare last activity with (the report counts customers by them)."""
+        stages, risk = self.config.stages, self.config.risk
+        return {"lost": stages.lost.inactive_for, "red": risk.red.inactive_for, "yellow": risk.yellow.inactive_for}
+
+    def inactive(self, rule: str, facts: Facts) -> ColumnElement:
+        return facts.last_activity <= self.now - self.inactivity()[rule]
 
     def activity_limits(self) -> list[datetime]:
-        """Every instant the rules compare a customer's last activity with (`inactive_for`)."""
-        stages, risk = self.config.stages, self.config.risk
-        return [self.now - d for d in (stages.lost.inactive_for, risk.red.inactive_for, risk.yellow.inactive_for)]
+        """Every instant the rules compare a customer's last activity with."""
+        return [self.now - duration for duration in self.inactivity().values()]
 
     def stage(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
         facts = facts or self.facts(customer)
         stages = self.config.stages
-        lost = self.inactive_for(stages.lost.inactive_for, facts)
+        lost = self.inactive("lost", facts)
         loyal = and_(not_(lost), facts.recent_purchases >= stages.loyal.purchases)
         return {
             "lost": lost,
@@ -85,7 +90,6 @@ class Measures:
 
     def risk(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
         facts = facts or self.facts(customer)
-        risk = self.config.risk
-        red = or_(self.inactive_for(risk.red.inactive_for, facts), facts.red_event)
-        yellow = and_(not_(red), self.inactive_for(risk.yellow.inactive_for, facts))
+        red = or_(self.inactive("red", facts), facts.red_event)
+        yellow = and_(not_(red), self.inactive("yellow", facts))
         return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]

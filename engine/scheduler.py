@@ -94,8 +94,9 @@ class Tick:
                 for step in range(1, len(campaign.steps) + 1):
                     if not self.stop():
                         self._dispatch(connection, campaign, step)
-            with self._transaction(connection):
-                tallies.fold(connection)  # the report's counts, with what this tick changed
+            if not self.dry_run:
+                with connection.begin():
+                    tallies.fold(connection)  # the report's counts, with what this tick changed
             if outer is not None:
                 outer.rollback()
         self.report.seconds["dispatch"] = time.perf_counter() - started - self.report.seconds["evaluate"]
