@@ -38,13 +38,12 @@ from typing import Callable
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
-from engine.campaigns import Campaign
-from engine.config import Config
-from engine.measures import Measures
-from engine.reporting import (Scope, activity, build_report, campaign_figures, customer_counts, month_starts,
-                              red_customers, report_connection)
-from engine.schema import upgrade
-from engine.store import make_engine
+from engine.campaigns.language import Campaign
+from engine.config.settings import Config
+from engine.campaigns.measures import Measures
+from engine.insights.report import Scope, activity, build_report, campaign_figures, customer_counts, month_starts, red_customers, report_connection
+from engine.store.schema import upgrade
+from engine.store.dialect import make_engine
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 CAMPAIGNS = 10

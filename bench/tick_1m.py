@@ -30,8 +30,8 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, text
 
-from engine.schema import upgrade
-from engine.store import make_engine
+from engine.store.schema import upgrade
+from engine.store.dialect import make_engine
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)  # a Monday: no broadcast fires at noon

@@ -43,11 +43,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine.cli import app  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.importing import Importer  # noqa: E402
-from engine.links import Links  # noqa: E402
-from engine.schema import open_store  # noqa: E402
-from engine.store import Customer  # noqa: E402
+from engine.config.settings import load_config  # noqa: E402
+from engine.customers.importing import Importer  # noqa: E402
+from engine.mail.links import Links  # noqa: E402
+from engine.store.schema import open_store  # noqa: E402
+from engine.store.tables import Customer  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # inside welcome's send window, outside quiet hours
 

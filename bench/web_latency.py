@@ -33,10 +33,10 @@ from sqlalchemy import create_engine, text
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine import schema  # noqa: E402
-from engine.config import load_config  # noqa: E402
-from engine.importing import Importer  # noqa: E402
-from engine.links import Links  # noqa: E402
+from engine.store import schema  # noqa: E402
+from engine.config.settings import load_config  # noqa: E402
+from engine.customers.importing import Importer  # noqa: E402
+from engine.mail.links import Links  # noqa: E402
 
 CONNECTIONS = 100
 WRK_THREADS = 2

@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import schema
-from .campaigns import Campaign, load_campaigns
-from .clock import parse_instant, utcnow
-from .config import Config, load_config
-from .errors import LifecycleError, NotFound, ProblemsError
+from engine.store import schema
+from engine.campaigns.language import Campaign, load_campaigns
+from engine.clock import parse_instant, utcnow
+from engine.config.settings import Config, load_config
+from engine.errors import LifecycleError, NotFound, ProblemsError
 
 app = typer.Typer(help="Automated lifecycle email engine.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -84,7 +84,7 @@ def progress_bar(label: str, total: int | None) -> Iterator:
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check config, every campaign and every template."""
-    from .validation import validate_all
+    from engine.mail.validation import validate_all
 
     loaded, campaigns, problems = validate_all(config)
     if problems:
@@ -97,14 +97,14 @@ def db_upgrade(config: ConfigOption = None) -> None:
     """Create or migrate the schema."""
     with user_errors():
         cfg = load_config(config)
-        from .store import make_engine
+        from engine.store.dialect import make_engine
 
         before, after = schema.upgrade(make_engine(cfg.database_url))
     out.print(f"schema at revision {after}" + ("" if before == after else f" (was {before or 'empty'})"))
 
 
 def _import(kind: str, file: Path, config: Path | None, now: str | None) -> None:
-    from .importing import Importer, read_records
+    from engine.customers.importing import Importer, read_records
 
     with user_errors():
         cfg = load_config(config)
@@ -138,8 +138,8 @@ def import_events(file: Path, config: ConfigOption = None, now: NowOption = None
 def demo(config: ConfigOption = None, now: NowOption = None,
          customers: Annotated[int, typer.Option(help="how many sample customers")] = 400) -> None:
     """Load a realistic sample store (signups, purchases, points, inactivity, English and Arabic)."""
-    from .demo_data import sample_customers, sample_events
-    from .importing import Importer
+    from engine.customers.demo_data import sample_customers, sample_events
+    from engine.customers.importing import Importer
 
     with user_errors():
         cfg = load_config(config)
@@ -160,8 +160,8 @@ def tick(config: ConfigOption = None, now: NowOption = None,
          dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; change nothing")] = False,
          as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False) -> None:
     """One pass: evaluate every campaign, then send what is due."""
-    from .scheduler import tick as run_tick
-    from .senders import load_sender
+    from engine.delivery.tick import tick as run_tick
+    from engine.senders import load_sender
 
     with user_errors():
         cfg, campaigns = _load(config)
@@ -195,7 +195,7 @@ def _print_tick(report) -> None:
 
 def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
     """Config, secret, campaigns and templates, all checked before anything can be sent."""
-    from .validation import check_templates
+    from engine.mail.validation import check_templates
 
     cfg = load_config(config)
     cfg.secret_keys()
@@ -213,7 +213,7 @@ def preview(campaign: str, customer: Annotated[str, typer.Option("--customer", h
             out_file: Annotated[Optional[Path], typer.Option("--out", help="write the message (.eml) or HTML (.html) here")] = None,
             config: ConfigOption = None) -> None:
     """Render one step for one customer without sending."""
-    from .previews import render_preview
+    from engine.mail.previews import render_preview
 
     with user_errors():
         cfg, campaigns = _load(config)
@@ -231,8 +231,8 @@ def send_test(campaign: str, to: Annotated[str, typer.Option("--to", help="where
               step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
               config: ConfigOption = None) -> None:
     """One real send through the configured sender."""
-    from .previews import send_test as deliver_test
-    from .senders import load_sender
+    from engine.mail.previews import send_test as deliver_test
+    from engine.senders import load_sender
 
     with user_errors():
         cfg, campaigns = _load(config)
@@ -250,7 +250,7 @@ def send_test(campaign: str, to: Annotated[str, typer.Option("--to", help="where
 def suppress(email: str, reason: Annotated[str, typer.Option(help="why")] = "manual",
              config: ConfigOption = None) -> None:
     """Add an address to the suppression list: it gets nothing, of any type."""
-    from .suppressions import add_suppression
+    from engine.customers.suppressions import add_suppression
 
     with user_errors():
         cfg = load_config(config)
@@ -261,7 +261,7 @@ def suppress(email: str, reason: Annotated[str, typer.Option(help="why")] = "man
 @app.command()
 def unsuppress(email: str, config: ConfigOption = None) -> None:
     """Remove an address from the suppression list."""
-    from .suppressions import remove_suppression
+    from engine.customers.suppressions import remove_suppression
 
     with user_errors():
         cfg = load_config(config)
@@ -276,9 +276,9 @@ def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="o
            output: Annotated[str, typer.Option("--format", help="table, json or html")] = "table",
            config: ConfigOption = None, now: NowOption = None) -> None:
     """Campaign figures and holdout lift, retention (CRR), stages and churn risk."""
-    from .report_html import report_page
-    from .report_table import report_tables
-    from .reporting import build_report
+    from engine.insights.html import report_page
+    from engine.insights.table import report_tables
+    from engine.insights.report import build_report
 
     with user_errors():
         if output not in ("table", "json", "html"):
@@ -313,8 +313,8 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    from .config import config_path
-    from .web import create_app
+    from engine.config.settings import config_path
+    from engine.web import create_app
 
     with user_errors():
         create_app(load_config(config))  # every mistake is found here, before any process starts
@@ -334,9 +334,9 @@ def run(config: ConfigOption = None,
     """The daemon: a tick every scheduler.interval until SIGTERM or SIGINT."""
     from prometheus_client import start_http_server
 
-    from . import logs
-    from .daemon import Daemon
-    from .senders import load_sender
+    from engine.delivery import logs
+    from engine.delivery.daemon import Daemon
+    from engine.senders import load_sender
 
     with user_errors():
         cfg, campaigns = _load(config)

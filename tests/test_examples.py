@@ -18,7 +18,7 @@ from croniter import croniter
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.durations import parse_duration
+from engine.config.durations import parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-23T12:00:00Z"

@@ -9,7 +9,7 @@ import sqlite3
 
 from sqlalchemy import event, text
 
-from engine import schema
+from engine.store import schema
 from engine.web.writes import GroupCommit
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from engine.store import make_engine
+from engine.store.dialect import make_engine
 from engine.web.services import LoopReader
 
 

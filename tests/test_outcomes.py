@@ -1,4 +1,4 @@
-"""Provider events summarised on the send row (engine/outcomes.py): recording an event marks its
+"""Provider events summarised on the send row (engine/delivery/outcomes.py): recording an event marks its
 outcome once, with the earliest time seen, and a replay changes nothing; migration 0003 fills the
 same summary from the deliveries a store held before it. On SQLite, and on PostgreSQL too when
 LIFECYCLE_TEST_POSTGRES is set."""
@@ -12,9 +12,10 @@ from sqlalchemy import Boolean, Integer, String, column, select, table
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from conftest import customer
-from engine.outcomes import OUTCOMES, bit, first_at, record_deliveries
-from engine.schema import upgrade
-from engine.store import Customer, Delivery, Entry, Send, make_engine
+from engine.delivery.outcomes import OUTCOMES, bit, first_at, record_deliveries
+from engine.store.schema import upgrade
+from engine.store.tables import Customer, Delivery, Entry, Send
+from engine.store.dialect import make_engine
 
 NEWS = """\
 topic: news

@@ -16,13 +16,13 @@ import pytest
 from mjml import mjml2html
 
 from conftest import REPO
-from engine.campaigns import load_campaigns
-from engine.config import load_config
-from engine.demo_data import sample_customers
+from engine.campaigns.language import load_campaigns
+from engine.config.settings import load_config
+from engine.customers.demo_data import sample_customers
 from engine.errors import TemplateError
-from engine.message import build_email
-from engine.rendering import Renderer, RenderedEmail, is_rtl, right_to_left, template_context
-from engine.validation import _sample_customer, sample_event
+from engine.mail.message import build_email
+from engine.mail.rendering import Renderer, RenderedEmail, is_rtl, right_to_left, template_context
+from engine.mail.validation import _sample_customer, sample_event
 
 LINKS = {"preferences": "https://shop.example/preferences/P1", "unsubscribe": "https://shop.example/unsubscribe/U1",
          "confirm": "https://shop.example/confirm/C1"}

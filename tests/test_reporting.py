@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import event, select
 
 from conftest import customer
-from engine.outcomes import record_deliveries
-from engine.report_html import report_page
-from engine.campaigns import Goal
-from engine.reporting import Scope, _conversions, month_starts
-from engine.store import Customer, Send, make_engine
+from engine.delivery.outcomes import record_deliveries
+from engine.insights.html import report_page
+from engine.campaigns.language import Goal
+from engine.insights.report import Scope, _conversions, month_starts
+from engine.store.tables import Customer, Send
+from engine.store.dialect import make_engine
 
 OFFER = """\
 topic: offers

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine.config import Config
+from engine.config.settings import Config
 from engine.errors import ConfigError
-from engine.message import OutgoingEmail, build_email
-from engine.rendering import RenderedEmail
+from engine.mail.message import OutgoingEmail, build_email
+from engine.mail.rendering import RenderedEmail
 from engine.senders.sendgrid import SendgridSender
 
 API_KEY = "SG.test-key"

@@ -14,10 +14,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from engine.config import Config
+from engine.config.settings import Config
 from engine.errors import ConfigError
-from engine.message import build_email
-from engine.rendering import RenderedEmail
+from engine.mail.message import build_email
+from engine.mail.rendering import RenderedEmail
 from engine.senders import smtp as smtp_module
 from engine.senders.smtp import SmtpSender
 

@@ -1,4 +1,4 @@
-"""The send and entry tallies (engine/tallies.py), kept by the database's triggers, against counts
+"""The send and entry tallies (engine/store/tallies.py), kept by the database's triggers, against counts
 of the rows themselves: after ticks that send, skip, hold out and expire, after provider events,
 after changes and deletions made outside the engine, before and after a fold, and after migration
 0004 fills them from a store that had rows before it. On PostgreSQL, writers that change sends of
@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import text
 
 from conftest import customer
-from engine import tallies
-from engine.outcomes import record_deliveries
-from engine.schema import upgrade
-from engine.store import make_engine
+from engine.store import tallies
+from engine.delivery.outcomes import record_deliveries
+from engine.store.schema import upgrade
+from engine.store.dialect import make_engine
 
 CAMPAIGN = """\
 topic: news

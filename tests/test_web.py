@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
-from engine.config import load_config
-from engine.links import Links
+from engine.config.settings import load_config
+from engine.mail.links import Links
 from engine.web import create_app
 
 from conftest import customer

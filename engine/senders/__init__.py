@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from ..config import Config
-from ..errors import ConfigError, Problem
-from .base import Sender, SendResult
+from engine.config.settings import Config
+from engine.errors import ConfigError, Problem
+from engine.senders.base import Sender, SendResult
 
 BUILT_IN = {
     "file": "engine.senders.file:FileSender",

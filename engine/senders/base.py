@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..config import Config
-from ..message import OutgoingEmail
+from engine.config.settings import Config
+from engine.mail.message import OutgoingEmail
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..message import OutgoingEmail
-from .base import Sender, SendResult
+from engine.mail.message import OutgoingEmail
+from engine.senders.base import Sender, SendResult
 
 
 class FileSender(Sender):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..message import OutgoingEmail
-from .base import Sender, SendResult
+from engine.mail.message import OutgoingEmail
+from engine.senders.base import Sender, SendResult
 
 
 class NullSender(Sender):

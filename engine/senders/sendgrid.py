@@ -13,10 +13,10 @@ from typing import Any, Mapping
 import sendgrid
 from python_http_client.exceptions import HTTPError
 
-from ..config import Config
-from ..errors import ConfigError, Problem
-from ..message import OutgoingEmail, one_line
-from .base import Sender, SendResult
+from engine.config.settings import Config
+from engine.errors import ConfigError, Problem
+from engine.mail.message import OutgoingEmail, one_line
+from engine.senders.base import Sender, SendResult
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid refuses a request with more
 TIMEOUT = 30.0  # seconds for one API call; a hung socket must not stall the scheduler

@@ -6,10 +6,10 @@ import os
 import smtplib
 import ssl
 
-from ..config import Config
-from ..errors import ConfigError, Problem
-from ..message import OutgoingEmail
-from .base import Sender, SendResult
+from engine.config.settings import Config
+from engine.errors import ConfigError, Problem
+from engine.mail.message import OutgoingEmail
+from engine.senders.base import Sender, SendResult
 
 # Replies to RCPT that say the mailbox does not exist or cannot be named: suppress the address.
 INVALID_ADDRESS_CODES = {550, 551, 553}

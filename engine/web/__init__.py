@@ -6,8 +6,8 @@ import gc
 
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
-from ..config import load_config
-from .app import create_app
+from engine.config.settings import load_config
+from engine.web.app import create_app
 
 
 def behind_proxy():

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..clock import utcnow
-from ..importing import Importer
-from .security import bearer_ok
-from .services import services
+from engine.clock import utcnow
+from engine.customers.importing import Importer
+from engine.web.security import bearer_ok
+from engine.web.services import services
 
 
 async def customers(request: Request) -> JSONResponse:

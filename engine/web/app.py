@@ -10,14 +10,14 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .. import schema
-from ..config import Config
-from ..links import Links
-from ..preferences import Preferences
-from . import api, dashboard, ops, pages, webhooks
-from .security import BodyLimit, Csrf, SecurityHeaders
-from .services import HERE, LoopReader, Services, store_threads
-from .writes import GroupCommit
+from engine.store import schema
+from engine.config.settings import Config
+from engine.mail.links import Links
+from engine.customers.preferences import Preferences
+from engine.web import api, dashboard, ops, pages, webhooks
+from engine.web.security import BodyLimit, Csrf, SecurityHeaders
+from engine.web.services import HERE, LoopReader, Services, store_threads
+from engine.web.writes import GroupCommit
 
 
 def page_templates() -> Jinja2Templates:

@@ -7,12 +7,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ..campaigns import load_campaigns
-from ..clock import utcnow
-from ..report_html import report_page
-from ..reporting import build_report
-from .security import bearer_ok
-from .services import services
+from engine.campaigns.language import load_campaigns
+from engine.clock import utcnow
+from engine.insights.html import report_page
+from engine.insights.report import build_report
+from engine.web.security import bearer_ok
+from engine.web.services import services
 
 # The page carries its charting library inline (it works offline), so it may run inline scripts;
 # it still loads nothing from anywhere.

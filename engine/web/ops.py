@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
-from .services import services
+from engine import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
+from engine.web.services import services
 
 HTTP_SECONDS = Histogram("lifecycle_http_request_duration_seconds", "HTTP requests by route, method and status",
                          ["route", "method", "status"],

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..clock import utcnow
-from ..config import Config
-from ..preferences import FREQUENCIES, Choices
-from .services import Services, services
-from .texts import direction, language_name, texts
+from engine.clock import utcnow
+from engine.config.settings import Config
+from engine.customers.preferences import FREQUENCIES, Choices
+from engine.web.services import Services, services
+from engine.web.texts import direction, language_name, texts
 
 ANY_FREQUENCY = "any"  # the form's value for "no cap of my own"
 

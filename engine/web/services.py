@@ -14,11 +14,11 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
-from ..config import Config
-from ..links import Links
-from ..preferences import Preferences
-from .security import Csrf
-from .writes import GroupCommit
+from engine.config.settings import Config
+from engine.mail.links import Links
+from engine.customers.preferences import Preferences
+from engine.web.security import Csrf
+from engine.web.writes import GroupCommit
 
 HERE = Path(__file__).parent
 T = TypeVar("T")

@@ -4,7 +4,7 @@ A post is accepted only with a valid ECDSA signature over timestamp + raw body a
 at most MAX_AGE old (a captured post cannot be replayed later). Each event finds its send
 through the `send_id` custom argument the SendGrid sender attaches (SendGrid returns custom
 arguments as top-level fields of the event) and is recorded once in `Delivery`, keyed by
-`sg_event_id`, with its outcome marked on the send (engine/outcomes.py); bounces,
+`sg_event_id`, with its outcome marked on the send (engine/delivery/outcomes.py); bounces,
 invalid-address drops, spam reports and unsubscribes suppress the address. Replaying a payload
 changes nothing.
 """
@@ -25,13 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..clock import utcnow
-from ..config import Config
-from ..errors import ConfigError, Problem
-from ..outcomes import record_deliveries
-from ..store import Send, Suppression, insert_rows_new
-from ..suppressions import normalise
-from .services import services
+from engine.clock import utcnow
+from engine.config.settings import Config
+from engine.errors import ConfigError, Problem
+from engine.delivery.outcomes import record_deliveries
+from engine.store.tables import Send, Suppression
+from engine.store.dialect import insert_rows_new
+from engine.customers.suppressions import normalise
+from engine.web.services import services
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"

@@ -23,7 +23,7 @@ import anyio
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..store import make_engine
+from engine.store.dialect import make_engine
 
 T = TypeVar("T")
 LOCK_RETRY = 0.001  # seconds before a batch tries SQLite's write lock again

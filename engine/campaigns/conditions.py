@@ -1,0 +1,140 @@
+"""Audience conditions compiled to one SQL expression over the customer table, so that an
+audience is selected set-wise in the database rather than customer by customer in Python."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, false, func, literal, not_, or_, select, true
+from sqlalchemy.sql import ColumnElement
+
+from engine.campaigns.language import Comparison, Condition
+from engine.config.settings import Config
+from engine.campaigns.measures import Measures
+from engine.store.tables import Customer, Event, Subscription
+
+CORE_FIELDS = {"email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at"}
+
+
+def iso(value: datetime | date) -> str:
+    """The one text form of dates kept in JSON attributes, so that text order is time order."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.isoformat()
+
+
+class ConditionCompiler:
+    def __init__(self, config: Config, now: datetime):
+        self.config = config
+        self.now = now
+        self.measures = Measures(config, now)
+
+    def all_of(self, conditions: list[Condition], customer=Customer) -> ColumnElement:
+        return and_(true(), *(self.condition(c, customer) for c in conditions))
+
+    def condition(self, c: Condition, customer=Customer) -> ColumnElement:
+        if c.any is not None:
+            return or_(false(), *(self.condition(x, customer) for x in c.any))
+        if c.not_ is not None:
+            return not_(self.condition(c.not_, customer))
+        if c.stage is not None:
+            return self.measures.stage(c.stage, customer)
+        if c.risk is not None:
+            return self.measures.risk(c.risk, customer)
+        if c.subscribed is not None:
+            return self.subscribed(c.subscribed, customer)
+        if c.event is not None:
+            return self.history(c, customer)
+        return self.attribute(c.attribute, c.comparison(), customer)
+
+    def subscribed(self, topic: str, customer=Customer) -> ColumnElement:
+        declared = self.config.topics.get(topic)
+        default = declared is None or declared.default == "subscribed"
+        choice = (select(Subscription.subscribed)
+                  .where(Subscription.customer_id == customer.id, Subscription.topic == topic)
+                  .scalar_subquery())
+        return func.coalesce(choice, literal(default)) == true()
+
+    def history(self, c: Condition, customer=Customer) -> ColumnElement:
+        query = select(func.count(Event.id)).where(self.measures.seen_events(customer), Event.name == c.event)
+        if c.within is not None:
+            query = query.where(Event.at > self.now - c.within)
+        query = query.where(self.where(c.where))
+        count = query.scalar_subquery()
+        if c.at_least is None and c.at_most is None:
+            return count >= 1
+        checks = []
+        if c.at_least is not None:
+            checks.append(count >= c.at_least)
+        if c.at_most is not None:
+            checks.append(count <= c.at_most)
+        return and_(*checks)
+
+    def where(self, where: dict[str, Comparison] | None, table=Event) -> ColumnElement:
+        """Filters on the properties of an event (`where:` of triggers, exits and history)."""
+        if not where:
+            return true()
+        return and_(*(self.compare(lambda kind, name=name: _json(table.properties, name, kind), comparison)
+                      for name, comparison in where.items()))
+
+    def attribute(self, name: str, comparison: Comparison, customer=Customer) -> ColumnElement:
+        if name in CORE_FIELDS:
+            column = getattr(customer, name)
+            return self.compare(lambda kind: column, comparison, native_dates=name.endswith("_at"))
+        return self.compare(lambda kind: _json(customer.attributes, name, kind), comparison)
+
+    def compare(self, value_of, comparison: Comparison, native_dates: bool = False) -> ColumnElement:
+        """One operator applied to a value; `value_of(kind)` extracts it typed as the operand."""
+        (operator, operand), = comparison.operators().items()
+        if operator == "exists":
+            present = value_of("string").is_not(None)
+            return present if operand else not_(present)
+        if operator in ("within_last", "within_next"):
+            start, end = (self.now - operand, self.now) if operator == "within_last" else (self.now, self.now + operand)
+            value = value_of("date")
+            if native_dates:
+                return and_(value >= start, value <= end)
+            return and_(value >= iso(start), value <= iso(end))
+        sample = operand[0] if isinstance(operand, list) and operand else operand
+        value = value_of(_kind(sample))
+        operand = _operand(operand, native_dates)
+        return {
+            "equals": lambda: value == operand,
+            "not_equals": lambda: or_(value.is_(None), value != operand),
+            "in": lambda: value.in_(operand),
+            "not_in": lambda: or_(value.is_(None), value.not_in(operand)),
+            "gt": lambda: value > operand,
+            "gte": lambda: value >= operand,
+            "lt": lambda: value < operand,
+            "lte": lambda: value <= operand,
+        }[operator]()
+
+
+def _kind(sample: Any) -> str:
+    if isinstance(sample, bool):
+        return "boolean"
+    if isinstance(sample, (int, float)):
+        return "number"
+    if isinstance(sample, (datetime, date)):
+        return "date"
+    return "string"
+
+
+def _operand(operand: Any, native_dates: bool) -> Any:
+    if isinstance(operand, list):
+        return [_operand(x, native_dates) for x in operand]
+    if isinstance(operand, (datetime, date)) and not native_dates:
+        return iso(operand)
+    return operand
+
+
+def _json(column, name: str, kind: str) -> ColumnElement:
+    element = column[name]
+    if kind == "number":
+        return element.as_float()
+    if kind == "boolean":
+        return element.as_boolean()
+    return element.as_string()

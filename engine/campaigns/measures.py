@@ -1,0 +1,95 @@
+"""Stages, churn risk and last activity as SQL expressions over one customer row, defined once
+(../shared/spec/README.md "Measures") and used by audience conditions and by the report alike.
+
+Stage and risk are decided from a customer's `Facts`. Audience conditions take them as correlated
+subqueries on the customer row (`Measures.facts`); the report passes columns it has grouped for all
+customers in one pass over the events instead, so the rules themselves exist once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, false, func, not_, or_, select
+from sqlalchemy.sql import ColumnElement
+
+from engine.config.settings import Config
+from engine.store.tables import Customer, Event
+
+PURCHASE = "purchase"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What stage and risk are decided from, as SQL over one customer, as of `now`."""
+
+    last_activity: ColumnElement  # the latest event, else created_at
+    recent_purchases: ColumnElement  # purchases within stages.loyal.within
+    purchased: ColumnElement  # a purchase ever
+    red_event: ColumnElement  # an event named by risk.red.or_event
+
+
+class Measures:
+    def __init__(self, config: Config, now: datetime):
+        self.config = config
+        self.now = now
+
+    def seen_events(self, customer=Customer):
+        """Events of the customer that have happened by `now` (later ones are not seen yet)."""
+        return and_(Event.customer_id == customer.id, Event.at <= self.now)
+
+    def last_activity(self, customer=Customer) -> ColumnElement:
+        latest = select(func.max(Event.at)).where(self.seen_events(customer)).scalar_subquery()
+        return func.coalesce(latest, customer.created_at)
+
+    def has_event(self, name: str, customer=Customer, since: datetime | None = None) -> ColumnElement:
+        query = select(Event.id).where(self.seen_events(customer), Event.name == name)
+        if since is not None:
+            query = query.where(Event.at > since)
+        return exists(query)
+
+    def loyal_since(self) -> datetime:
+        """Purchases after this count towards `loyal`."""
+        return self.now - self.config.stages.loyal.within
+
+    def facts(self, customer=Customer) -> Facts:
+        """The facts as correlated subqueries on the customer row."""
+        recent = (select(func.count(Event.id))
+                  .where(self.seen_events(customer), Event.name == PURCHASE, Event.at > self.loyal_since())
+                  .scalar_subquery())
+        or_event = self.config.risk.red.or_event
+        return Facts(last_activity=self.last_activity(customer), recent_purchases=recent,
+                     purchased=self.has_event(PURCHASE, customer),
+                     red_event=self.has_event(or_event, customer) if or_event else false())
+
+    def inactivity(self) -> dict[str, timedelta]:
+        """How long without an event makes a customer lost, red and yellow: the only durations the
+        rules compare last activity with (the report counts customers by them)."""
+        stages, risk = self.config.stages, self.config.risk
+        return {"lost": stages.lost.inactive_for, "red": risk.red.inactive_for, "yellow": risk.yellow.inactive_for}
+
+    def inactive(self, rule: str, facts: Facts) -> ColumnElement:
+        return facts.last_activity <= self.now - self.inactivity()[rule]
+
+    def activity_limits(self) -> list[datetime]:
+        """Every instant the rules compare a customer's last activity with."""
+        return [self.now - duration for duration in self.inactivity().values()]
+
+    def stage(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+        facts = facts or self.facts(customer)
+        stages = self.config.stages
+        lost = self.inactive("lost", facts)
+        loyal = and_(not_(lost), facts.recent_purchases >= stages.loyal.purchases)
+        return {
+            "lost": lost,
+            "loyal": loyal,
+            "current": and_(not_(lost), not_(loyal), facts.purchased),
+            "prospect": and_(not_(lost), not_(facts.purchased)),
+        }[name]
+
+    def risk(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+        facts = facts or self.facts(customer)
+        red = or_(self.inactive("red", facts), facts.red_event)
+        yellow = and_(not_(red), self.inactive("yellow", facts))
+        return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]

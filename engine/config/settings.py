@@ -1,0 +1,234 @@
+"""config.yaml: every setting with its default, validated with the line of each mistake."""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.config.durations import Duration
+from engine.errors import ConfigError, Problem
+from engine.config.source import load_located
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"'{name}' is not an IANA timezone (like Europe/London)") from None
+    return name
+
+
+def parse_clock(value: str | time) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML reads an unquoted 09:00 as sexagesimal minutes
+        return time(value // 60 % 24, value % 60)
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"'{value}' is not a time of day: write it as \"HH:MM\"") from None
+
+
+class TimeWindow(Strict):
+    """A recipient-local window of the day; an end before the start wraps past midnight."""
+
+    start: time
+    end: time
+
+    _clock = field_validator("start", "end", mode="before")(parse_clock)
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+class Address(Strict):
+    email: str
+    name: str | None = None
+
+
+class Brand(Strict):
+    name: str = "Our store"
+    address: str = ""
+    url: str = "https://example.com"
+
+
+class FileSender(Strict):
+    directory: str = "outbox"
+
+
+class SmtpSender(Strict):
+    host: str = "localhost"
+    port: int = 1025
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    timeout: float = 30.0
+
+
+class SendgridSender(Strict):
+    api_key_env: str = "SENDGRID_API_KEY"
+    sandbox: bool = False
+    base_url: str = "https://api.sendgrid.com"
+    webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # verifies the signed Event Webhook
+
+
+class SenderConfig(Strict):
+    backend: str = "file"
+    file: FileSender = FileSender()
+    smtp: SmtpSender = SmtpSender()
+    sendgrid: SendgridSender = SendgridSender()
+
+
+class Scheduler(Strict):
+    interval: Duration = Field(default="60s", validate_default=True)
+    batch_size: int = Field(500, gt=0)
+    max_attempts: int = Field(5, gt=0)
+    metrics_port: int | None = None
+    # How long a silent worker's claimed sends count as in flight before they are `unknown`.
+    lease: Duration = Field(default="15m", validate_default=True)
+
+
+class Cap(Strict):
+    max: int = Field(gt=0)
+    per: Duration
+
+
+class Limits(Strict):
+    marketing: Cap | None = None
+
+
+class Topic(Strict):
+    title: dict[str, str] | str
+    default: Literal["subscribed", "unsubscribed"] = "subscribed"
+
+    def title_in(self, locale: str, fallback: str) -> str:
+        if isinstance(self.title, str):
+            return self.title
+        return self.title.get(locale) or self.title.get(fallback) or next(iter(self.title.values()))
+
+
+class LoyalStage(Strict):
+    purchases: int = 5
+    within: Duration = Field(default="365d", validate_default=True)
+
+
+class LostStage(Strict):
+    inactive_for: Duration = Field(default="90d", validate_default=True)
+
+
+class Stages(Strict):
+    loyal: LoyalStage = LoyalStage()
+    lost: LostStage = LostStage()
+
+
+class YellowRisk(Strict):
+    inactive_for: Duration = Field(default="14d", validate_default=True)
+
+
+class RedRisk(Strict):
+    inactive_for: Duration = Field(default="30d", validate_default=True)
+    or_event: str | None = "complaint"
+
+
+class Risk(Strict):
+    yellow: YellowRisk = YellowRisk()
+    red: RedRisk = RedRisk()
+
+
+class Config(Strict):
+    database: str = "sqlite:///lifecycle.db"
+    timezone: str = "UTC"
+    default_locale: str = "en"
+    locales: list[str] = ["en"]
+    from_: Address = Field(alias="from")
+    reply_to: str | None = None
+    brand: Brand = Brand()
+    public_url: str = "http://localhost:8000"
+    secret_key_env: str = "LIFECYCLE_SECRET"
+    old_secret_keys_env: str | None = None
+    double_opt_in: bool = False
+    sender: SenderConfig = SenderConfig()
+    scheduler: Scheduler = Scheduler()
+    limits: Limits = Limits()
+    quiet_hours: TimeWindow | None = None
+    topics: dict[str, Topic] = {}
+    stages: Stages = Stages()
+    risk: Risk = Risk()
+    api_keys_env: str = "LIFECYCLE_API_KEYS"
+    campaigns_dir: str = "campaigns"
+    templates_dir: str = "templates/emails"
+
+    # Where the file was found; relative paths in it are relative to this folder.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    _tz = field_validator("timezone")(check_timezone)
+
+    @model_validator(mode="after")
+    def _default_locale_listed(self) -> "Config":
+        if self.default_locale not in self.locales:
+            self.locales = [self.default_locale, *self.locales]
+        return self
+
+    @property
+    def campaigns_path(self) -> Path:
+        return self.root / self.campaigns_dir
+
+    @property
+    def templates_path(self) -> Path:
+        return self.root / self.templates_dir
+
+    @property
+    def database_url(self) -> str:
+        """A relative SQLite path is relative to the config file, not to the shell's folder."""
+        prefix = "sqlite:///"
+        if self.database.startswith(prefix) and not self.database.startswith(prefix + "/"):
+            rest = self.database[len(prefix):]
+            if rest and rest != ":memory:":
+                return prefix + str((self.root / rest).resolve())
+        return self.database
+
+    def secret_keys(self) -> list[str]:
+        """The signing secret first, then any old ones still accepted for links already sent."""
+        secret = os.environ.get(self.secret_key_env)
+        if not secret:
+            raise ConfigError([Problem(str(self.root / "config.yaml"), 1, 1,
+                                       f"secret_key_env: the environment variable {self.secret_key_env} "
+                                       "is not set; it holds the key that signs links in emails")])
+        old = os.environ.get(self.old_secret_keys_env, "") if self.old_secret_keys_env else ""
+        return [secret, *[k for k in old.split(",") if k.strip()]]
+
+    def api_keys(self) -> set[str]:
+        return {k.strip() for k in os.environ.get(self.api_keys_env, "").split(",") if k.strip()}
+
+
+def config_path(path: str | Path | None) -> Path:
+    return Path(path or os.environ.get("LIFECYCLE_CONFIG") or "config.yaml")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate config.yaml; every problem comes back located."""
+    file = config_path(path)
+    if not file.exists():
+        raise ConfigError([Problem(str(file), 1, 1, "no such config file (use --config PATH or set LIFECYCLE_CONFIG)")])
+    located, problems = load_located(file)
+    if located is None:
+        raise ConfigError(problems)
+    if not isinstance(located.data, dict):
+        raise ConfigError([located.problem((), "config.yaml must be a mapping of settings")])
+    config, problems = located.validate(Config)
+    if problems:
+        raise ConfigError(problems)
+    config.root = file.parent
+    return config

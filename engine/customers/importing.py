@@ -1,0 +1,292 @@
+"""Import customers and events from CSV or JSONL files, or from lists of records (the API).
+
+Every record is checked first; the good ones are stored in batches, the bad ones are listed
+with their line and none of their data is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from engine.clock import parse_instant, utcnow
+from engine.campaigns.conditions import iso
+from engine.config.settings import Config
+from engine.errors import Problem
+from engine.store.tables import Consent, Customer, Event, Subscription
+from engine.store.dialect import insert_rows_new
+
+CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
+BATCH = 1000
+NEW_CUSTOMER = {"first_name": None, "last_name": None, "locale": None, "timezone": None, "confirmed_at": None}
+
+
+@dataclass
+class ImportResult:
+    stored: int = 0
+    skipped: int = 0  # events whose id was already stored
+    problems: list[Problem] = field(default_factory=list)
+
+
+class BadRecord(ValueError):
+    pass
+
+
+class _Refused(Exception):
+    """Rolls back an all-or-nothing import once a record is found bad while storing."""
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
+    """(line, record) for each record of a CSV or JSONL file; a malformed line yields BadRecord."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                if None in row:
+                    yield reader.line_num, BadRecord("more values than there are column headers")
+                    continue
+                yield reader.line_num, {k.strip(): v for k, v in row.items() if v not in (None, "")}
+        return
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, BadRecord(f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            yield number, record if isinstance(record, dict) else BadRecord("each line must be a JSON object")
+
+
+def typed(value: Any) -> Any:
+    """CSV cells and JSON strings: numbers, booleans and ISO-8601 dates become typed values."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 10 and text[4:5] == "-" and text[7:8] == "-":
+        try:
+            return iso(date.fromisoformat(text)) if len(text) == 10 else iso(parse_instant(text))
+        except ValueError:
+            pass
+    return text
+
+
+def _boolean(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no"):
+        return False
+    raise BadRecord(f"{what} must be true or false, not '{value}'")
+
+
+def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dict[str, Any]:
+    """Check one customer record; raise BadRecord with the reason."""
+    external_id = str(record.get("id", "")).strip()
+    if not external_id:
+        raise BadRecord("'id' is required")
+    try:
+        email = validate_email(str(record.get("email", "")), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
+    clean: dict[str, Any] = {"external_id": external_id, "email": email}
+    for name in ("first_name", "last_name"):
+        if record.get(name) is not None:
+            clean[name] = str(record[name]).strip()
+    if record.get("locale"):
+        clean["locale"] = str(record["locale"]).strip()
+    if record.get("timezone"):
+        try:
+            ZoneInfo(str(record["timezone"]))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise BadRecord(f"timezone '{record['timezone']}' is not an IANA timezone (like Europe/London)") from None
+        clean["timezone"] = str(record["timezone"])
+    for name in ("created_at", "confirmed_at"):
+        if record.get(name):
+            try:
+                clean[name] = parse_instant(str(record[name]), config.timezone)
+            except ValueError as exc:
+                raise BadRecord(f"{name}: {exc}") from None
+    topics = dict(record.get("topics") or {})
+    topics.update({k.split(":", 1)[1]: v for k, v in record.items() if k.startswith("topic:")})
+    unknown = [t for t in topics if t not in config.topics]
+    if unknown:
+        raise BadRecord(f"topic '{unknown[0]}' is not declared under topics: in config.yaml")
+    clean["topics"] = {t: _boolean(v, f"topic:{t}") for t, v in topics.items()}
+    clean["attributes"] = {k: typed(v) for k, v in record.items()
+                           if k not in CORE and not k.startswith("topic:") and k != "attributes"}
+    if isinstance(record.get("attributes"), dict):
+        clean["attributes"].update({k: typed(v) for k, v in record["attributes"].items()})
+    return clean
+
+
+def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
+    customer = str(record.get("customer", "")).strip()
+    name = str(record.get("event", "")).strip()
+    if not customer:
+        raise BadRecord("'customer' is required")
+    if not name:
+        raise BadRecord("'event' is required")
+    if not record.get("at"):
+        raise BadRecord("'at' is required")
+    try:
+        at = parse_instant(str(record["at"]), config.timezone)
+    except ValueError as exc:
+        raise BadRecord(f"at: {exc}") from None
+    properties = record.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise BadRecord("'properties' must be an object")
+    uid = record.get("id")
+    return {"uid": str(uid) if uid is not None else None, "customer": customer, "name": name, "at": at,
+            "properties": properties}
+
+
+class Importer:
+    def __init__(self, engine: Engine, config: Config, now: datetime | None = None, source: str = "import"):
+        self.engine = engine
+        self.config = config
+        self.now = now or utcnow()
+        self.source = source
+
+    def customers(self, records: Iterable[tuple[int, Any]], label: str,
+                  progress: Callable[[int], None] | None = None) -> ImportResult:
+        return self._run(records, label, lambda r: clean_customer(r, self.config, self.now),
+                         self._store_customers, progress)
+
+    def events(self, records: Iterable[tuple[int, Any]], label: str,
+               progress: Callable[[int], None] | None = None) -> ImportResult:
+        return self._run(records, label, lambda r: clean_event(r, self.config), self._store_events, progress)
+
+    def all_or_nothing(self, kind: str, records: list[Any], label: str) -> ImportResult:
+        """The API's import: every record is checked first and then all are stored in ONE
+        transaction, or none is. A problem's `line` is the record's index in the list.
+        `kind` is "customers" or "events"."""
+        clean = {"customers": lambda r: clean_customer(r, self.config, self.now),
+                 "events": lambda r: clean_event(r, self.config)}[kind]
+        store = {"customers": self._store_customers, "events": self._store_events}[kind]
+        result, batch = ImportResult(), []
+        for index, record in enumerate(records):
+            try:
+                if not isinstance(record, dict):
+                    raise BadRecord("each item must be a JSON object")
+                batch.append((index, clean(record)))
+            except BadRecord as exc:
+                result.problems.append(Problem(label, index, 1, str(exc)))
+        if result.problems or not batch:
+            return result
+        try:
+            with self.engine.begin() as connection:
+                store(connection, batch, label, result)
+                if result.problems:  # e.g. an event's customer does not exist
+                    raise _Refused
+        except _Refused:
+            result.stored = result.skipped = 0
+        return result
+
+    def _run(self, records, label, clean, store, progress) -> ImportResult:
+        result, batch = ImportResult(), []
+        for line, record in records:
+            try:
+                if isinstance(record, BadRecord):
+                    raise record
+                if not isinstance(record, dict):
+                    raise BadRecord("each record must be an object")
+                batch.append((line, clean(record)))
+            except BadRecord as exc:
+                result.problems.append(Problem(label, line, 1, str(exc)))
+            if len(batch) >= BATCH:
+                self._flush(store, batch, label, result, progress)
+                batch = []
+        if batch:
+            self._flush(store, batch, label, result, progress)
+        return result
+
+    def _flush(self, store, batch, label, result, progress) -> None:
+        with self.engine.begin() as connection:
+            store(connection, batch, label, result)
+        if progress:
+            progress(len(batch))
+
+    def _store_customers(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
+        latest = {row["external_id"]: row for _, row in batch}  # the last line for an id wins
+        existing = dict(connection.execute(select(Customer.external_id, Customer.id)
+                                           .where(Customer.external_id.in_(latest))).all())
+        attrs = dict(connection.execute(select(Customer.id, Customer.attributes)
+                                        .where(Customer.id.in_(existing.values()))).all())
+        new = [{**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
+               for key, row in latest.items() if key not in existing]
+        if new:
+            connection.execute(Customer.__table__.insert(), new)
+        for key, row in latest.items():
+            if key in existing:
+                values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
+                connection.execute(update(Customer).where(Customer.id == existing[key]).values(values))
+        ids = dict(connection.execute(select(Customer.external_id, Customer.id)
+                                      .where(Customer.external_id.in_(latest))).all())
+        self._consents(connection, latest, ids)
+        result.stored += len(batch)
+
+    def _consents(self, connection: Connection, latest: dict, ids: dict) -> None:
+        """Topic choices and confirmations from the file, each with a consent record."""
+        choices, consents = [], []
+        for key, row in latest.items():
+            for topic, subscribed in row["topics"].items():
+                choices.append({"customer_id": ids[key], "topic": topic, "subscribed": subscribed,
+                                "updated_at": self.now, "source": self.source})
+                consents.append({"customer_id": ids[key], "topic": topic, "at": self.now, "source": self.source,
+                                 "action": "subscribe" if subscribed else "unsubscribe"})
+            if row.get("confirmed_at"):
+                consents.append({"customer_id": ids[key], "topic": None, "at": row["confirmed_at"],
+                                 "source": self.source, "action": "confirm"})
+        if choices:
+            keys = [(c["customer_id"], c["topic"]) for c in choices]
+            for customer_id, topic in keys:
+                connection.execute(Subscription.__table__.delete().where(
+                    Subscription.customer_id == customer_id, Subscription.topic == topic))
+            connection.execute(Subscription.__table__.insert(), choices)
+        if consents:
+            connection.execute(Consent.__table__.insert(), consents)
+
+    def _store_events(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
+        wanted = {row["customer"] for _, row in batch}
+        ids = dict(connection.execute(select(Customer.external_id, Customer.id)
+                                      .where(Customer.external_id.in_(wanted))).all())
+        rows = []
+        for line, row in batch:
+            if row["customer"] not in ids:
+                result.problems.append(Problem(label, line, 1, f"customer '{row['customer']}' does not exist"))
+                continue
+            rows.append({"uid": row["uid"], "customer_id": ids[row["customer"]], "name": row["name"],
+                         "at": row["at"], "properties": row["properties"]})
+        with_uid = [r for r in rows if r["uid"] is not None]
+        without = [r for r in rows if r["uid"] is None]
+        stored = 0
+        if with_uid:
+            stored += insert_rows_new(connection, Event.__table__, ["uid"], with_uid)
+        if without:
+            connection.execute(Event.__table__.insert(), without)
+            stored += len(without)
+        result.stored += stored
+        result.skipped += len(rows) - stored
+
+
+def _columns(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("topics",)}

@@ -1,0 +1,27 @@
+"""The suppression list: addresses that get nothing, of any type (bounces, complaints, manual)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+
+from engine.store.tables import Suppression
+from engine.store.dialect import insert_new
+
+
+def normalise(email: str) -> str:
+    return email.strip().lower()
+
+
+def add_suppression(engine: Engine, email: str, reason: str, now: datetime) -> bool:
+    with engine.begin() as connection:
+        statement = insert_new(connection, Suppression.__table__, ["email"])
+        return bool(connection.execute(statement, {"email": normalise(email), "reason": reason,
+                                                   "created_at": now}).rowcount)
+
+
+def remove_suppression(engine: Engine, email: str) -> bool:
+    with engine.begin() as connection:
+        return bool(connection.execute(delete(Suppression).where(Suppression.email == normalise(email))).rowcount)

@@ -1,0 +1,116 @@
+"""`lifecycle run`: a tick every `scheduler.interval`, driven by APScheduler, until SIGTERM/SIGINT.
+
+APScheduler keeps the ticks from overlapping (max_instances=1) and coalesces missed runs into
+one; coordination between daemons lives in the store (claims, worker rows, the evaluation lock),
+never in APScheduler's own job store, which cannot be shared between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Callable
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from engine import metrics
+from engine.delivery import workers
+from engine.campaigns.language import Campaign
+from engine.clock import utcnow
+from engine.config.settings import Config
+from engine.delivery.tick import TickReport, tick
+from engine.senders import Sender
+
+log = logging.getLogger("lifecycle.daemon")
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+class Daemon:
+    def __init__(self, config: Config, campaigns: list[Campaign], engine, sender: Sender,
+                 clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.campaigns = campaigns
+        self.engine = engine
+        self.sender = sender
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.failures = 0
+        self.worker: str | None = None
+        self.scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone="UTC")
+
+    def run(self) -> None:
+        """Block until a signal asks to stop; then finish the batch in hand and return."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self.scheduler.add_job(self.tick_once, "interval", id="tick", next_run_time=utcnow(),
+                               seconds=self.config.scheduler.interval.total_seconds(),
+                               max_instances=1, coalesce=True, misfire_grace_time=None)
+        log.info("daemon started", extra={"interval_seconds": self.config.scheduler.interval.total_seconds(),
+                                          "campaigns": len(self.campaigns)})
+        try:
+            self.scheduler.start()
+        finally:
+            self._retire()
+            self.sender.close()
+            log.info("daemon stopped")
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("stopping: finishing the batch in hand", extra={"signal": signal.Signals(signum).name})
+        self.stopping.set()
+        threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    def tick_once(self) -> TickReport | None:
+        if self.stopping.is_set():
+            return None
+        started = time.perf_counter()
+        try:
+            if self.worker is None:
+                self.worker = workers.register(self.engine)
+            report = tick(self.config, self.campaigns, self.engine, self.sender, self.clock(),
+                          worker=self.worker, stop=self.stopping.is_set)
+        except (OperationalError, DBAPIError) as exc:
+            self._database_down(exc)
+            return None
+        self.failures = 0
+        self._record(report, time.perf_counter() - started)
+        return report
+
+    def _database_down(self, exc: Exception) -> None:
+        """Log, back off exponentially, try again: the tick's transactions rolled back whole."""
+        self.failures += 1
+        delay = min(self.config.scheduler.interval * 2 ** self.failures, MAX_BACKOFF)
+        metrics.TICKS.labels("database_error").inc()
+        log.error("database unavailable; retrying", extra={"error": str(exc).splitlines()[0],
+                                                           "retry_in_seconds": delay.total_seconds(),
+                                                           "failures": self.failures})
+        self.engine.dispose()
+        if not self.stopping.is_set():
+            self.scheduler.modify_job("tick", next_run_time=utcnow() + delay)
+
+    def _record(self, report: TickReport, seconds: float) -> None:
+        totals: Counter = Counter()
+        for campaign, counts in report.counts.items():
+            for status, n in counts.items():
+                totals[status] += n
+                if status == "entered":
+                    metrics.ENTRIES.labels(campaign).inc(n)
+                else:
+                    metrics.SENDS.labels(campaign, status).inc(n)
+        metrics.TICKS.labels("ok").inc()
+        metrics.TICK_SECONDS.observe(seconds)
+        log.info("tick", extra={"now": report.now.isoformat(), "seconds": round(seconds, 3),
+                                "evaluated": len(self.campaigns), **dict(totals)})
+
+    def _retire(self) -> None:
+        if self.worker is None:
+            return
+        try:
+            workers.retire(self.engine, self.worker)
+        except (OperationalError, DBAPIError):
+            log.warning("could not retire the worker row; it will be judged dead by its heartbeat")

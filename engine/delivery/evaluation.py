@@ -1,0 +1,230 @@
+"""Evaluation: turn each campaign's trigger into entries, set-wise in SQL.
+
+Each trigger kind yields candidates (customer, entry key, entry time, event); one INSERT ... SELECT
+adds those that pass the audience and the `reentry` rule, and the unique key (campaign, customer,
+entry key) makes a second evaluation, here or on another machine, add nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from sqlalchemy import (Column, Integer, MetaData, String, Table, and_, cast, exists, func,
+                        insert, literal, not_, null, select, true, update)
+from sqlalchemy.engine import Connection
+from sqlmodel.sql.sqltypes import UTCDateTime
+
+from engine.campaigns.assignment import pick_variant, share
+from engine.campaigns.language import Campaign
+from engine.clock import as_utc
+from engine.campaigns.conditions import ConditionCompiler
+from engine.config.settings import Config
+from engine.store.tables import Customer, Entry, Event, Send
+from engine.store.dialect import insert_new, shifted
+
+_scratch = MetaData()
+# Candidates computed in Python (dates in each customer's timezone) wait here for the same
+# INSERT ... SELECT as every other trigger kind.
+date_candidate = Table("date_candidate", _scratch,
+                       Column("customer_id", Integer), Column("entry_key", String),
+                       Column("entered_at", UTCDateTime()), prefixes=["TEMPORARY"])
+
+
+class Evaluator:
+    def __init__(self, connection: Connection, config: Config, now: datetime, batch_size: int = 5000):
+        self.connection = connection
+        self.config = config
+        self.now = now
+        self.batch_size = batch_size
+        self.conditions = ConditionCompiler(config, now)
+
+    def evaluate(self, campaign: Campaign) -> int:
+        """Create the campaign's new entries and their first sends; returns the entries created."""
+        candidates = self.candidates(campaign)
+        created = self.enter(campaign, candidates) if candidates is not None else 0
+        self.schedule_first_steps(campaign)
+        return created
+
+    # -- candidates per trigger kind: (customer_id, entry_key, entered_at, event_id) --------------
+
+    def candidates(self, campaign: Campaign):
+        kind = campaign.trigger.kind
+        return getattr(self, f"_{kind}_candidates")(campaign)
+
+    def _event_candidates(self, campaign: Campaign):
+        trigger = campaign.trigger
+        return (select(Event.customer_id.label("customer_id"),
+                       (literal("event:") + cast(Event.id, String)).label("entry_key"),
+                       Event.at.label("entered_at"), Event.id.label("event_id"))
+                .where(Event.name == trigger.event, Event.at <= self.now,
+                       Event.at >= self.now - self.lookback(campaign), self.conditions.where(trigger.where)))
+
+    def _inactivity_candidates(self, campaign: Campaign):
+        rule = campaign.trigger.inactivity
+        activity = select(func.max(Event.at)).where(self.conditions.measures.seen_events())
+        if rule.event:
+            activity = activity.where(Event.name == rule.event)
+        last = func.coalesce(activity.scalar_subquery(), Customer.created_at)
+        return (select(Customer.id.label("customer_id"),
+                       (literal("inactive:") + cast(last, String)).label("entry_key"),
+                       shifted(last, rule.for_).label("entered_at"), cast(null(), Integer).label("event_id"))
+                .where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign)))
+
+    def _schedule_candidates(self, campaign: Campaign):
+        firings = self.firings(campaign)
+        if not firings:
+            return None
+        fired = max(firings)  # one broadcast per tick; missed older firings are not replayed
+        return select(Customer.id.label("customer_id"),
+                      literal("fire:" + fired.isoformat()).label("entry_key"),
+                      literal(fired, UTCDateTime()).label("entered_at"), cast(null(), Integer).label("event_id"))
+
+    def firings(self, campaign: Campaign) -> list[datetime]:
+        trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
+        if trigger.at is not None:
+            return [trigger.at] if earliest <= trigger.at <= self.now else []
+        zone = ZoneInfo(self.config.timezone)
+        times = croniter(trigger.schedule, self.now.astimezone(zone) + timedelta(seconds=1))
+        found = []
+        while (fired := as_utc(times.get_prev(datetime))) >= earliest:
+            found.append(fired)
+        return found
+
+    def _date_candidates(self, campaign: Campaign):
+        """Dates are read in each customer's timezone, so the exact moment is computed in Python
+        for the few customers whose date falls near now, then joins the common INSERT."""
+        rule = campaign.trigger.date
+        earliest = self.now - self.lookback(campaign)
+        value = Customer.attributes[rule.attribute].as_string()
+        first_day, last_day = (earliest - rule.offset - timedelta(days=1)).date(), (self.now - rule.offset + timedelta(days=1)).date()
+        days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+        if rule.anniversary:
+            near = func.substr(value, 6, 5).in_({d.strftime("%m-%d") for d in days})
+        else:
+            near = and_(value >= first_day.isoformat(), value <= (last_day + timedelta(days=1)).isoformat())
+        query = select(Customer.id, value, Customer.timezone).where(Customer.created_at <= self.now, near)
+        date_candidate.create(self.connection, checkfirst=True)
+        self.connection.execute(date_candidate.delete())
+        rows = []
+        for customer_id, text, zone in self.connection.execute(query):
+            for key, moment in self._date_moments(rule, text, zone or self.config.timezone, days):
+                if earliest <= moment <= self.now:
+                    rows.append({"customer_id": customer_id, "entry_key": key, "entered_at": moment})
+        if rows:
+            self.connection.execute(insert(date_candidate), rows)
+        c = date_candidate.c
+        return select(c.customer_id, c.entry_key, c.entered_at, cast(null(), Integer).label("event_id"))
+
+    def _date_moments(self, rule, text: str, zone: str, days: list[date]):
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        if rule.anniversary:
+            for day in days:
+                if (parsed.month, parsed.day) == (day.month, day.day):
+                    on = parsed.replace(year=day.year)
+                    yield f"date:{on.date().isoformat()}", self._moment(on, text, zone) + rule.offset
+        else:
+            yield f"date:{text}", self._moment(parsed, text, zone) + rule.offset
+
+    @staticmethod
+    def _moment(parsed: datetime, text: str, zone: str) -> datetime:
+        """A date without a time means 00:00 in the customer's timezone."""
+        if len(text) <= 10:
+            parsed = datetime.combine(parsed.date(), time(0), ZoneInfo(zone))
+        return as_utc(parsed, zone)
+
+    def lookback(self, campaign: Campaign) -> timedelta:
+        """How far back a trigger still matters: an older entry's first step would only expire,
+        so importing last year's history creates nothing, and a tick never rescans it."""
+        return campaign.expire_after + campaign.steps[0].delay
+
+    # -- entering --------------------------------------------------------------------------------
+
+    def enter(self, campaign: Campaign, candidates) -> int:
+        c = candidates.subquery("candidate").c
+        audience = list(campaign.audience)
+        conditions = [Customer.created_at <= self.now, self.conditions.all_of(audience)]
+        if campaign.marketing:
+            conditions.append(self.conditions.subscribed(campaign.topic))
+        blocked = self.reentry_block(campaign, c)
+        if blocked is not None:
+            conditions.append(not_(blocked))
+        chosen = select(c.customer_id, c.entry_key, c.entered_at, c.event_id).join(
+            Customer, Customer.id == c.customer_id).where(*conditions)
+        statement = insert_new(self.connection, Entry.__table__, ["campaign", "customer_id", "entry_key"])
+        columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id",
+                   "held_out", "scheduled", "status"]
+        if campaign.reentry == "always":
+            return self._insert(statement, columns, campaign, chosen.subquery())
+        # One entry per customer at a time: the earliest allowed candidate, then look again,
+        # since that entry may block or allow the next.
+        ranked = chosen.add_columns(func.row_number().over(
+            partition_by=c.customer_id, order_by=(c.entered_at, c.entry_key)).label("rank")).subquery()
+        total = 0
+        while True:
+            first = select(ranked.c.customer_id, ranked.c.entry_key, ranked.c.entered_at,
+                           ranked.c.event_id).where(ranked.c.rank == 1).subquery()
+            added = self._insert(statement, columns, campaign, first)
+            total += added
+            if added == 0:
+                return total
+
+    def _insert(self, statement, columns, campaign: Campaign, rows) -> int:
+        source = select(literal(campaign.name), rows.c.customer_id, rows.c.entry_key, rows.c.entered_at,
+                        rows.c.event_id, literal(False), literal(False), literal("active")
+                        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+        # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
+        return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
+
+    def reentry_block(self, campaign: Campaign, c):
+        """An earlier entry that keeps this candidate out, per `reentry`."""
+        if campaign.reentry == "always":
+            return None
+        earlier = select(Entry.id).where(Entry.campaign == campaign.name, Entry.customer_id == c.customer_id)
+        if campaign.reentry != "never":
+            window = campaign.reentry
+            earlier = earlier.where(Entry.entered_at > shifted(c.entered_at, -window),
+                                    Entry.entered_at < shifted(c.entered_at, window))
+        return exists(earlier)
+
+    # -- first steps -----------------------------------------------------------------------------
+
+    def schedule_first_steps(self, campaign: Campaign) -> None:
+        """Give every new entry its first send (or its holdout record), in batches."""
+        first = campaign.steps[0]
+        query = (select(Entry.id, Entry.customer_id, Entry.entered_at, Customer.external_id)
+                 .join(Customer, Customer.id == Entry.customer_id)
+                 .where(Entry.campaign == campaign.name, Entry.scheduled == False)  # noqa: E712
+                 .order_by(Entry.id).limit(self.batch_size))
+        while rows := self.connection.execute(query).all():
+            sends, held = [], []
+            for entry_id, customer_id, entered_at, external_id in rows:
+                held_out = share(campaign.name, "holdout", external_id) * 100 < campaign.holdout
+                if held_out:
+                    held.append(entry_id)
+                due = entered_at + first.delay
+                sends.append(new_send(campaign, 1, entry_id, customer_id, external_id, due,
+                                      status="held_out" if held_out else "scheduled",
+                                      reason="holdout" if held_out else None, now=self.now))
+            self.connection.execute(insert_new(self.connection, Send.__table__, ["entry_id", "step"]), sends)
+            ids = [r[0] for r in rows]
+            self.connection.execute(update(Entry).where(Entry.id.in_(ids)).values(scheduled=True))
+            if held:
+                self.connection.execute(update(Entry).where(Entry.id.in_(held))
+                                        .values(held_out=True, status="held_out"))
+
+
+def new_send(campaign: Campaign, step: int, entry_id: int, customer_id: int, external_id: str,
+             due: datetime, now: datetime, status: str = "scheduled", reason: str | None = None) -> dict:
+    return {
+        "entry_id": entry_id, "campaign": campaign.name, "customer_id": customer_id, "step": step,
+        "marketing": campaign.marketing, "priority": campaign.priority,
+        "variant": pick_variant(campaign, step, external_id), "due_at": due, "next_attempt_at": due,
+        "status": status, "reason": reason, "attempts": 0, "updated_at": now,
+    }
+
+

@@ -1,0 +1,157 @@
+"""`lifecycle report --format html` and `GET /dashboard`: the report's dict (engine/insights/report.py) as one
+self-contained page of charts and tables.
+
+Charts are plotly figures with plotly.js inlined once in the page, so it works offline (no CDN) and
+can be saved or mailed as one file. The page is built from the report alone (`report_page` is pure),
+and the page escapes every customer-supplied value through Jinja's autoescape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from jinja2 import Environment
+from markupsafe import Markup
+from plotly.offline import get_plotlyjs
+
+from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
+from engine.insights.report import OUTCOMES
+
+FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "converted")
+RISK_COLOURS = {"green": "#2e9e5b", "yellow": "#e0b400", "red": "#d64541"}
+STAGE_COLOURS = {"prospect": "#8fb3de", "current": "#3f7fbf", "loyal": "#1f4e8c", "lost": "#9a9a9a"}
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lifecycle report</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+h1 { margin-bottom: 0; } .when { color: #666; margin-top: .2rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }
+.chart { border: 1px solid #ddd; border-radius: 6px; padding: .5rem; height: 380px; min-width: 0; }
+table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
+th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; } tr.step td:first-child { padding-left: 1.6rem; }
+tr.campaign { font-weight: 600; }
+</style>
+<script>{{ plotly_js }}</script>
+</head><body>
+<h1>Lifecycle report</h1>
+<p class="when">as of {{ report.now }}{% if report.since %}, entries since {{ report.since }}{% endif %}</p>
+<div class="charts">{% for chart in charts %}<div class="chart">{{ chart }}</div>{% endfor %}</div>
+
+<h2>Campaigns</h2>
+<table id="campaigns"><tr><th>campaign</th>{% for c in campaign_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for name, f in report.campaigns.items() %}
+<tr class="campaign" data-campaign="{{ name }}"><td>{{ name }}</td>{% for c in campaign_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}</tr>
+{% for s in f.steps %}<tr class="step" data-campaign="{{ name }}" data-step="{{ s.step }}" data-variant="{{ s.variant or '' }}">
+<td>step {{ s.step }}{% if s.variant %} ({{ s.variant }}){% endif %}</td><td></td>{% for c in campaign_columns[1:] %}<td data-figure="{{ c }}">{{ s[c] }}</td>{% endfor %}</tr>{% endfor %}
+{% endfor %}</table>
+
+<h2>Not sent</h2>
+<table id="not-sent"><tr><th>campaign</th>{% for c in other_columns %}<th>{{ c }}</th>{% endfor %}<th>skipped</th></tr>
+{% for name, f in report.campaigns.items() %}<tr data-campaign="{{ name }}"><td>{{ name }}</td>{% for c in other_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}
+<td>{% for reason, n in f.skipped.items() %}{{ reason }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endfor %}</table>
+
+<h2>Holdout lift</h2>
+<table id="lift"><tr><th>campaign</th><th>got it: converted / entries</th><th>rate %</th><th>held out: converted / entries</th><th>rate %</th><th>difference (points)</th><th>95% interval</th><th>p-value</th></tr>
+{% for name, f in report.campaigns.items() if f.lift %}{% set l = f.lift %}<tr data-campaign="{{ name }}"><td>{{ name }}</td>
+<td>{{ l.treated.converted }} / {{ l.treated.entries }}</td><td>{{ l.treated.rate | dash }}</td>
+<td>{{ l.held_out.converted }} / {{ l.held_out.entries }}</td><td>{{ l.held_out.rate | dash }}</td>
+<td>{{ l.difference | dash }}</td><td>{% if l.ci_low is none %}–{% else %}{{ l.ci_low }} to {{ l.ci_high }}{% endif %}</td><td>{{ l.p_value | dash }}</td></tr>{% endfor %}</table>
+
+<h2>Retention</h2>
+<table id="retention"><tr><th>month</th><th>start S</th><th>end E</th><th>new N</th><th>CRR %</th></tr>
+{% for r in report.retention %}<tr><td>{{ r.month }}</td><td>{{ r.start }}</td><td>{{ r.end }}</td><td>{{ r.new }}</td><td>{{ r.crr | dash }}</td></tr>{% endfor %}</table>
+
+<h2>Customers</h2>
+<table id="customers"><tr><th>measure</th><th>group</th><th>customers</th></tr>
+{% for measure in ("stages", "risk") %}{% for group, n in report[measure].items() %}<tr><td>{{ measure }}</td><td>{{ group }}</td><td data-group="{{ group }}">{{ n }}</td></tr>{% endfor %}{% endfor %}</table>
+
+<h2>Red risk, most valuable first</h2>
+<table id="red"><tr><th>customer</th><th>email</th><th>name</th><th>value</th><th>last activity</th></tr>
+{% for p in report.red_customers %}<tr><td>{{ p.id }}</td><td>{{ p.email }}</td><td>{{ p.name | dash }}</td><td>{{ "%.2f" | format(p.value) }}</td><td>{{ p.last_activity[:10] }}</td></tr>{% endfor %}</table>
+<script>
+// Charts are drawn while the page is still being laid out; fit them to their boxes once it is.
+window.addEventListener("load", () => document.querySelectorAll(".plotly-graph-div").forEach(d => Plotly.Plots.resize(d)));
+</script>
+</body></html>
+"""
+
+
+def _dash(value: Any) -> Any:
+    return "–" if value is None else value
+
+
+_environment = Environment(autoescape=True)
+_environment.filters["dash"] = _dash
+_page = _environment.from_string(PAGE)
+
+
+def report_page(report: dict[str, Any]) -> str:
+    """A complete offline HTML page: five charts, then every figure of the report in tables."""
+    return _page.render(report=report, charts=[_html(name, figure) for name, figure in charts(report).items()],
+                        campaign_columns=CAMPAIGN_COLUMNS, other_columns=OTHER_COLUMNS,
+                        plotly_js=Markup(get_plotlyjs()))
+
+
+def charts(report: dict[str, Any]) -> dict[str, go.Figure]:
+    """The dashboard's charts by name."""
+    return {"activity": activity_chart(report), "funnel": funnel_chart(report),
+            "retention": retention_chart(report), "stages": stages_chart(report), "risk": risk_chart(report)}
+
+
+def _html(name: str, figure: go.Figure) -> Markup:
+    """One chart as a div; a fixed id keeps the page the same for the same report."""
+    figure.update_layout(margin={"l": 50, "r": 50, "t": 50, "b": 40}, template="plotly_white", autosize=True,
+                         legend={"orientation": "h", "yanchor": "top", "y": -0.2})
+    return Markup(figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
+                                 config={"displaylogo": False, "responsive": True}))
+
+
+def activity_chart(report: dict[str, Any]) -> go.Figure:
+    """Sends and their outcomes per month: the volume as bars, the outcomes as lines."""
+    months = [row["month"] for row in report["activity"]]
+    figure = go.Figure(go.Bar(x=months, y=[row["sent"] for row in report["activity"]], name="sent",
+                              marker_color="#c9d9ee"))
+    for outcome in OUTCOMES:
+        figure.add_trace(go.Scatter(x=months, y=[row[outcome] for row in report["activity"]], name=outcome,
+                                    mode="lines+markers"))
+    return figure.update_layout(title="Sends and outcomes by month", xaxis={"type": "category"})
+
+
+def funnel_chart(report: dict[str, Any]) -> go.Figure:
+    """From entry to conversion, one funnel per campaign side by side."""
+    figure = go.Figure()
+    for name, figures in report["campaigns"].items():
+        if figures["entered"]:
+            figure.add_trace(go.Funnel(name=name, y=list(FUNNEL), x=[figures[step] for step in FUNNEL],
+                                       textinfo="value"))
+    return figure.update_layout(title="Funnel per campaign", funnelmode="group")
+
+
+def retention_chart(report: dict[str, Any]) -> go.Figure:
+    """CRR per month, with the customers counted at each month's end behind it."""
+    rows = report["retention"]
+    months = [row["month"] for row in rows]
+    figure = go.Figure(go.Bar(x=months, y=[row["end"] for row in rows], name="customers at month end",
+                              marker_color="#dde6d5", yaxis="y2"))
+    figure.add_trace(go.Scatter(x=months, y=[row["crr"] for row in rows], name="CRR %", mode="lines+markers",
+                                line={"color": "#2e7d32", "width": 3}))
+    return figure.update_layout(title="Retention (CRR) by month", xaxis={"type": "category"},
+                                yaxis={"title": "CRR %", "rangemode": "tozero"},
+                                yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "customers"})
+
+
+def stages_chart(report: dict[str, Any]) -> go.Figure:
+    stages = report["stages"]
+    return go.Figure(go.Pie(labels=list(stages), values=list(stages.values()), hole=0.45, sort=False,
+                            marker_colors=[STAGE_COLOURS[s] for s in stages])).update_layout(title="Lifecycle stages")
+
+
+def risk_chart(report: dict[str, Any]) -> go.Figure:
+    risk = report["risk"]
+    return go.Figure(go.Bar(x=list(risk), y=list(risk.values()), text=list(risk.values()),
+                            marker_color=[RISK_COLOURS[r] for r in risk])).update_layout(title="Churn risk")

@@ -1,0 +1,99 @@
+"""`lifecycle report --format table`: the report's dict (engine/insights/report.py) as rich tables, the same
+numbers as the JSON and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from engine.insights.report import OUTCOMES
+
+CAMPAIGN_COLUMNS = ("entered", "sent", *OUTCOMES, "converted")
+OTHER_COLUMNS = ("failed", "unknown", "expired", "held_out", "waiting")
+# Short headings so that a campaign row fits an 80-column terminal.
+HEADINGS = {"delivered": "deliv", "opened": "opens", "clicked": "clicks", "bounced": "bounce",
+            "complained": "spam", "unsubscribed": "unsub", "converted": "conv", "held_out": "held out"}
+
+
+def report_tables(report: dict[str, Any]) -> list[Table]:
+    """Every table of the report, in reading order."""
+    return [campaigns_table(report), other_outcomes_table(report), lift_table(report),
+            retention_table(report), customers_table(report), red_table(report)]
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column(columns[0], no_wrap=True)
+    for column in columns[1:]:
+        heading = HEADINGS.get(column, column)
+        table.add_column(heading, justify="right", min_width=len(heading))
+    return table
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    return f"  step {step['step']}" + (f" {step['variant']}" if step["variant"] else "")
+
+
+def _text(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def campaigns_table(report: dict[str, Any]) -> Table:
+    """Per campaign, and under it per step and variant: from entries to conversions."""
+    table = _table("campaigns", "campaign", *CAMPAIGN_COLUMNS)
+    for name, figures in report["campaigns"].items():
+        table.add_row(name, *(str(figures[c]) for c in CAMPAIGN_COLUMNS), style="bold")
+        for step in figures["steps"]:
+            table.add_row(_step_label(step), "", *(str(step[c]) for c in CAMPAIGN_COLUMNS[1:]))
+    return table
+
+
+def other_outcomes_table(report: dict[str, Any]) -> Table:
+    """What did not go out, and why."""
+    table = _table("not sent", "campaign", *OTHER_COLUMNS, "skipped")
+    for name, figures in report["campaigns"].items():
+        skipped = ", ".join(f"{reason} {n}" for reason, n in figures["skipped"].items())
+        table.add_row(name, *(str(figures[c]) for c in OTHER_COLUMNS), skipped)
+    return table
+
+
+def lift_table(report: dict[str, Any]) -> Table:
+    """Campaigns with a holdout: conversion of those who got it against those held out."""
+    table = _table("holdout lift (conversion %, difference in points)", "campaign", "got it", "held out",
+                   "difference", "95% interval", "p-value")
+    for name, figures in report["campaigns"].items():
+        lift = figures["lift"]
+        if lift is None:
+            continue
+        treated, held = lift["treated"], lift["held_out"]
+        interval = "–" if lift["ci_low"] is None else f"{lift['ci_low']} to {lift['ci_high']}"
+        table.add_row(name, f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
+                      f"{_text(held['rate'])} ({held['converted']}/{held['entries']})",
+                      _text(lift["difference"]), interval, _text(lift["p_value"]))
+    return table
+
+
+def retention_table(report: dict[str, Any]) -> Table:
+    table = _table("retention: CRR = (E − N) / S × 100", "month", "start S", "end E", "new N", "CRR %")
+    for row in report["retention"]:
+        table.add_row(row["month"], str(row["start"]), str(row["end"]), str(row["new"]), _text(row["crr"]))
+    return table
+
+
+def customers_table(report: dict[str, Any]) -> Table:
+    table = _table("customers", "measure", "group", "customers")
+    for measure in ("stages", "risk"):
+        for group, n in report[measure].items():
+            table.add_row(measure, group, str(n))
+    return table
+
+
+def red_table(report: dict[str, Any]) -> Table:
+    table = _table("red risk, most valuable first", "customer", "email", "name", "value", "last activity")
+    for person in report["red_customers"]:
+        table.add_row(person["id"], person["email"], _text(person["name"]), f"{person['value']:.2f}",
+                      person["last_activity"][:10])
+    return table

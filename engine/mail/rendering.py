@@ -1,0 +1,415 @@
+"""Rendering: MJML compiled to HTML once per template file, then only Jinja per recipient.
+
+An email template is MJML with Jinja in it. Turning MJML into HTML is the same work for every
+recipient, so it happens once per file (again only when a file it uses changes):
+
+  1. structure: Jinja resolves `extends`, `block` and `include`, while every other tag
+     (`{{ … }}`, `{% if %}`, `{% for %}`, `{% set %}`, ...) stands in the text as an inert
+     placeholder, so nothing about a recipient is decided yet;
+  2. MJML: mjml2html (MRML) compiles that into HTML; a right-to-left language gets
+     right-to-left defaults for every wrapper, section, column and text block first;
+  3. the placeholders get their Jinja tags back and the HTML becomes a sandboxed, autoescaping,
+     strict Jinja template. The plain text part is derived once the same way (html2text over the
+     placeholder HTML, links kept) unless `NAME.txt` exists.
+
+Per recipient only step 3's templates run. MRML keeps text that stands between MJML elements in
+its place among the element's children, so an `{% if %}` around a whole `<mj-text>` or section
+keeps its meaning (tests/test_rendering.py compares every shipped template with the slow way:
+Jinja first, then MJML). Where MJML allows no text (inside <mj-head>, <mj-social>, ...) a tag
+is an MJML error, and a statement split by MJML (half in an attribute it drops) a Jinja one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache, wraps
+from pathlib import Path
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import html2text
+from babel.dates import format_date, format_datetime
+from babel.numbers import format_currency, format_decimal
+from jinja2 import (BaseLoader, Environment, FileSystemLoader, StrictUndefined, Template,
+                    TemplateError as JinjaError, TemplateNotFound, TemplateRuntimeError, TemplateSyntaxError,
+                    Undefined, pass_context)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from mjml import mjml2html
+
+from engine.campaigns.language import Campaign, Subject
+from engine.config.settings import Config
+from engine.errors import Problem, TemplateError, display_path
+
+RTL_LOCALES = {"ar", "he", "fa", "ur"}
+
+# Tags resolved when a file is compiled; every other tag runs per recipient.
+STRUCTURE_TAGS = {"extends", "block", "endblock", "include"}
+# `{{ super() }}` and `{{ self.name() }}` render blocks, which is structure too.
+STRUCTURE_NAMES = {"super", "self"}
+# Imported macros would put MJML into the HTML after MJML has run: there is no sound place for them.
+UNSUPPORTED_TAGS = {"import", "from", "macro"}
+
+PLACEHOLDER = re.compile(r"JINJATAG(\d+)X")
+COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+JINJA_DELIMITERS = ("{{", "{%", "{#")
+HOLDING_BACK_HINT = ("; while MJML compiles, Jinja tags stand in the text as it is written, so keep them in "
+                     "text, in attribute values, or between the elements of <mj-body>")
+
+
+@dataclass
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    # The HTML as Jinja produced it, piece by piece: the template's constant pieces recur in every
+    # email, so the message encodes each of them once (message.body_part).
+    html_pieces: tuple[str, ...] = ()
+
+
+def is_rtl(locale: str) -> bool:
+    return locale.split("-")[0].split("_")[0] in RTL_LOCALES
+
+
+# -- locale-aware filters ----------------------------------------------------------------------
+
+
+def _locale(ctx) -> str:
+    return ctx.get("locale") or "en"
+
+
+def _as_datetime(value: Any) -> datetime | date:
+    """Attributes hold dates as ISO text; a bare date stays a date."""
+    if isinstance(value, str):
+        text = value.strip()
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value
+
+
+class Sample(str):
+    """A stand-in value for data validation cannot know (an attribute some customers lack):
+    filters pass it through, so `validate` checks the template, not one customer's data."""
+
+
+def _filter(kind: str):
+    """A locale-aware filter that fails like Jinja does: an undefined value is an undefined-name
+    error, and a value it cannot read is a template error naming the filter, never a crash."""
+    def decorate(function):
+        @pass_context
+        @wraps(function)
+        def apply(ctx, value: Any, *args: Any) -> str:
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            if isinstance(value, Sample):
+                return value
+            try:
+                return function(ctx, value, *args)
+            except (ValueError, TypeError, AttributeError, AssertionError) as exc:
+                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}: {exc}") from None
+        return apply
+    return decorate
+
+
+@_filter("date")
+def _date_filter(ctx, value: Any, format: str = "long") -> str:
+    value = _as_datetime(value)
+    if isinstance(value, datetime):
+        value = value.astimezone(ZoneInfo(ctx.get("timezone") or "UTC")) if value.tzinfo else value
+        value = value.date()
+    return format_date(value, format=format, locale=_locale(ctx))
+
+
+@_filter("datetime")
+def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
+    value = _as_datetime(value)
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
+    return format_datetime(value, format=format, tzinfo=ZoneInfo(ctx.get("timezone") or "UTC"),
+                           locale=_locale(ctx))
+
+
+@_filter("number")
+def _number_filter(ctx, value: Any) -> str:
+    return format_decimal(value, locale=_locale(ctx))
+
+
+@_filter("money")
+def _money_filter(ctx, value: Any, currency: str = "USD") -> str:
+    return format_currency(value, currency, locale=_locale(ctx))
+
+
+def _sandbox(loader: BaseLoader, autoescape: bool, **options: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(loader=loader, autoescape=autoescape, undefined=StrictUndefined,
+                                        auto_reload=True, **options)
+    env.filters.update(date=_date_filter, datetime=_datetime_filter, number=_number_filter, money=_money_filter)
+    return env
+
+
+# -- step 1: the structure, with per-recipient tags held back ----------------------------------
+
+
+def hold_back(source: str, name: str, tags: list[str], lexer_env: Environment) -> str:
+    """The source with each per-recipient tag replaced by a placeholder naming its index in `tags`,
+    where the tag is kept as written. Jinja's own lexer finds the tags, so a string holding `}}` or
+    `%}` cannot confuse it."""
+    pieces: list[str] = []
+    tag: list[str] = []
+    keyword, line = None, 1
+    for lineno, token, value in lexer_env.lexer.tokeniter(source, name):
+        if token in ("variable_begin", "block_begin"):
+            tag, keyword, line = [value], None, lineno
+            continue
+        if not tag:
+            pieces.append(value)
+            continue
+        tag.append(value)
+        if keyword is None and token == "name":
+            keyword = value
+        if token not in ("variable_end", "block_end"):
+            continue
+        text, statement = "".join(tag), token == "block_end"
+        if statement and keyword in UNSUPPORTED_TAGS:
+            raise TemplateSyntaxError(f"'{keyword}' is not supported in email templates: use include or blocks",
+                                      line, name)
+        if keyword in (STRUCTURE_TAGS if statement else STRUCTURE_NAMES):
+            pieces.append(text)
+        else:
+            pieces.append(f"JINJATAG{len(tags)}X")
+            tags.append(text)
+        tag = []
+    return "".join(pieces)
+
+
+class HoldingBackLoader(BaseLoader):
+    """Loads files for step 1, holding back per-recipient tags, and notes every file it loads so
+    the compiled result knows when it is stale."""
+
+    def __init__(self, folder: Path, lexer_env: Environment):
+        self.files = FileSystemLoader(str(folder))
+        self.lexer_env = lexer_env
+        self.tags: list[str] = []
+        self.uptodate: list[Callable[[], bool]] = []
+
+    def get_source(self, environment: Environment, template: str):
+        source, filename, uptodate = self.files.get_source(environment, template)
+        self.uptodate.append(uptodate)
+        self.lexer_env.parse(source, template, filename)  # syntax errors, located in the file as written
+        return hold_back(source, template, self.tags, self.lexer_env), filename, uptodate
+
+
+# -- step 2: MJML, right to left where the language says so ------------------------------------
+
+# MRML writes `direction:ltr` into every section and column unless told otherwise; the
+# template's own <mj-attributes>, coming later, still win.
+RTL_DEFAULTS = ('<mj-attributes><mj-wrapper direction="rtl" /><mj-section direction="rtl" />'
+                '<mj-column direction="rtl" /><mj-text align="right" /></mj-attributes>')
+
+
+def right_to_left(mjml: str, lang: str) -> str:
+    """Give an MJML document `lang`/`dir` on its root and right-to-left defaults in its head."""
+    root = re.search(r"<mjml\b([^>]*)>", mjml)
+    if root is None:
+        return mjml
+    attributes = root.group(1)
+    if not re.search(r"\bdir\s*=", attributes):
+        attributes += ' dir="rtl"'
+    if not re.search(r"\blang\s*=", attributes):
+        attributes += f' lang="{lang}"'
+    head = re.compile(r"<mj-head\b[^>]*>").search(mjml, root.end())
+    if head:
+        opening, rest = mjml[root.end():head.end()] + RTL_DEFAULTS, mjml[head.end():]
+    else:
+        opening, rest = f"<mj-head>{RTL_DEFAULTS}</mj-head>", mjml[root.end():]
+    return f"{mjml[:root.start()]}<mjml{attributes}>{opening}{rest}"
+
+
+# -- step 3: Jinja templates over the compiled HTML and its text ---------------------------------
+
+
+def put_back(compiled: str, tags: list[str]) -> str:
+    """Jinja source from compiled output: placeholders become their tags again, and literal text
+    that happens to contain Jinja delimiters (CSS, a `{% raw %}` block) stays literal."""
+    parts = PLACEHOLDER.split(compiled)
+    for i, part in enumerate(parts):
+        if i % 2:
+            parts[i] = tags[int(part)]
+        elif any(d in part for d in JINJA_DELIMITERS):
+            parts[i] = "{% raw %}" + part + "{% endraw %}"
+    return "".join(parts)
+
+
+def uncommented(html: str) -> str:
+    """The HTML with each comment replaced by the placeholders in it: html2text skips comments, and
+    MJML puts tags that stand between elements inside Outlook's conditional comments."""
+    return COMMENT.sub(lambda comment: "".join(m.group() for m in PLACEHOLDER.finditer(comment.group())), html)
+
+
+@dataclass
+class CompiledEmail:
+    """One template file compiled: what runs per recipient, and how to tell it is stale."""
+
+    html: Template
+    text: Template
+    uptodate: list[Callable[[], bool]]
+
+    def fresh(self) -> bool:
+        return all(check() for check in self.uptodate)
+
+
+class Renderer:
+    """Renders one step of one campaign for one customer from templates compiled once per file."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.folder = config.templates_path
+        self.markup, self.plain, self.compiled = _shared(self.folder)
+        self.files: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._text_maker = html2text.HTML2Text(bodywidth=0)
+        self._text_maker.ignore_images = True
+        self._text_maker.ignore_tables = True  # MJML lays out with tables; the text is what matters
+
+    def template_file(self, name: str, locale: str, ext: str = "mjml") -> str | None:
+        """NAME.<locale>.EXT, else NAME.EXT; None when neither exists."""
+        for candidate in (f"{name}.{locale}.{ext}", f"{name}.{ext}"):
+            if (self.folder / candidate).is_file():
+                return candidate
+        return None
+
+    def subject_source(self, subject: Subject, locale: str) -> str:
+        if isinstance(subject, str):
+            return subject
+        return subject.get(locale) or subject.get(self.config.default_locale) or next(iter(subject.values()))
+
+    def render(self, template: str, subject: Subject, context: dict[str, Any]) -> RenderedEmail:
+        """Raise TemplateError (located) on any problem, so a broken template never sends a blank."""
+        locale = context.get("locale") or self.config.default_locale
+        mjml_name, text_name = self._files(template, locale)
+        compiled = self.compile(mjml_name)
+        html = self._run(compiled.html, mjml_name, context)
+        subject_text = self._render_string(self.subject_source(subject, locale), context, f"subject of {template}")
+        text = (self._render_file(self.plain, text_name, context) if text_name
+                else re.sub(r"\n{3,}", "\n\n", "".join(self._run(compiled.text, mjml_name, context))).strip() + "\n")
+        return RenderedEmail(subject=" ".join(subject_text.split()), html="".join(html), text=text, html_pieces=html)
+
+    def _files(self, template: str, locale: str) -> tuple[str, str | None]:
+        """The MJML and text files of (template, locale), looked up once per Renderer (a tick)."""
+        key = (template, locale)
+        if key not in self.files:
+            mjml_name = self.template_file(template, locale)
+            if mjml_name is None:
+                raise TemplateError([Problem(f"{self.folder}/{template}.mjml", 1, 1,
+                                             f"template '{template}' does not exist")])
+            self.files[key] = (mjml_name, self.template_file(template, locale, "txt"))
+        return self.files[key]
+
+    def compile(self, name: str) -> CompiledEmail:
+        """The compiled form of one MJML file, from the cache while none of its files changed."""
+        key = (name, self._language(name))
+        compiled = self.compiled.get(key)
+        if compiled is None or not compiled.fresh():
+            compiled = self.compiled[key] = self._compile(name)
+        return compiled
+
+    def _compile(self, name: str) -> CompiledEmail:
+        loader = HoldingBackLoader(self.folder, self.markup)
+        structure = _sandbox(loader, autoescape=False, cache_size=0)
+        try:
+            mjml = structure.get_template(name).render()
+        except JinjaError as exc:
+            raise self._error(exc, name) from None
+        lang = self._language(name)
+        if is_rtl(lang):
+            mjml = right_to_left(mjml, lang)
+        try:
+            html = mjml2html(mjml, disable_comments=True)
+        except Exception as exc:  # mrml reports its own error type
+            raise TemplateError([Problem(self._path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]) from None
+        text = self._text_maker.handle(uncommented(html))
+        try:
+            return CompiledEmail(html=self.markup.from_string(put_back(html, loader.tags)),
+                                 text=self.plain.from_string(put_back(text, loader.tags)),
+                                 uptodate=loader.uptodate)
+        except TemplateSyntaxError as exc:
+            raise TemplateError([Problem(self._path(name), 1, 1, f"MJML dropped or moved part of a Jinja "
+                                         f"statement ({exc.message}){HOLDING_BACK_HINT}")]) from None
+
+    def _language(self, name: str) -> str:
+        """The language a file is written in: NAME.<locale>.mjml, else the default locale."""
+        parts = name.split(".")
+        return parts[-2] if len(parts) > 2 else self.config.default_locale
+
+    def _run(self, template: Template, name: str, context: dict[str, Any]) -> tuple[str, ...]:
+        """Render a compiled template, in pieces; on failure, render the file the slow way, which
+        names the file and line the author wrote."""
+        try:
+            return tuple(template.generate(context))
+        except JinjaError as exc:
+            self._render_file(self.markup, name, context)
+            raise self._error(exc, name) from None
+
+    def _render_file(self, env: Environment, name: str, context: dict[str, Any]) -> str:
+        try:
+            return env.get_template(name).render(context)
+        except JinjaError as exc:
+            raise self._error(exc, name) from None
+
+    def _error(self, exc: JinjaError, name: str) -> TemplateError:
+        """A Jinja error as a problem located in the file the author wrote."""
+        if isinstance(exc, TemplateNotFound):
+            return TemplateError([Problem(self._path(name), 1, 1, f"includes '{exc.name}', which does not exist")])
+        if isinstance(exc, TemplateSyntaxError):
+            return TemplateError([Problem(self._path(exc.name or name), exc.lineno or 1, 1, exc.message or str(exc))])
+        return TemplateError([Problem(self._path(name), _line_of(exc, name), 1, str(exc))])
+
+    def _render_string(self, source: str, context: dict[str, Any], what: str) -> str:
+        try:
+            return _compiled_string(self.plain, source).render(context)
+        except JinjaError as exc:
+            raise TemplateError([Problem(what, getattr(exc, "lineno", 1) or 1, 1, str(exc))]) from None
+
+    def _path(self, name: str) -> str:
+        """A template as the marketer knows it: relative to the project, like campaign files."""
+        return display_path(self.folder / name, self.config.root)
+
+
+@lru_cache(maxsize=16)
+def _shared(folder: Path) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment,
+                                   dict[tuple[str, str], CompiledEmail]]:
+    """One markup and one plain environment and one compiled cache per template folder, shared by
+    every Renderer of the process: a daemon compiles each file once, not once per tick."""
+    files = FileSystemLoader(str(folder))
+    return _sandbox(files, autoescape=True), _sandbox(files, autoescape=False), {}
+
+
+@lru_cache(maxsize=512)
+def _compiled_string(env, source: str):
+    return env.from_string(source)
+
+
+def _line_of(exc: Exception, name: str) -> int:
+    """The template line of a render-time error, from the traceback Jinja rewrites."""
+    tb, line = exc.__traceback__, 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(name):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def template_context(config: Config, campaign: Campaign, step: int, customer: dict[str, Any],
+                     event: dict[str, Any] | None, links: dict[str, str]) -> dict[str, Any]:
+    """What every template sees (campaigns.md, "Steps and templates")."""
+    locale = customer.get("locale") if customer.get("locale") in config.locales else config.default_locale
+    return {
+        "customer": customer,
+        "event": event,
+        "campaign": {"name": campaign.name, "description": campaign.description, "type": campaign.type,
+                     "topic": campaign.topic},
+        "step": {"number": step, "of": len(campaign.steps)},
+        "brand": config.brand.model_dump(),
+        "links": links,
+        "locale": locale,
+        "direction": "rtl" if is_rtl(locale) else "ltr",
+        "timezone": customer.get("timezone") or config.timezone,
+    }
