@@ -30,22 +30,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
-from engine.config.settings import Config
 from engine.campaigns.measures import Measures
-from engine.insights.report import Scope, activity, build_report, campaign_figures, customer_counts, month_starts, red_customers, report_connection
-from engine.store.schema import upgrade
+from engine.config.settings import Config
+from engine.insights.report import (
+    Scope,
+    activity,
+    build_report,
+    campaign_figures,
+    customer_counts,
+    month_starts,
+    red_customers,
+    report_connection,
+)
 from engine.store.dialect import make_engine
+from engine.store.schema import upgrade
 
-NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 CAMPAIGNS = 10
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 POSTGRES_DB = "lifecycle_bench_report"
@@ -58,13 +67,19 @@ DIALECTS = {
     "sqlite": {
         "numbers": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :n) SELECT i FROM n",
         "ago": "(strftime('%Y-%m-%d %H:%M:%S', '2026-06-15 12:00:00', '-' || ({}) || ' seconds') || '.000000')",
-        "empty": "'{}'", "total": "('{{\"total\": ' || ({}) || '}}')", "true": "1", "false": "0",
+        "empty": "'{}'",
+        "total": "('{{\"total\": ' || ({}) || '}}')",
+        "true": "1",
+        "false": "0",
         "analyze": None,  # SQLite gathers no statistics by itself: the store is left as one nobody analysed
     },
     "postgresql": {
         "numbers": "SELECT i FROM generate_series(1::bigint, :n) AS n(i)",
         "ago": "(timestamptz '2026-06-15 12:00:00+00' - make_interval(secs => ({})))",
-        "empty": "'{}'::jsonb", "total": "('{{\"total\": ' || ({}) || '}}')::jsonb", "true": "true", "false": "false",
+        "empty": "'{}'::jsonb",
+        "total": "('{{\"total\": ' || ({}) || '}}')::jsonb",
+        "true": "true",
+        "false": "false",
         "analyze": "VACUUM ANALYZE",
     },
 }
@@ -74,24 +89,43 @@ STATUS = """(CASE WHEN e.held_out THEN 'held_out' WHEN s.i % 100 < 84 THEN 'sent
              WHEN s.i % 100 < 98 THEN 'expired' WHEN s.i % 100 < 99 THEN 'failed' ELSE 'scheduled' END)"""
 # Each statement fills one table from the numbers 1..n; `h(x)` is a cheap stable pseudo-random 0..999.
 STATEMENTS = [
-    ("customer", "customers", """
+    (
+        "customer",
+        "customers",
+        """
         INSERT INTO customer (id, external_id, email, first_name, created_at, attributes)
         SELECT i, 'c' || i, 'c' || i || '@example.com', 'C' || i, {ago[(i * 7919) % 63072000]}, {empty}
-        FROM ({numbers}) AS s"""),
-    ("event", "customers", """
+        FROM ({numbers}) AS s""",
+    ),
+    (
+        "event",
+        "customers",
+        """
         INSERT INTO event (customer_id, name, at, properties)
-        SELECT i, 'visit', {ago[(i * 104729) % 31536000]}, {empty} FROM ({numbers}) AS s"""),
-    ("event", "customers", """
+        SELECT i, 'visit', {ago[(i * 104729) % 31536000]}, {empty} FROM ({numbers}) AS s""",
+    ),
+    (
+        "event",
+        "customers",
+        """
         INSERT INTO event (customer_id, name, at, properties)
         SELECT i, 'purchase', {ago[(i * 15485863) % 31536000]}, {total[(i * 31) % 500]}
-        FROM ({numbers}) AS s WHERE i % 3 = 0"""),
-    ("entry", "entries", """
+        FROM ({numbers}) AS s WHERE i % 3 = 0""",
+    ),
+    (
+        "entry",
+        "entries",
+        """
         INSERT INTO entry (id, campaign, customer_id, entry_key, entered_at, held_out, scheduled, status)
         SELECT i, 'campaign' || (i % {campaigns}), 1 + (i * 48271) % :customers, 'k' || i,
                {ago[(i * 16807) % 31536000]}, CASE WHEN i % {campaigns} < 5 AND i % 100 < 10 THEN {true} ELSE {false} END,
                {true}, 'completed'
-        FROM ({numbers}) AS s"""),
-    ("send", "sends", """
+        FROM ({numbers}) AS s""",
+    ),
+    (
+        "send",
+        "sends",
+        """
         INSERT INTO send (id, entry_id, campaign, customer_id, step, marketing, priority, variant, due_at,
                           next_attempt_at, status, reason, attempts, sent_at)
         SELECT s.i, e.id, e.campaign, e.customer_id, 1 + s.i % 2, {true}, 0,
@@ -100,14 +134,19 @@ STATEMENTS = [
                CASE {status} WHEN 'skipped' THEN CASE WHEN s.i % 3 = 0 THEN 'suppressed' ELSE 'audience' END
                              WHEN 'failed' THEN 'provider said no' END,
                1, CASE WHEN {status} = 'sent' THEN e.entered_at END
-        FROM ({numbers}) AS s JOIN entry e ON e.id = (s.i + 1) / 2"""),
-    ("delivery", "sends", """
+        FROM ({numbers}) AS s JOIN entry e ON e.id = (s.i + 1) / 2""",
+    ),
+    (
+        "delivery",
+        "sends",
+        """
         INSERT INTO delivery (send_id, kind, at)
         SELECT id, CASE WHEN id % 10 < 4 THEN 'delivered' WHEN id % 10 < 6 THEN 'open' WHEN id % 10 < 7 THEN 'click'
                         WHEN id % 100 < 72 THEN 'bounce' WHEN id % 100 < 73 THEN 'spamreport' ELSE 'unsubscribe' END,
                sent_at
         FROM send WHERE status = 'sent' AND id % 10 < 4 OR (status = 'sent' AND id % 10 < 7 AND id % 5 = 0)
-                     OR (status = 'sent' AND id % 100 BETWEEN 70 AND 74)"""),
+                     OR (status = 'sent' AND id % 100 BETWEEN 70 AND 74)""",
+    ),
 ]
 
 
@@ -125,8 +164,10 @@ def fill(engine: Engine, dialect: str, sizes: dict[str, int]) -> tuple[dict[str,
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         if words["analyze"]:
             connection.execute(text(words["analyze"]))
-        rows = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
-                for t in ("customer", "event", "entry", "send", "delivery")}
+        rows = {
+            t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("customer", "event", "entry", "send", "delivery")
+        }
     return rows, migrated
 
 
@@ -143,17 +184,33 @@ def _render(sql: str, words: dict[str, str]) -> str:
         def __getitem__(self, expression: str) -> str:
             return self.pattern.format(expression)
 
-    return sql.format(ago=Word(words["ago"]), total=Word(words["total"]), empty=words["empty"], numbers=words["numbers"],
-                      campaigns=CAMPAIGNS, true=words["true"], false=words["false"], status=STATUS)
+    return sql.format(
+        ago=Word(words["ago"]),
+        total=Word(words["total"]),
+        empty=words["empty"],
+        numbers=words["numbers"],
+        campaigns=CAMPAIGNS,
+        true=words["true"],
+        false=words["false"],
+        status=STATUS,
+    )
 
 
 def campaigns() -> list[Campaign]:
     """Ten campaigns; the first five with a purchase goal and a 10% holdout."""
     steps = [{"template": "plain", "subject": "One"}, {"template": "plain", "subject": "Two", "delay": "2d"}]
-    return [Campaign.model_validate({"name": f"campaign{i}", "topic": "news", "trigger": {"event": "signed_up"},
-                                     "steps": steps,
-                                     **({"goal": {"event": "purchase", "within": "7d"}, "holdout": "10%"} if i < 5 else {})})
-            for i in range(CAMPAIGNS)]
+    return [
+        Campaign.model_validate(
+            {
+                "name": f"campaign{i}",
+                "topic": "news",
+                "trigger": {"event": "signed_up"},
+                "steps": steps,
+                **({"goal": {"event": "purchase", "within": "7d"}, "holdout": "10%"} if i < 5 else {}),
+            }
+        )
+        for i in range(CAMPAIGNS)
+    ]
 
 
 def config_for(url: str) -> Config:
@@ -187,8 +244,9 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
 
 def previous_build_report() -> Callable | None:
     """`build_report` as it was at commit PREVIOUS, or None when git cannot show it."""
-    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{PREVIOUS}:engine/reporting.py"],
-                           capture_output=True, text=True)
+    shown = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{PREVIOUS}:engine/reporting.py"], capture_output=True, text=True
+    )
     if shown.returncode != 0:
         return None
     module = ModuleType("engine.previous_reporting")
@@ -198,12 +256,20 @@ def previous_build_report() -> Callable | None:
     return module.build_report
 
 
-def measure(name: str, engine: Engine, url: str, dialect: str, sizes: dict[str, int], previous: Callable | None) -> dict:
+def measure(
+    name: str, engine: Engine, url: str, dialect: str, sizes: dict[str, int], previous: Callable | None
+) -> dict:
     """Fill the store, then time the report (twice and by part), and the previous report once."""
     start = time.perf_counter()
     rows, migrated = fill(engine, dialect, sizes)
-    result = {"database": name, "rows": rows, "fill": time.perf_counter() - start, "migration": migrated,
-              "runs": report_runs(build_report, engine, url, 2), "parts": breakdown(engine, url)}
+    result = {
+        "database": name,
+        "rows": rows,
+        "fill": time.perf_counter() - start,
+        "migration": migrated,
+        "runs": report_runs(build_report, engine, url, 2),
+        "parts": breakdown(engine, url),
+    }
     if previous is not None:
         result["previous"] = report_runs(previous, engine, url, 1)[0]
     return result
@@ -236,8 +302,14 @@ def on_postgres(sizes: dict[str, int], previous: Callable | None) -> dict:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
 
 
@@ -247,14 +319,18 @@ def sizes_for(sends: int) -> dict[str, int]:
 
 def print_tables(results: list[dict]) -> None:
     print(f"\nmachine: {machine()}\n")
-    print("| database | customers | events | entries | sends | deliveries | load (s) | migrations 0003-0004 (s) "
-          "| report, first run (s) | report, second run (s) |")
+    print(
+        "| database | customers | events | entries | sends | deliveries | load (s) | migrations 0003-0004 (s) "
+        "| report, first run (s) | report, second run (s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         rows = r["rows"]
-        print(f"| {r['database']} | {rows['customer']:,} | {rows['event']:,} | {rows['entry']:,} | {rows['send']:,} | "
-              f"{rows['delivery']:,} | {r['fill']:.0f} | {r['migration']:.0f} | {r['runs'][0]:.2f} | "
-              f"{r['runs'][1]:.2f} |")
+        print(
+            f"| {r['database']} | {rows['customer']:,} | {rows['event']:,} | {rows['entry']:,} | {rows['send']:,} | "
+            f"{rows['delivery']:,} | {r['fill']:.0f} | {r['migration']:.0f} | {r['runs'][0]:.2f} | "
+            f"{r['runs'][1]:.2f} |"
+        )
     parts = list(results[0]["parts"])
     print(f"\n| database | sends | {' | '.join(f'{p} (s)' for p in parts)} |")
     print("|---|---:|" + "---:|" * len(parts))
@@ -267,8 +343,10 @@ def print_tables(results: list[dict]) -> None:
         print("|---|---:|---:|---:|---:|")
         for r in compared:
             now = min(r["runs"])
-            print(f"| {r['database']} | {r['rows']['send']:,} | {r['previous']:.2f} | {now:.2f} | "
-                  f"{r['previous'] / now:.1f}x |")
+            print(
+                f"| {r['database']} | {r['rows']['send']:,} | {r['previous']:.2f} | {now:.2f} | "
+                f"{r['previous'] / now:.1f}x |"
+            )
 
 
 def main() -> None:

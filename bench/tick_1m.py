@@ -24,17 +24,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from sqlalchemy import create_engine, text
 
-from engine.store.schema import upgrade
 from engine.store.dialect import make_engine
+from engine.store.schema import upgrade
 
 REPO = Path(__file__).resolve().parent.parent
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)  # a Monday: no broadcast fires at noon
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday: no broadcast fires at noon
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 POSTGRES_DB = "lifecycle_bench_tick"
 
@@ -97,16 +97,25 @@ FROM generate_series(0, :n * 10 - 1) AS x
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, {platform.system()}"
 
 
 def project(folder: Path, database: str, sender: str = "null") -> Path:
     """The shipped config, campaigns and templates, pointed at the bench store."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update(database=database, sender={"backend": sender},
-                  scheduler={"interval": "1s", "batch_size": 500, "max_attempts": 5})
+    config.update(
+        database=database,
+        sender={"backend": sender},
+        scheduler={"interval": "1s", "batch_size": 500, "max_attempts": 5},
+    )
     config.pop("limits", None)  # measure the engine, not the cap
     config.pop("quiet_hours", None)
     (folder / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -149,8 +158,13 @@ def tick_once(config: Path, env: dict) -> tuple[float, float, float, int, int]:
     seconds, peak, out = timed(command, env)
     report = json.loads(out)
     counts = report["campaigns"].values()
-    return (seconds, report["seconds"]["evaluate"], peak, sum(c.get("entered", 0) for c in counts),
-            sum(c.get("sent", 0) for c in counts))
+    return (
+        seconds,
+        report["seconds"]["evaluate"],
+        peak,
+        sum(c.get("entered", 0) for c in counts),
+        sum(c.get("sent", 0) for c in counts),
+    )
 
 
 def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, customers: int) -> float:
@@ -158,8 +172,9 @@ def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, c
     due thank-yous that appear at once; timed until the last is recorded."""
     engine = create_engine(url)
     command = [sys.executable, "-m", "engine", "run", "--config", str(config), "--now", NOW.isoformat()]
-    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(daemons)]
+    workers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(daemons)
+    ]
 
     def count(sql: str) -> int:
         with engine.connect() as connection:
@@ -168,20 +183,30 @@ def dispatch_rate(url: str, config: Path, env: dict, daemons: int, sends: int, c
     while count("SELECT count(*) FROM worker") < daemons:
         time.sleep(0.1)
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM send WHERE entry_id IN (SELECT id FROM entry WHERE entry_key LIKE 'bench:%')"))
+        connection.execute(
+            text("DELETE FROM send WHERE entry_id IN (SELECT id FROM entry WHERE entry_key LIKE 'bench:%')")
+        )
         connection.execute(text("DELETE FROM entry WHERE entry_key LIKE 'bench:%'"))
-        connection.execute(text("""
+        connection.execute(
+            text("""
             INSERT INTO entry (campaign, customer_id, entry_key, entered_at, held_out, scheduled, status)
             SELECT 'thanks', g % :customers + 1, 'bench:' || g, CAST(:now AS timestamptz), false, true, 'active'
-            FROM generate_series(1, :n) AS g"""), {"now": NOW.isoformat(), "n": sends, "customers": customers})
-        connection.execute(text("""
+            FROM generate_series(1, :n) AS g"""),
+            {"now": NOW.isoformat(), "n": sends, "customers": customers},
+        )
+        connection.execute(
+            text("""
             INSERT INTO send (entry_id, campaign, customer_id, step, marketing, priority, due_at, next_attempt_at,
                               status, attempts, updated_at)
             SELECT id, 'thanks', customer_id, 1, false, 0, entered_at, entered_at, 'scheduled', 0, entered_at
-            FROM entry WHERE entry_key LIKE 'bench:%'"""))
+            FROM entry WHERE entry_key LIKE 'bench:%'""")
+        )
     started = time.perf_counter()
-    while count("""SELECT count(*) FROM send JOIN entry ON entry.id = send.entry_id WHERE entry.entry_key
-                   LIKE 'bench:%' AND send.status IN ('scheduled', 'deferred', 'sending')""") > 0:
+    while (
+        count("""SELECT count(*) FROM send JOIN entry ON entry.id = send.entry_id WHERE entry.entry_key
+                   LIKE 'bench:%' AND send.status IN ('scheduled', 'deferred', 'sending')""")
+        > 0
+    ):
         time.sleep(0.1)
     seconds = time.perf_counter() - started
     for worker in workers:

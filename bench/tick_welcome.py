@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
@@ -49,7 +49,7 @@ from engine.mail.links import Links  # noqa: E402
 from engine.store.schema import open_store  # noqa: E402
 from engine.store.tables import Customer  # noqa: E402
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # inside welcome's send window, outside quiet hours
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # inside welcome's send window, outside quiet hours
 
 
 def make_project(root: Path, emails: int) -> None:
@@ -66,13 +66,25 @@ def make_project(root: Path, emails: int) -> None:
     loaded = load_config(root / "config.yaml")
     importer = Importer(open_store(loaded.database_url), loaded, NOW)
     joined = (NOW - timedelta(hours=2)).isoformat()
-    people = [{"id": f"c{i}", "email": f"customer{i}@example.com", "first_name": f"Name{i}", "last_name": "Bench",
-               "locale": "en", "timezone": "UTC", "created_at": joined, "confirmed_at": joined,
-               "favourite_product": "green tea"} for i in range(emails)]
+    people = [
+        {
+            "id": f"c{i}",
+            "email": f"customer{i}@example.com",
+            "first_name": f"Name{i}",
+            "last_name": "Bench",
+            "locale": "en",
+            "timezone": "UTC",
+            "created_at": joined,
+            "confirmed_at": joined,
+            "favourite_product": "green tea",
+        }
+        for i in range(emails)
+    ]
     importer.customers(enumerate(people, 1), "bench customers")
     confirmed = (NOW - timedelta(hours=1)).isoformat()
-    importer.events(enumerate(({"customer": p["id"], "event": "confirmed", "at": confirmed} for p in people), 1),
-                    "bench events")
+    importer.events(
+        enumerate(({"customer": p["id"], "event": "confirmed", "at": confirmed} for p in people), 1), "bench events"
+    )
 
 
 def run_tick(config_file: Path) -> None:
@@ -83,10 +95,12 @@ def run_tick(config_file: Path) -> None:
 def naive_loop(config_file: Path, outbox: Path) -> None:
     """The straightforward way: Jinja once, MJML and EmailMessage for every recipient."""
     config = load_config(config_file)
-    env = ImmutableSandboxedEnvironment(loader=FileSystemLoader(str(config.templates_path)), autoescape=True,
-                                        undefined=StrictUndefined)
-    plain = ImmutableSandboxedEnvironment(loader=FileSystemLoader(str(config.templates_path)),
-                                          undefined=StrictUndefined)
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(config.templates_path)), autoescape=True, undefined=StrictUndefined
+    )
+    plain = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(config.templates_path)), undefined=StrictUndefined
+    )
     html_template, text_template = env.get_template("welcome.mjml"), plain.get_template("welcome.txt")
     subject = plain.from_string("Welcome to {{ brand.name }}, {{ customer.first_name or 'friend' }}!")
     links = Links(config)
@@ -96,8 +110,13 @@ def naive_loop(config_file: Path, outbox: Path) -> None:
         customers = connection.execute(select(Customer.__table__)).all()
     for customer in customers:
         urls = links.for_customer(customer.id, "onboarding")
-        context = {"customer": {**customer.attributes, "first_name": customer.first_name, "email": customer.email},
-                   "brand": brand, "links": urls, "locale": "en", "timezone": "UTC"}
+        context = {
+            "customer": {**customer.attributes, "first_name": customer.first_name, "email": customer.email},
+            "brand": brand,
+            "links": urls,
+            "locale": "en",
+            "timezone": "UTC",
+        }
         message = EmailMessage(policy=SMTP)
         message["From"] = formataddr((config.from_.name, config.from_.email))
         message["To"] = formataddr((f"{customer.first_name} {customer.last_name}", customer.email))
@@ -118,8 +137,14 @@ def timed(action) -> float:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
@@ -141,8 +166,11 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts")
     parser.add_argument("--profile", action="store_true", help="profile the tick instead of timing both")
-    parser.add_argument("--dir", help="where to put the store and the .eml files (default: the system's temp "
-                                      "folder); both runs create one file per email, so the disk counts")
+    parser.add_argument(
+        "--dir",
+        help="where to put the store and the .eml files (default: the system's temp "
+        "folder); both runs create one file per email, so the disk counts",
+    )
     args = parser.parse_args()
     os.environ.setdefault("LIFECYCLE_SECRET", "bench-secret")
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
@@ -154,15 +182,20 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             return
         tick_seconds, naive_seconds = best_of(args.rounds, root / "base", root)
-    per_email = {name: 1000 * seconds / args.emails for name, seconds in
-                 (("naive", naive_seconds), ("tick", tick_seconds))}
-    print(f"{args.emails:,} welcome emails, each written as an .eml file under {args.dir or tempfile.gettempdir()}; "
-          f"best of {args.rounds} rounds; {machine()}\n")
+    per_email = {
+        name: 1000 * seconds / args.emails for name, seconds in (("naive", naive_seconds), ("tick", tick_seconds))
+    }
+    print(
+        f"{args.emails:,} welcome emails, each written as an .eml file under {args.dir or tempfile.gettempdir()}; "
+        f"best of {args.rounds} rounds; {machine()}\n"
+    )
     print("| run | total (s) | ms per email | speed-up |")
     print("|---|---:|---:|---:|")
     print(f"| naive loop (MJML + EmailMessage per email) | {naive_seconds:.2f} | {per_email['naive']:.3f} | 1.0x |")
-    print(f"| `lifecycle tick` (evaluate, ledger, render, file sender) | {tick_seconds:.2f} | "
-          f"{per_email['tick']:.3f} | {naive_seconds / tick_seconds:.1f}x |")
+    print(
+        f"| `lifecycle tick` (evaluate, ledger, render, file sender) | {tick_seconds:.2f} | "
+        f"{per_email['tick']:.3f} | {naive_seconds / tick_seconds:.1f}x |"
+    )
 
 
 if __name__ == "__main__":

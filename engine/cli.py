@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.store import schema
 from engine.campaigns.language import Campaign, load_campaigns
 from engine.clock import parse_instant, utcnow
 from engine.config.settings import Config, load_config
 from engine.errors import LifecycleError, NotFound, ProblemsError
+from engine.store import schema
 
-app = typer.Typer(help="Automated lifecycle email engine.", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Automated lifecycle email engine.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 import_app = typer.Typer(help="Import customers or events from CSV or JSONL.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -30,8 +32,10 @@ app.add_typer(import_app, name="import")
 out = Console()
 err = Console(stderr=True)
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="config.yaml (default ./config.yaml or $LIFECYCLE_CONFIG)")]
-NowOption = Annotated[Optional[str], typer.Option("--now", help="ISO-8601 time to act as now (replay, test, dry-run)")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="config.yaml (default ./config.yaml or $LIFECYCLE_CONFIG)")
+]
+NowOption = Annotated[str | None, typer.Option("--now", help="ISO-8601 time to act as now (replay, test, dry-run)")]
 
 
 class UserError(LifecycleError):
@@ -72,8 +76,9 @@ def progress_bar(label: str, total: int | None) -> Iterator:
     if not err.is_terminal:
         yield lambda n: None
         return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -116,8 +121,11 @@ def _import(kind: str, file: Path, config: Path | None, now: str | None) -> None
         total = sum(1 for _ in file.open(encoding="utf-8", errors="replace")) or None
         with progress_bar(f"importing {kind}", total) as advance:
             result = getattr(importer, kind)(read_records(file), str(file), advance)
-        out.print(f"{kind}: {result.stored} stored" + (f", {result.skipped} already stored" if result.skipped else "")
-                  + (f", {len(result.problems)} bad rows not stored" if result.problems else ""))
+        out.print(
+            f"{kind}: {result.stored} stored"
+            + (f", {result.skipped} already stored" if result.skipped else "")
+            + (f", {len(result.problems)} bad rows not stored" if result.problems else "")
+        )
         if result.problems:
             raise ProblemsError(result.problems)
 
@@ -135,8 +143,11 @@ def import_events(file: Path, config: ConfigOption = None, now: NowOption = None
 
 
 @app.command()
-def demo(config: ConfigOption = None, now: NowOption = None,
-         customers: Annotated[int, typer.Option(help="how many sample customers")] = 400) -> None:
+def demo(
+    config: ConfigOption = None,
+    now: NowOption = None,
+    customers: Annotated[int, typer.Option(help="how many sample customers")] = 400,
+) -> None:
     """Load a realistic sample store (signups, purchases, points, inactivity, English and Arabic)."""
     from engine.customers.demo_data import sample_customers, sample_events
     from engine.customers.importing import Importer
@@ -151,14 +162,19 @@ def demo(config: ConfigOption = None, now: NowOption = None,
         happened = importer.events(enumerate(events, 1), "demo events")
         if stored.problems or happened.problems:
             raise ProblemsError(stored.problems + happened.problems)
-    out.print(f"demo store: {stored.stored} customers, {happened.stored} events"
-              + (f" ({happened.skipped} already there)" if happened.skipped else ""))
+    out.print(
+        f"demo store: {stored.stored} customers, {happened.stored} events"
+        + (f" ({happened.skipped} already there)" if happened.skipped else "")
+    )
 
 
 @app.command()
-def tick(config: ConfigOption = None, now: NowOption = None,
-         dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; change nothing")] = False,
-         as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False) -> None:
+def tick(
+    config: ConfigOption = None,
+    now: NowOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; change nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the counts as JSON")] = False,
+) -> None:
     """One pass: evaluate every campaign, then send what is due."""
     from engine.delivery.tick import tick as run_tick
     from engine.senders import load_sender
@@ -189,8 +205,10 @@ def _print_tick(report) -> None:
     if report.dry_run:
         for plan in report.planned:
             detail = plan["reason"] or ""
-            out.print(f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']} {detail}",
-                      markup=False)
+            out.print(
+                f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']} {detail}",
+                markup=False,
+            )
 
 
 def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
@@ -207,11 +225,16 @@ def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
 
 
 @app.command()
-def preview(campaign: str, customer: Annotated[str, typer.Option("--customer", help="customer id")],
-            step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
-            locale: Annotated[Optional[str], typer.Option(help="render in this locale")] = None,
-            out_file: Annotated[Optional[Path], typer.Option("--out", help="write the message (.eml) or HTML (.html) here")] = None,
-            config: ConfigOption = None) -> None:
+def preview(
+    campaign: str,
+    customer: Annotated[str, typer.Option("--customer", help="customer id")],
+    step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
+    locale: Annotated[str | None, typer.Option(help="render in this locale")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the message (.eml) or HTML (.html) here")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
     """Render one step for one customer without sending."""
     from engine.mail.previews import render_preview
 
@@ -226,10 +249,13 @@ def preview(campaign: str, customer: Annotated[str, typer.Option("--customer", h
 
 
 @app.command("send-test")
-def send_test(campaign: str, to: Annotated[str, typer.Option("--to", help="where to send the test")],
-              customer: Annotated[Optional[str], typer.Option("--customer", help="render for this customer")] = None,
-              step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
-              config: ConfigOption = None) -> None:
+def send_test(
+    campaign: str,
+    to: Annotated[str, typer.Option("--to", help="where to send the test")],
+    customer: Annotated[str | None, typer.Option("--customer", help="render for this customer")] = None,
+    step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
+    config: ConfigOption = None,
+) -> None:
     """One real send through the configured sender."""
     from engine.mail.previews import send_test as deliver_test
     from engine.senders import load_sender
@@ -247,8 +273,9 @@ def send_test(campaign: str, to: Annotated[str, typer.Option("--to", help="where
 
 
 @app.command()
-def suppress(email: str, reason: Annotated[str, typer.Option(help="why")] = "manual",
-             config: ConfigOption = None) -> None:
+def suppress(
+    email: str, reason: Annotated[str, typer.Option(help="why")] = "manual", config: ConfigOption = None
+) -> None:
     """Add an address to the suppression list: it gets nothing, of any type."""
     from engine.customers.suppressions import add_suppression
 
@@ -271,14 +298,17 @@ def unsuppress(email: str, config: ConfigOption = None) -> None:
 
 
 @app.command()
-def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="only this campaign")] = None,
-           since: Annotated[Optional[str], typer.Option("--since", help="only entries from this ISO-8601 time on")] = None,
-           output: Annotated[str, typer.Option("--format", help="table, json or html")] = "table",
-           config: ConfigOption = None, now: NowOption = None) -> None:
+def report(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="only this campaign")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="only entries from this ISO-8601 time on")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, json or html")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
     """Campaign figures and holdout lift, retention (CRR), stages and churn risk."""
     from engine.insights.html import report_page
-    from engine.insights.table import report_tables
     from engine.insights.report import build_report
+    from engine.insights.table import report_tables
 
     with user_errors():
         if output not in ("table", "json", "html"):
@@ -291,8 +321,7 @@ def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="o
         except ValueError as exc:
             raise UserError(f"--since: {exc}") from None
         with progress_bar("reporting", len(campaigns) + 1) as advance:
-            result = build_report(store(cfg), cfg, campaigns, moment, since=start, campaign=campaign,
-                                  progress=advance)
+            result = build_report(store(cfg), cfg, campaigns, moment, since=start, campaign=campaign, progress=advance)
     if output == "json":
         print(json.dumps(result, ensure_ascii=False, indent=2))
     elif output == "html":
@@ -303,10 +332,12 @@ def report(campaign: Annotated[Optional[str], typer.Option("--campaign", help="o
 
 
 @app.command()
-def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-          workers: Annotated[int, typer.Option(min=1, help="server processes (one per core)")] = 1,
-          config: ConfigOption = None) -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="server processes (one per core)")] = 1,
+    config: ConfigOption = None,
+) -> None:
     """The web service: preference centre, one-click unsubscribe, confirmation, API, webhooks."""
     import os
 
@@ -323,14 +354,25 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "127
     # (bench/web_latency.py), Granian answers pages at about twice uvicorn's rate on the same cores,
     # and uvloop took the one-click POST's p99 from 51-55 ms to 39-46 ms against asyncio's own loop.
     # No access log: the paths carry customers' link tokens.
-    Granian("engine.web:behind_proxy", factory=True, interface=Interfaces.ASGI, address=host, port=port,
-            workers=workers, loop=Loops.uvloop, websockets=False, log_access=False).serve()
+    Granian(
+        "engine.web:behind_proxy",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host,
+        port=port,
+        workers=workers,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_access=False,
+    ).serve()
 
 
 @app.command()
-def run(config: ConfigOption = None,
-        metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics here")] = None,
-        now: NowOption = None) -> None:
+def run(
+    config: ConfigOption = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="serve Prometheus metrics here")] = None,
+    now: NowOption = None,
+) -> None:
     """The daemon: a tick every scheduler.interval until SIGTERM or SIGINT."""
     from prometheus_client import start_http_server
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_instant(text: str, default_tz: str = "UTC") -> datetime:
@@ -22,4 +22,4 @@ def parse_instant(text: str, default_tz: str = "UTC") -> datetime:
 def as_utc(value: datetime, default_tz: str = "UTC") -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(default_tz))
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)

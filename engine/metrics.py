@@ -8,7 +8,14 @@ from prometheus_client import Counter, Histogram
 TICKS = Counter("lifecycle_ticks_total", "Ticks run", ["outcome"])
 SENDS = Counter("lifecycle_sends_total", "Sends by the status they reached", ["campaign", "status"])
 ENTRIES = Counter("lifecycle_entries_total", "Campaign entries created", ["campaign"])
-TICK_SECONDS = Histogram("lifecycle_tick_duration_seconds", "Duration of a whole tick",
-                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
-SENDER_SECONDS = Histogram("lifecycle_sender_latency_seconds", "Duration of one sender batch call",
-                           ["backend"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+TICK_SECONDS = Histogram(
+    "lifecycle_tick_duration_seconds",
+    "Duration of a whole tick",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+SENDER_SECONDS = Histogram(
+    "lifecycle_sender_latency_seconds",
+    "Duration of one sender batch call",
+    ["backend"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

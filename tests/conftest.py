@@ -34,8 +34,7 @@ BASE_CONFIG = {
     "timezone": "UTC",
     "locales": ["en", "ar"],
     "sender": {"backend": "file", "file": {"directory": "outbox"}},
-    "topics": {"news": {"title": {"en": "News", "ar": "الأخبار"}},
-               "offers": {"title": "Offers"}},
+    "topics": {"news": {"title": {"en": "News", "ar": "الأخبار"}}, "offers": {"title": "Offers"}},
 }
 
 
@@ -168,5 +167,10 @@ def postgres_project(tmp_path, monkeypatch):
 
 
 def customer(cid: str, **fields) -> dict:
-    return {"id": cid, "email": f"{cid}@example.com", "first_name": cid.title(),
-            "created_at": "2026-01-01T00:00:00Z", **fields}
+    return {
+        "id": cid,
+        "email": f"{cid}@example.com",
+        "first_name": cid.title(),
+        "created_at": "2026-01-01T00:00:00Z",
+        **fields,
+    }

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from conftest import customer
 
 LOCATED = re.compile(r"^(?P<file>\S+?):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)$")
@@ -42,7 +41,9 @@ steps:
 
 # Each broken campaign: (file stem, text, line of the mistake, a phrase of the message).
 BROKEN_CAMPAIGNS = {
-    "syntax_error": ("broken", """\
+    "syntax_error": (
+        "broken",
+        """\
 description: A colon in an unquoted value
 type: transactional
 trigger:
@@ -50,8 +51,13 @@ trigger:
 steps:
   - template: plain
     subject: Thanks: for your order
-""", 7, "invalid YAML"),
-    "unknown_key": ("broken", """\
+""",
+        7,
+        "invalid YAML",
+    ),
+    "unknown_key": (
+        "broken",
+        """\
 description: A misspelt key
 type: transactional
 trigger:
@@ -60,8 +66,13 @@ steps:
   - template: plain
     subject: "Thanks"
 sned_window: {start: "09:00", end: "20:00"}
-""", 8, "unknown key 'sned_window'"),
-    "bad_duration": ("broken", """\
+""",
+        8,
+        "unknown key 'sned_window'",
+    ),
+    "bad_duration": (
+        "broken",
+        """\
 description: A duration with an unknown unit
 type: transactional
 trigger:
@@ -70,8 +81,13 @@ steps:
   - template: plain
     subject: "Thanks"
     delay: 3q
-""", 8, "not a duration"),
-    "undeclared_topic": ("broken", """\
+""",
+        8,
+        "not a duration",
+    ),
+    "undeclared_topic": (
+        "broken",
+        """\
 description: A topic that config.yaml does not declare
 type: marketing
 topic: gossip
@@ -80,16 +96,26 @@ trigger:
 steps:
   - template: plain
     subject: "Thanks"
-""", 3, "topic 'gossip' is not declared"),
-    "two_trigger_kinds": ("broken", """\
+""",
+        3,
+        "topic 'gossip' is not declared",
+    ),
+    "two_trigger_kinds": (
+        "broken",
+        """\
 description: A trigger of two kinds at once
 type: transactional
 trigger: {event: purchase, schedule: "0 9 * * MON"}
 steps:
   - template: plain
     subject: "Thanks"
-""", 3, "exactly one of event, inactivity, date, schedule, at"),
-    "two_operators": ("broken", """\
+""",
+        3,
+        "exactly one of event, inactivity, date, schedule, at",
+    ),
+    "two_operators": (
+        "broken",
+        """\
 description: A condition with two operators
 type: transactional
 trigger:
@@ -100,8 +126,13 @@ audience:
 steps:
   - template: plain
     subject: "Thanks"
-""", 7, "exactly one operator"),
-    "undeclared_subscribed_topic": ("broken", """\
+""",
+        7,
+        "exactly one operator",
+    ),
+    "undeclared_subscribed_topic": (
+        "broken",
+        """\
 description: An audience on a topic that config.yaml does not declare
 type: marketing
 topic: news
@@ -112,13 +143,21 @@ audience:
 steps:
   - template: plain
     subject: "Thanks"
-""", 7, "topic 'gossip' is not declared"),
-    "missing_steps": ("broken", """\
+""",
+        7,
+        "topic 'gossip' is not declared",
+    ),
+    "missing_steps": (
+        "broken",
+        """\
 description: No steps at all
 type: transactional
 trigger:
   event: purchase
-""", 1, "'steps' is required"),
+""",
+        1,
+        "'steps' is required",
+    ),
 }
 
 
@@ -143,8 +182,9 @@ def test_validate_passes_the_same_project_without_the_broken_file(project):
 
 def test_duplicate_campaign_names_across_two_files(project):
     project.campaign("a_thanks", RECEIPT.replace("description:", "name: thanks\ndescription:"))
-    project.campaign("b_thanks", "description: Another one\n" + RECEIPT.replace("description: Thank every buyer\n",
-                                                                                 "name: thanks\n"))
+    project.campaign(
+        "b_thanks", "description: Another one\n" + RECEIPT.replace("description: Thank every buyer\n", "name: thanks\n")
+    )
     # b_thanks.yaml: line 1 description, line 2 `name: thanks`.
     assert (project.root / "campaigns" / "b_thanks.yaml").read_text().splitlines()[1] == "name: thanks"
     result = project.cli("validate", expect=1)
@@ -156,16 +196,19 @@ def test_duplicate_campaign_names_across_two_files(project):
 
 def test_duplicate_campaign_name_points_at_the_name_line(project):
     project.campaign("a_thanks", RECEIPT.replace("description:", "name: thanks\ndescription:"))
-    project.campaign("b_thanks", "description: Another one\n" + RECEIPT.replace("description: Thank every buyer\n",
-                                                                                 "name: thanks\n"))
+    project.campaign(
+        "b_thanks", "description: Another one\n" + RECEIPT.replace("description: Thank every buyer\n", "name: thanks\n")
+    )
     result = project.cli("validate", expect=1)
     located(result.output, "campaigns/b_thanks.yaml", 2, "already used")
 
 
 def _buyers(project):
     project.customers(customer("ann"), customer("bob"))
-    project.events({"id": "p1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
-                   {"id": "p2", "customer": "bob", "event": "purchase", "at": "2026-03-01T10:00:00Z"})
+    project.events(
+        {"id": "p1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
+        {"id": "p2", "customer": "bob", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
+    )
 
 
 @pytest.mark.parametrize("case", list(BROKEN_CAMPAIGNS))
@@ -196,9 +239,12 @@ def test_tick_sends_once_the_broken_campaign_is_gone(project):
 
 # -- templates ---------------------------------------------------------------------------------
 
+
 def _uses(project, template: str, kind: str = "transactional") -> None:
     topic = "topic: news\n" if kind == "marketing" else ""
-    project.campaign("uses", f"""\
+    project.campaign(
+        "uses",
+        f"""\
 description: Uses one template
 type: {kind}
 {topic}trigger:
@@ -206,7 +252,8 @@ type: {kind}
 steps:
   - template: {template}
     subject: "Hello"
-""")
+""",
+    )
 
 
 def test_jinja_syntax_error_is_located_in_the_template(project):
@@ -217,7 +264,8 @@ def test_jinja_syntax_error_is_located_in_the_template(project):
         "{% if customer.first_name %}\n"
         "Welcome back\n"
         "{% endfor %}\n"
-        "{% endblock %}\n")
+        "{% endblock %}\n"
+    )
     _uses(project, "broken")
     result = project.cli("validate", expect=1)
     located(result.output, "templates/emails/broken.mjml", 6, "endfor")
@@ -227,7 +275,8 @@ def test_tick_with_a_broken_template_writes_no_email(project):
     """A template that does not compile never goes out blank or half-rendered."""
     (project.root / "templates" / "emails" / "broken.mjml").write_text(
         "{% extends '_layout.mjml' %}\n{% block content %}\nHello {{ customer.first_name }}\n{% endfor %}\n"
-        "{% endblock %}\n")
+        "{% endblock %}\n"
+    )
     _uses(project, "broken")
     _buyers(project)
     project.cli("tick", "--now", "2026-03-01T10:05:00Z", expect=None)
@@ -242,7 +291,8 @@ def test_undefined_name_fails_validate(project):
         "Hello {{ customer.first_name }},\n"
         "\n"
         "your code is {{ nope }}\n"
-        "{% endblock %}\n")
+        "{% endblock %}\n"
+    )
     _uses(project, "nosy")
     result = project.cli("validate", expect=1)
     problem = located(result.output, "templates/emails/nosy.mjml", 5, "nope")
@@ -262,7 +312,9 @@ def test_validate_survives_a_filter_on_an_attribute_it_cannot_know(project):
 
 def test_tick_survives_a_filter_on_a_missing_attribute(project):
     project.template("bday", "Hello {{ customer.first_name }}, see you on {{ customer.birthday|date }}")
-    project.campaign("birthday", """\
+    project.campaign(
+        "birthday",
+        """\
 description: Uses an attribute the customers do not have
 type: transactional
 priority: 90
@@ -271,7 +323,8 @@ trigger:
 steps:
   - template: bday
     subject: "Hello"
-""")
+""",
+    )
     project.campaign("receipt", RECEIPT)
     _buyers(project)
     result = project.cli("tick", "--now", "2026-03-01T10:05:00Z", expect=None)
@@ -343,12 +396,16 @@ def test_the_hand_written_config_is_valid(project):
     project.cli("validate")
 
 
-@pytest.mark.parametrize("text, line, phrase", [
-    (CONFIG + "colour: blue\n", 15, "unknown key 'colour'"),
-    (CONFIG.replace("  batch_size: 100\n", "  batch_size: 100\n  batch: 10\n"), 12, "unknown key 'batch'"),
-    (CONFIG.replace("timezone: UTC", "timezone: Mars/Olympus"), 4, "not an IANA timezone"),
-    (CONFIG.replace("batch_size: 100", "batch_size: lots"), 11, "batch_size"),
-], ids=["unknown_key", "unknown_nested_key", "bad_timezone", "bad_type"])
+@pytest.mark.parametrize(
+    "text, line, phrase",
+    [
+        (CONFIG + "colour: blue\n", 15, "unknown key 'colour'"),
+        (CONFIG.replace("  batch_size: 100\n", "  batch_size: 100\n  batch: 10\n"), 12, "unknown key 'batch'"),
+        (CONFIG.replace("timezone: UTC", "timezone: Mars/Olympus"), 4, "not an IANA timezone"),
+        (CONFIG.replace("batch_size: 100", "batch_size: lots"), 11, "batch_size"),
+    ],
+    ids=["unknown_key", "unknown_nested_key", "bad_timezone", "bad_type"],
+)
 def test_config_mistakes_are_located(project, text, line, phrase):
     project.campaign("receipt", RECEIPT)
     _config_text(project, text)
@@ -375,6 +432,7 @@ def test_missing_secret_is_named(project, monkeypatch):
 
 # -- option values -----------------------------------------------------------------------------
 
+
 def test_tick_with_a_bad_now_is_one_clear_line(project):
     project.campaign("receipt", RECEIPT)
     result = project.cli("tick", "--now", "not-a-date", expect=1)
@@ -387,15 +445,17 @@ def test_tick_with_a_bad_now_is_one_clear_line(project):
 
 # -- import ------------------------------------------------------------------------------------
 
+
 def test_csv_customers_bad_rows_are_listed_and_not_stored(project):
     path = project.root / "customers.csv"
     path.write_text(
-        "id,email,first_name,created_at\n"                      # line 1
-        "a1,a1@example.com,Ann,2026-01-01T00:00:00Z\n"          # line 2
-        "b2,not-an-email,Bob,2026-01-01T00:00:00Z\n"            # line 3: bad email
-        "c3,c3@example.com,Cid,2026-01-02\n"                    # line 4
-        "d4,d4@example.com,Dee,yesterday\n"                     # line 5: bad created_at
-        "e5,e5@example.com,Eve,2026-01-03T10:00:00+02:00\n")    # line 6
+        "id,email,first_name,created_at\n"  # line 1
+        "a1,a1@example.com,Ann,2026-01-01T00:00:00Z\n"  # line 2
+        "b2,not-an-email,Bob,2026-01-01T00:00:00Z\n"  # line 3: bad email
+        "c3,c3@example.com,Cid,2026-01-02\n"  # line 4
+        "d4,d4@example.com,Dee,yesterday\n"  # line 5: bad created_at
+        "e5,e5@example.com,Eve,2026-01-03T10:00:00+02:00\n"
+    )  # line 6
     result = project.cli("import", "customers", str(path), expect=1)
     bad = {int(m["line"]): m["message"] for m in problem_lines(result.output) if m["file"].endswith("customers.csv")}
     assert set(bad) == {3, 5}, result.output
@@ -412,10 +472,11 @@ def test_jsonl_events_bad_lines_are_listed_and_not_stored(project):
     path = project.root / "events.jsonl"
     path.write_text(
         '{"id": "e1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z"}\n'  # 1
-        '{"id": "e2", "customer": "ann", "event": "purchase", "at": \n'                       # 2: bad JSON
+        '{"id": "e2", "customer": "ann", "event": "purchase", "at": \n'  # 2: bad JSON
         '{"id": "e3", "customer": "zed", "event": "purchase", "at": "2026-03-01T10:00:00Z"}\n'  # 3: unknown
-        '{"id": "e4", "customer": "ann", "event": "purchase"}\n'                               # 4: no at
-        '{"id": "e5", "customer": "ann", "event": "login", "at": "2026-03-02T10:00:00Z"}\n')    # 5
+        '{"id": "e4", "customer": "ann", "event": "purchase"}\n'  # 4: no at
+        '{"id": "e5", "customer": "ann", "event": "login", "at": "2026-03-02T10:00:00Z"}\n'
+    )  # 5
     result = project.cli("import", "events", str(path), expect=1)
     bad = {int(m["line"]): m["message"] for m in problem_lines(result.output) if m["file"].endswith("events.jsonl")}
     assert set(bad) == {2, 3, 4}, result.output
@@ -427,9 +488,7 @@ def test_jsonl_events_bad_lines_are_listed_and_not_stored(project):
 
 def test_csv_topic_column_records_the_choice_and_its_consent(project):
     path = project.root / "customers.csv"
-    path.write_text("id,email,topic:offers,topic:news\n"
-                    "a1,a1@example.com,false,true\n"
-                    "b2,b2@example.com,,\n")
+    path.write_text("id,email,topic:offers,topic:news\na1,a1@example.com,false,true\nb2,b2@example.com,,\n")
     project.cli("import", "customers", str(path))
     choices = project.query("""SELECT c.external_id, s.topic, s.subscribed FROM subscription s
                                JOIN customer c ON c.id = s.customer_id ORDER BY c.external_id, s.topic""")
@@ -443,8 +502,10 @@ def test_csv_topic_column_records_the_choice_and_its_consent(project):
 
 def test_unknown_csv_columns_become_typed_attributes(project):
     path = project.root / "customers.csv"
-    path.write_text("id,email,points,ratio,vip,renews_on,last_seen,plan\n"
-                    "a1,a1@example.com,120,2.5,true,2026-12-01,2026-11-20T10:00:00+02:00,pro\n")
+    path.write_text(
+        "id,email,points,ratio,vip,renews_on,last_seen,plan\n"
+        "a1,a1@example.com,120,2.5,true,2026-12-01,2026-11-20T10:00:00+02:00,pro\n"
+    )
     project.cli("import", "customers", str(path))
     (raw,) = project.query("SELECT attributes FROM customer WHERE external_id = 'a1'")[0]
     attributes = json.loads(raw)
@@ -454,17 +515,26 @@ def test_unknown_csv_columns_become_typed_attributes(project):
     assert attributes["plan"] == "pro"
     assert attributes["renews_on"] == "2026-12-01"
     seen = datetime.fromisoformat(attributes["last_seen"].replace("Z", "+00:00"))
-    assert seen == datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+    assert seen == datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
     # Core columns are columns, not attributes.
     assert "email" not in attributes and "id" not in attributes
 
 
 def test_reimporting_events_with_ids_stores_nothing_twice(project):
     project.customers(customer("ann"))
-    path = project.jsonl("history.jsonl", [
-        {"id": "h1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z", "properties": {"total": 5}},
-        {"id": "h2", "customer": "ann", "event": "login", "at": "2026-03-02T10:00:00Z"},
-    ])
+    path = project.jsonl(
+        "history.jsonl",
+        [
+            {
+                "id": "h1",
+                "customer": "ann",
+                "event": "purchase",
+                "at": "2026-03-01T10:00:00Z",
+                "properties": {"total": 5},
+            },
+            {"id": "h2", "customer": "ann", "event": "login", "at": "2026-03-02T10:00:00Z"},
+        ],
+    )
     first = project.cli("import", "events", str(path))
     assert "2 stored" in first.output
     second = project.cli("import", "events", str(path))
@@ -474,12 +544,15 @@ def test_reimporting_events_with_ids_stores_nothing_twice(project):
 
 # -- the suppression list ----------------------------------------------------------------------
 
+
 def test_suppressed_address_gets_no_transactional_email(project):
     project.campaign("receipt", RECEIPT)
     project.customers(customer("sam"), customer("tia"))
     project.cli("suppress", "sam@example.com")
-    project.events({"id": "p1", "customer": "sam", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
-                   {"id": "p2", "customer": "tia", "event": "purchase", "at": "2026-03-01T10:00:00Z"})
+    project.events(
+        {"id": "p1", "customer": "sam", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
+        {"id": "p2", "customer": "tia", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
+    )
     counts = project.tick("2026-03-01T10:05:00Z")
     assert counts["receipt"]["skipped:suppressed"] == 1
     assert ("receipt", "sam", 1, "skipped", "suppressed") in project.sends()

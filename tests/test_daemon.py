@@ -20,7 +20,6 @@ from email import message_from_bytes
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from conftest import customer
 
 NOW = "2026-03-01T12:00:00Z"
@@ -63,8 +62,10 @@ def inbox():
 
 
 def prepared(project, inbox, customers: int, batch_size: int = 50):
-    project.config(sender={"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": inbox.port}},
-                   scheduler={"interval": "1s", "batch_size": batch_size, "lease": "15m"})
+    project.config(
+        sender={"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": inbox.port}},
+        scheduler={"interval": "1s", "batch_size": batch_size, "lease": "15m"},
+    )
     project.campaign("hello", CAMPAIGN)
     names = [f"c{i:05d}" for i in range(customers)]
     project.customers(*(customer(n) for n in names))
@@ -156,8 +157,9 @@ def test_three_daemons_killed_at_random_on_postgresql(postgres_project, inbox):
     chance = random.Random(20261123)
     workers = [daemon(project, f"daemon{i}.log") for i in range(3)]
     for round_ in range(4):
-        wait_for(lambda: len(inbox.received) >= (round_ + 1) * 400 or settled(project, total),
-                 what="progress between kills")
+        wait_for(
+            lambda: len(inbox.received) >= (round_ + 1) * 400 or settled(project, total), what="progress between kills"
+        )
         victim = chance.randrange(3)
         workers[victim].kill()
         workers[victim].wait()

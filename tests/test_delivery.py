@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from conftest import customer
 
 T0 = datetime(2026, 3, 1, 10, 0)
@@ -66,8 +65,10 @@ def mailbox(project):
     handler = Mailbox()
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
-    project.config(sender={"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": controller.port, "timeout": 5}},
-                   scheduler={"max_attempts": 3})
+    project.config(
+        sender={"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": controller.port, "timeout": 5}},
+        scheduler={"max_attempts": 3},
+    )
     yield handler
     controller.stop()
 
@@ -78,8 +79,11 @@ def signups(project, *names: str, **fields) -> None:
 
 
 def send_row(project, name: str) -> dict:
-    (row,) = project.query("""SELECT s.id, s.status, s.reason, s.attempts, s.next_attempt_at, s.message_id FROM send s
-                              JOIN customer c ON c.id = s.customer_id WHERE c.external_id = :name""", name=name)
+    (row,) = project.query(
+        """SELECT s.id, s.status, s.reason, s.attempts, s.next_attempt_at, s.message_id FROM send s
+                              JOIN customer c ON c.id = s.customer_id WHERE c.external_id = :name""",
+        name=name,
+    )
     return dict(zip(("id", "status", "reason", "attempts", "next_attempt_at", "message_id"), row))
 
 
@@ -136,8 +140,18 @@ def test_what_arrives_over_smtp_is_whole_and_safe(project, mailbox):
     project.tick(at(T0))
 
     (message,) = mailbox.to("eve@example.com")
-    for name in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Unsubscribe",
-                 "List-Unsubscribe-Post", "X-Lifecycle-Campaign", "X-Lifecycle-Send-Id"):
+    for name in (
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "X-Lifecycle-Campaign",
+        "X-Lifecycle-Send-Id",
+    ):
         assert message[name], name
     assert message["Bcc"] is None and str(message["Subject"]) == "Hello Eve Bcc: victim@example.com"
     assert str(message["Message-ID"]).endswith("@shop.example>")
@@ -163,8 +177,11 @@ def test_a_send_left_sending_by_a_crash_is_unknown_and_never_sent(project):
     project.tick(at(T0))  # both entered; their sends are due at T0 + 1h
     crashed, in_flight = T0 - timedelta(hours=1), T0 + timedelta(minutes=55)  # the lease is 15 minutes
     for name, updated_at in (("ann", crashed), ("bob", in_flight)):
-        project.query("UPDATE send SET status = 'sending', attempts = 1, updated_at = :at WHERE id = :id",
-                      at=updated_at.isoformat(sep=" ", timespec="microseconds"), id=send_row(project, name)["id"])
+        project.query(
+            "UPDATE send SET status = 'sending', attempts = 1, updated_at = :at WHERE id = :id",
+            at=updated_at.isoformat(sep=" ", timespec="microseconds"),
+            id=send_row(project, name)["id"],
+        )
 
     project.tick(at(T0 + timedelta(hours=1)))
     ann, bob = send_row(project, "ann"), send_row(project, "bob")
@@ -208,8 +225,16 @@ def sendgrid_api(project, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("SENDGRID_TEST_KEY", "SG.key")
-    project.config(sender={"backend": "sendgrid", "sendgrid": {"api_key_env": "SENDGRID_TEST_KEY", "sandbox": True,
-                                                               "base_url": f"http://127.0.0.1:{server.server_address[1]}"}})
+    project.config(
+        sender={
+            "backend": "sendgrid",
+            "sendgrid": {
+                "api_key_env": "SENDGRID_TEST_KEY",
+                "sandbox": True,
+                "base_url": f"http://127.0.0.1:{server.server_address[1]}",
+            },
+        }
+    )
     yield fake
     server.shutdown()
     server.server_close()

@@ -7,7 +7,7 @@ import json
 import re
 import shutil
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -120,23 +120,37 @@ def _customer_without(example: Example, locale: str, campaign: str) -> str:
         param = trigger["event"]
     else:
         sql, param = "json_extract(c.attributes, '$.' || ?) IS NULL", trigger["date"]["attribute"]
-    rows = example.query(f"SELECT external_id FROM customer c WHERE locale = ? AND {sql} ORDER BY id LIMIT 1",
-                         locale, param)
+    rows = example.query(
+        f"SELECT external_id FROM customer c WHERE locale = ? AND {sql} ORDER BY id LIMIT 1", locale, param
+    )
     assert rows
     return rows[0][0]
 
 
 def _parts(message) -> dict[str, str]:
-    return {part.get_content_type(): part.get_content() for part in message.walk()
-            if part.get_content_type() in ("text/plain", "text/html")}
+    return {
+        part.get_content_type(): part.get_content()
+        for part in message.walk()
+        if part.get_content_type() in ("text/plain", "text/html")
+    }
 
 
 @pytest.mark.parametrize("locale", ["en", "ar"])
 @pytest.mark.parametrize("campaign, step", STEPS, ids=[f"{c}-{s}" for c, s in STEPS])
 def test_preview_every_step_in_both_languages(demo, tmp_path, campaign, step, locale):
     out = tmp_path / f"{campaign}-{step}-{locale}.eml"
-    demo.cli("preview", campaign, "--customer", _customer_in(demo, locale, campaign), "--step", str(step),
-             "--locale", locale, "--out", str(out))
+    demo.cli(
+        "preview",
+        campaign,
+        "--customer",
+        _customer_in(demo, locale, campaign),
+        "--step",
+        str(step),
+        "--locale",
+        locale,
+        "--out",
+        str(out),
+    )
     message = message_from_bytes(out.read_bytes(), policy=policy.default)
     assert message.get_content_type() == "multipart/alternative"
     parts = _parts(message)
@@ -160,8 +174,17 @@ def test_preview_for_a_customer_without_the_date_attribute_is_a_clear_error(demo
     """reward_reminder shows customer.points_expire_at|date; a customer without that attribute
     gets one clear located line naming it, not a crash."""
     out = tmp_path / "reward.eml"
-    result = demo.cli("preview", "reward_reminder", "--customer", _customer_without(demo, "ar", "reward_reminder"),
-                      "--locale", "ar", "--out", str(out), expect=1)
+    result = demo.cli(
+        "preview",
+        "reward_reminder",
+        "--customer",
+        _customer_without(demo, "ar", "reward_reminder"),
+        "--locale",
+        "ar",
+        "--out",
+        str(out),
+        expect=1,
+    )
     assert isinstance(result.exception, SystemExit), result.exception
     assert "points_expire_at" in result.output
     assert "Traceback" not in result.output
@@ -171,8 +194,16 @@ def test_preview_for_a_customer_without_the_date_attribute_is_a_clear_error(demo
 @pytest.mark.parametrize("locale", ["en", "ar"])
 def test_preview_for_a_customer_without_the_trigger_event_renders(demo, tmp_path, locale):
     out = tmp_path / "alert.eml"
-    demo.cli("preview", "feedback_alert", "--customer", _customer_without(demo, locale, "feedback_alert"),
-             "--locale", locale, "--out", str(out))
+    demo.cli(
+        "preview",
+        "feedback_alert",
+        "--customer",
+        _customer_without(demo, locale, "feedback_alert"),
+        "--locale",
+        locale,
+        "--out",
+        str(out),
+    )
     message = message_from_bytes(out.read_bytes(), policy=policy.default)
     assert set(_parts(message)) == {"text/plain", "text/html"}
 
@@ -189,19 +220,19 @@ def _fired_recently(campaign: dict, now: datetime) -> bool:
         return earliest <= _at(trigger) <= now
     zone = ZoneInfo(CONFIG.get("timezone", "UTC"))
     last = croniter(trigger["schedule"], now.astimezone(zone) + timedelta(seconds=1)).get_prev(datetime)
-    return last.astimezone(timezone.utc) >= earliest
+    return last.astimezone(UTC) >= earliest
 
 
 def _at(trigger: dict) -> datetime:
     at = trigger["at"] if isinstance(trigger["at"], datetime) else datetime.fromisoformat(str(trigger["at"]))
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _next_firing(campaign: dict, now: datetime) -> datetime:
     if "at" in campaign["trigger"]:
         return _at(campaign["trigger"])
     zone = ZoneInfo(CONFIG.get("timezone", "UTC"))
-    return croniter(campaign["trigger"]["schedule"], now.astimezone(zone)).get_next(datetime).astimezone(timezone.utc)
+    return croniter(campaign["trigger"]["schedule"], now.astimezone(zone)).get_next(datetime).astimezone(UTC)
 
 
 def test_every_example_campaign_sends_and_only_once(tmp_path):
@@ -231,16 +262,23 @@ def test_every_example_campaign_sends_and_only_once(tmp_path):
         later = _sent(example.tick(moment.isoformat()))
         assert later[name] >= 1, f"{name} sent nothing at its firing {moment.isoformat()}"
 
-    messages = [(path, message_from_bytes(path.read_bytes(), policy=policy.default))
-                for path in example.eml_files()]
+    messages = [(path, message_from_bytes(path.read_bytes(), policy=policy.default)) for path in example.eml_files()]
     campaigns_seen = {str(m["X-Lifecycle-Campaign"]) for _, m in messages}
     assert campaigns_seen == set(CAMPAIGNS)
     stored = dict(example.query("SELECT id, campaign FROM send WHERE status = 'sent'"))
     assert len(stored) == len(messages)
     message_ids = set()
     for path, message in messages:
-        for header in ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version",
-                       "X-Lifecycle-Campaign", "X-Lifecycle-Send-Id"):
+        for header in (
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "MIME-Version",
+            "X-Lifecycle-Campaign",
+            "X-Lifecycle-Send-Id",
+        ):
             assert message[header], f"{path.name} has no {header}"
         send_id = int(str(message["X-Lifecycle-Send-Id"]))
         assert path.stem == str(send_id)

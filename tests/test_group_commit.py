@@ -14,8 +14,10 @@ from engine.web.writes import GroupCommit
 
 
 def note(connection, value: str) -> str:
-    connection.execute(text("INSERT INTO suppression (email, reason, created_at) "
-                            "VALUES (:email, 'test', CURRENT_TIMESTAMP)"), {"email": value})
+    connection.execute(
+        text("INSERT INTO suppression (email, reason, created_at) VALUES (:email, 'test', CURRENT_TIMESTAMP)"),
+        {"email": value},
+    )
     return value.upper()
 
 
@@ -50,8 +52,12 @@ def test_a_failing_write_fails_alone_and_leaves_nothing_behind(store_project):
     writes = GroupCommit(schema.open_store(store_project.url))
 
     async def main():
-        return await asyncio.gather(writes(note, "a@x.example"), writes(note_then_fail, "b@x.example"),
-                                    writes(note, "c@x.example"), return_exceptions=True)
+        return await asyncio.gather(
+            writes(note, "a@x.example"),
+            writes(note_then_fail, "b@x.example"),
+            writes(note, "c@x.example"),
+            return_exceptions=True,
+        )
 
     first, second, third = asyncio.run(main())
     assert (first, third) == ("A@X.EXAMPLE", "C@X.EXAMPLE")

@@ -38,12 +38,15 @@ def test_exit_event_ends_the_sequence(store_project):
 def test_reentry_never_always_and_window(store_project):
     project = store_project
     for name, reentry in (("never", "never"), ("always", "always"), ("window", "10d")):
-        project.campaign(name, f"""
+        project.campaign(
+            name,
+            f"""
             type: transactional
             trigger: {{event: purchase}}
             steps: [{{template: plain, subject: "x"}}]
             reentry: {reentry}
-            """)
+            """,
+        )
     project.customers(customer("ann"))
     days = ["2026-03-01", "2026-03-05", "2026-03-12", "2026-03-13"]
     for day in days:
@@ -56,16 +59,23 @@ def test_reentry_never_always_and_window(store_project):
 
 def test_reentry_applies_within_one_tick(store_project):
     project = store_project
-    project.campaign("window", """
+    project.campaign(
+        "window",
+        """
         type: transactional
         trigger: {event: purchase}
         steps: [{template: plain, subject: "x"}]
         reentry: 10d
         expire_after: 30d
-        """)
+        """,
+    )
     project.customers(customer("ann"))
-    project.events(*({"customer": "ann", "event": "purchase", "at": f"{d}T10:00:00Z"}
-                     for d in ("2026-03-01", "2026-03-05", "2026-03-12")))
+    project.events(
+        *(
+            {"customer": "ann", "event": "purchase", "at": f"{d}T10:00:00Z"}
+            for d in ("2026-03-01", "2026-03-05", "2026-03-12")
+        )
+    )
     assert project.tick("2026-03-13T00:00:00Z")["window"]["entered"] == 2
 
 
@@ -88,11 +98,14 @@ def test_quiet_hours_hold_marketing_but_not_transactional(store_project):
     project = store_project
     project.config(quiet_hours={"start": "21:00", "end": "08:00"})
     project.campaign("welcome", WELCOME)
-    project.campaign("receipt", """
+    project.campaign(
+        "receipt",
+        """
         type: transactional
         trigger: {event: signed_up}
         steps: [{template: plain, subject: "Receipt"}]
-        """)
+        """,
+    )
     signups(project, "ann", at="2026-03-01T22:00:00Z")
     project.tick("2026-03-01T22:00:00Z")
     assert project.sent() == [("ann", 1)] and project.sent("receipt") == [("ann", 1)]
@@ -104,13 +117,16 @@ def test_frequency_cap_lets_higher_priority_go_first_and_the_rest_wait(store_pro
     project = store_project
     project.config(limits={"marketing": {"max": 2, "per": "7d"}})
     for name, priority in (("low", 1), ("mid", 50), ("high", 90)):
-        project.campaign(name, f"""
+        project.campaign(
+            name,
+            f"""
             topic: news
             priority: {priority}
             trigger: {{event: signed_up}}
             steps: [{{template: plain, subject: "{name}"}}]
             expire_after: 10d
-            """)
+            """,
+        )
     signups(project, "ann")
     counts = project.tick("2026-03-01T10:00:00Z")
     assert sorted(r[0] for r in project.sends() if r[3] == "sent") == ["high", "mid"]
@@ -125,11 +141,14 @@ def test_transactional_ignores_the_cap_and_topics(store_project):
     project = store_project
     project.config(limits={"marketing": {"max": 1, "per": "7d"}})
     project.campaign("news", WELCOME)
-    project.campaign("receipt", """
+    project.campaign(
+        "receipt",
+        """
         type: transactional
         trigger: {event: signed_up}
         steps: [{template: plain, subject: "Receipt"}]
-        """)
+        """,
+    )
     project.customers(customer("ann", topics={"news": True}), customer("bob", topics={"news": False}))
     project.events(*({"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for n in ("ann", "bob")))
     project.tick("2026-03-01T10:00:00Z")
@@ -139,17 +158,22 @@ def test_transactional_ignores_the_cap_and_topics(store_project):
 
 def test_history_never_mails_and_overdue_steps_expire(store_project):
     project = store_project
-    project.campaign("thanks", """
+    project.campaign(
+        "thanks",
+        """
         type: transactional
         trigger: {event: purchase}
         steps:
           - {template: plain, subject: "Thanks"}
           - {template: plain, subject: "Tips", delay: 1d}
         expire_after: 2d
-        """)
+        """,
+    )
     project.customers(customer("ann"), customer("bob"))
-    project.events({"customer": "ann", "event": "purchase", "at": "2025-03-01T10:00:00Z"},
-                   {"customer": "bob", "event": "purchase", "at": "2026-02-28T11:00:00Z"})
+    project.events(
+        {"customer": "ann", "event": "purchase", "at": "2025-03-01T10:00:00Z"},
+        {"customer": "bob", "event": "purchase", "at": "2026-02-28T11:00:00Z"},
+    )
     # last year's purchase creates no entry at all; bob's is 23 hours old and still goes out
     assert project.tick("2026-03-01T10:00:00Z")["thanks"] == {"entered": 1, "sent": 1}
     # the engine is down until step 2 (due 2026-03-02T10:00) is more than 2 days late
@@ -177,14 +201,17 @@ def test_variants_split_by_weight_and_stick_per_customer(store_project):
     project = store_project
     project.template("a", "Variant A")
     project.template("b", "Variant B")
-    project.campaign("ab", """
+    project.campaign(
+        "ab",
+        """
         topic: news
         trigger: {event: signed_up}
         steps:
           - variants:
               - {template: a, subject: "A", weight: 3}
               - {template: b, subject: "B", weight: 1}
-        """)
+        """,
+    )
     names = [f"c{i:03d}" for i in range(200)]
     signups(project, *names)
     project.tick("2026-03-01T10:00:00Z")
@@ -198,7 +225,9 @@ def test_variants_split_by_weight_and_stick_per_customer(store_project):
 def test_audience_conditions_run_in_the_database(store_project):
     project = store_project
     project.config(risk={"red": {"inactive_for": "30d", "or_event": "complaint"}})
-    project.campaign("vip", """
+    project.campaign(
+        "vip",
+        """
         topic: offers
         trigger: {at: 2026-06-01T09:00:00Z}
         audience:
@@ -207,14 +236,25 @@ def test_audience_conditions_run_in_the_database(store_project):
           - not: {risk: red}
           - any: [{attribute: points, gte: 100}, {stage: loyal}]
         steps: [{template: plain, subject: "VIP"}]
-        """)
-    project.customers(customer("ann", plan="pro", points=150), customer("bob", plan="free", points=500),
-                      customer("cat", plan="business", points=10), customer("dan", plan="pro", points=300),
-                      customer("eve", plan="pro", points=200))
-    big = [{"customer": n, "event": "purchase", "at": f"2026-05-{d}T10:00:00Z", "properties": {"total": 80}}
-           for n in ("ann", "bob", "cat", "dan", "eve") for d in ("10", "20")]
-    project.events(*big, {"customer": "dan", "event": "complaint", "at": "2026-05-25T10:00:00Z"},
-                   {"customer": "eve", "event": "purchase", "at": "2026-05-21T10:00:00Z", "properties": {"total": 10}})
+        """,
+    )
+    project.customers(
+        customer("ann", plan="pro", points=150),
+        customer("bob", plan="free", points=500),
+        customer("cat", plan="business", points=10),
+        customer("dan", plan="pro", points=300),
+        customer("eve", plan="pro", points=200),
+    )
+    big = [
+        {"customer": n, "event": "purchase", "at": f"2026-05-{d}T10:00:00Z", "properties": {"total": 80}}
+        for n in ("ann", "bob", "cat", "dan", "eve")
+        for d in ("10", "20")
+    ]
+    project.events(
+        *big,
+        {"customer": "dan", "event": "complaint", "at": "2026-05-25T10:00:00Z"},
+        {"customer": "eve", "event": "purchase", "at": "2026-05-21T10:00:00Z", "properties": {"total": 10}},
+    )
     project.tick("2026-06-01T09:00:00Z")
     # bob: free plan; cat: neither 100 points nor loyal; dan: a complaint makes him red
     assert sorted(project.sent()) == [("ann", 1), ("eve", 1)]
@@ -224,13 +264,19 @@ def test_unsubscribed_suppressed_and_unconfirmed_get_nothing_with_a_reason(store
     project = store_project
     project.config(double_opt_in=True)
     project.campaign("welcome", WELCOME)
-    project.customers(customer("ok", confirmed_at="2026-01-01T00:00:00Z"),
-                      customer("unconfirmed"),
-                      customer("gone", confirmed_at="2026-01-01T00:00:00Z"),
-                      customer("later", confirmed_at="2026-01-01T00:00:00Z"))
+    project.customers(
+        customer("ok", confirmed_at="2026-01-01T00:00:00Z"),
+        customer("unconfirmed"),
+        customer("gone", confirmed_at="2026-01-01T00:00:00Z"),
+        customer("later", confirmed_at="2026-01-01T00:00:00Z"),
+    )
     project.cli("suppress", "gone@example.com", "--reason", "bounce")
-    project.events(*({"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"}
-                     for n in ("ok", "unconfirmed", "gone", "later")))
+    project.events(
+        *(
+            {"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"}
+            for n in ("ok", "unconfirmed", "gone", "later")
+        )
+    )
     project.tick("2026-03-01T10:00:00Z")
     # "later" unsubscribes from the topic after entering: step 2 records why it was not sent
     project.customers(customer("later", confirmed_at="2026-01-01T00:00:00Z", topics={"news": False}))
@@ -270,8 +316,10 @@ def test_two_ticks_at_once_send_each_message_once(store_project):
     signups(project, *[f"c{i:03d}" for i in range(300)])
     config = str(project.root / "config.yaml")
     command = [sys.executable, "-m", "engine", "tick", "--config", config, "--now", "2026-03-01T10:00:00Z", "--json"]
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**__import__("os").environ}) for _ in range(3)]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**__import__("os").environ})
+        for _ in range(3)
+    ]
     outputs = [w.communicate(timeout=120) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-500:] for o in outputs]
     sent = [json.loads(o[0])["campaigns"]["welcome"].get("sent", 0) for o in outputs]
@@ -283,8 +331,10 @@ def test_two_ticks_at_once_send_each_message_once(store_project):
 def test_reimporting_events_with_ids_stores_nothing_twice_and_says_so(store_project):
     project = store_project
     project.customers(customer("ann"))
-    events = project.jsonl("events.jsonl", [{"id": f"e{i}", "customer": "ann", "event": "login",
-                                             "at": "2026-03-01T10:00:00Z"} for i in range(3)])
+    events = project.jsonl(
+        "events.jsonl",
+        [{"id": f"e{i}", "customer": "ann", "event": "login", "at": "2026-03-01T10:00:00Z"} for i in range(3)],
+    )
     assert "3 stored" in project.cli("import", "events", str(events)).stdout
     assert "0 stored, 3 already stored" in project.cli("import", "events", str(events)).stdout
     assert project.query("SELECT count(*) FROM event") == [(3,)]

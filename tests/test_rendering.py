@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
+from conftest import REPO
 from mjml import mjml2html
 
-from conftest import REPO
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
 from engine.customers.demo_data import sample_customers
 from engine.errors import TemplateError
 from engine.mail.message import build_email
-from engine.mail.rendering import Renderer, RenderedEmail, is_rtl, right_to_left, template_context
+from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context
 from engine.mail.validation import _sample_customer, sample_event
 
-LINKS = {"preferences": "https://shop.example/preferences/P1", "unsubscribe": "https://shop.example/unsubscribe/U1",
-         "confirm": "https://shop.example/confirm/C1"}
-NOW = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+LINKS = {
+    "preferences": "https://shop.example/preferences/P1",
+    "unsubscribe": "https://shop.example/unsubscribe/U1",
+    "confirm": "https://shop.example/confirm/C1",
+}
+NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
 
 
 def squeeze(html: str) -> str:
@@ -41,9 +44,15 @@ def slow_way(renderer: Renderer, name: str, context: dict) -> str:
 
 
 def context_for(renderer: Renderer, **values) -> dict:
-    return {"customer": {"first_name": "Ann", "email": "ann@example.com"}, "event": None,
-            "brand": renderer.config.brand.model_dump(), "links": LINKS, "locale": "en", "timezone": "UTC",
-            **values}
+    return {
+        "customer": {"first_name": "Ann", "email": "ann@example.com"},
+        "event": None,
+        "brand": renderer.config.brand.model_dump(),
+        "links": LINKS,
+        "locale": "en",
+        "timezone": "UTC",
+        **values,
+    }
 
 
 @pytest.fixture
@@ -57,9 +66,12 @@ def write(project, name: str, source: str) -> None:
 
 def shipped_cases() -> list:
     config = load_config(REPO / "config.yaml")
-    return [pytest.param(campaign.name, step, content.template, locale, id=f"{content.template}-{locale}")
-            for campaign in load_campaigns(config) for locale in config.locales
-            for step, content in ((n, c) for n, s in enumerate(campaign.steps, 1) for c in s.choices())]
+    return [
+        pytest.param(campaign.name, step, content.template, locale, id=f"{content.template}-{locale}")
+        for campaign in load_campaigns(config)
+        for locale in config.locales
+        for step, content in ((n, c) for n, s in enumerate(campaign.steps, 1) for c in s.choices())
+    ]
 
 
 @pytest.mark.parametrize("campaign_name, step, template, locale", shipped_cases())
@@ -85,7 +97,9 @@ def test_each_file_is_compiled_once_until_it_or_its_layout_changes(project, rend
     assert Renderer(renderer.config).compile("plain.mjml") is first  # shared by every renderer
     assert "step 1." in renderer.render("plain", "Hi", context_for(renderer, step={"number": 1})).html
 
-    write(project, "plain.mjml", "{% extends '_layout.mjml' %}{% block content %}Changed {{ step.number }}{% endblock %}")
+    write(
+        project, "plain.mjml", "{% extends '_layout.mjml' %}{% block content %}Changed {{ step.number }}{% endblock %}"
+    )
     os.utime(project.root / "templates" / "emails" / "plain.mjml", ns=(1, 1))  # a different mtime, whatever the clock
     second = renderer.compile("plain.mjml")
     assert second is not first
@@ -100,11 +114,15 @@ def test_each_file_is_compiled_once_until_it_or_its_layout_changes(project, rend
 
 
 def test_jinja_survives_mjml_in_attributes_and_text(project, renderer):
-    write(project, "links.mjml", """<mjml><mj-body><mj-section><mj-column>
+    write(
+        project,
+        "links.mjml",
+        """<mjml><mj-body><mj-section><mj-column>
       <mj-button href="{{ brand.url ~ "/shop?c=" ~ customer.first_name|urlencode }}">Shop</mj-button>
       <mj-image src="{{ brand.url }}/{{ 'logo' }}.png" alt="{{ customer.first_name }} &amp; co" />
       <mj-text><a href="{{ links.unsubscribe }}">Unsubscribe</a> {{ "{{ literal }}" }}</mj-text>
-    </mj-column></mj-section></mj-body></mjml>""")
+    </mj-column></mj-section></mj-body></mjml>""",
+    )
     html = renderer.render("links", "x", context_for(renderer)).html
     assert 'href="https://shop.example/shop?c=Ann"' in html
     assert 'src="https://shop.example/logo.png"' in html and 'alt="Ann &amp; co"' in html
@@ -114,10 +132,19 @@ def test_jinja_survives_mjml_in_attributes_and_text(project, renderer):
 
 def test_if_around_whole_sections_keeps_its_meaning(project, renderer):
     section = "<mj-section><mj-column><mj-text>{}</mj-text></mj-column></mj-section>"
-    write(project, "sections.mjml", "<mjml><mj-body><mj-wrapper>" + section.format("first")
-          + "{% if customer.vip %}" + section.format("for {{ customer.first_name }} only") + "{% endif %}"
-          + "{% for tip in customer.tips %}" + section.format("tip {{ tip }}") + "{% endfor %}"
-          + "</mj-wrapper></mj-body></mjml>")
+    write(
+        project,
+        "sections.mjml",
+        "<mjml><mj-body><mj-wrapper>"
+        + section.format("first")
+        + "{% if customer.vip %}"
+        + section.format("for {{ customer.first_name }} only")
+        + "{% endif %}"
+        + "{% for tip in customer.tips %}"
+        + section.format("tip {{ tip }}")
+        + "{% endfor %}"
+        + "</mj-wrapper></mj-body></mjml>",
+    )
     for vip, tips in ((True, ["a", "b"]), (False, [])):
         context = context_for(renderer, customer={"first_name": "Ann", "vip": vip, "tips": tips})
         html = renderer.render("sections", "x", context).html
@@ -128,12 +155,18 @@ def test_if_around_whole_sections_keeps_its_meaning(project, renderer):
 
 
 def test_customer_data_is_escaped_in_html_and_plain_in_text(project, renderer):
-    write(project, "derived.mjml", """<mjml><mj-body><mj-section><mj-column>
+    write(
+        project,
+        "derived.mjml",
+        """<mjml><mj-body><mj-section><mj-column>
       <mj-text>Hello {{ customer.first_name }}, <a href="{{ links.preferences }}">your preferences</a></mj-text>
       {% if customer.vip %}<mj-text>VIP</mj-text>{% endif %}
-    </mj-column></mj-section></mj-body></mjml>""")
+    </mj-column></mj-section></mj-body></mjml>""",
+    )
     evil = '<script>alert("x")</script>'
-    rendered = renderer.render("derived", "Hi {{ customer.first_name }}", context_for(renderer, customer={"first_name": evil, "vip": False}))
+    rendered = renderer.render(
+        "derived", "Hi {{ customer.first_name }}", context_for(renderer, customer={"first_name": evil, "vip": False})
+    )
     assert "<script>" not in rendered.html and "&lt;script&gt;" in rendered.html
     assert f"Hello {evil}" in rendered.text  # the text part is not HTML: no entities in it
     assert f"[your preferences]({LINKS['preferences']})" in rendered.text  # derived from the HTML, links kept
@@ -148,7 +181,11 @@ def test_a_txt_file_is_the_text_part(project, renderer):
 
 
 def test_an_undefined_name_is_located_in_the_file_the_author_wrote(project, renderer):
-    write(project, "broken.mjml", "{% extends '_layout.mjml' %}{% block content %}\nline two\n{{ customer.nickname }}{% endblock %}")
+    write(
+        project,
+        "broken.mjml",
+        "{% extends '_layout.mjml' %}{% block content %}\nline two\n{{ customer.nickname }}{% endblock %}",
+    )
     with pytest.raises(TemplateError) as caught:
         renderer.render("broken", "x", context_for(renderer))
     (problem,) = caught.value.problems
@@ -156,7 +193,11 @@ def test_an_undefined_name_is_located_in_the_file_the_author_wrote(project, rend
 
 
 def test_the_sandbox_refuses_unsafe_attributes(project, renderer):
-    write(project, "unsafe.mjml", "{% extends '_layout.mjml' %}{% block content %}{{ customer.__class__.__mro__ }}{% endblock %}")
+    write(
+        project,
+        "unsafe.mjml",
+        "{% extends '_layout.mjml' %}{% block content %}{{ customer.__class__.__mro__ }}{% endblock %}",
+    )
     with pytest.raises(TemplateError):
         renderer.render("unsafe", "x", context_for(renderer))
 
@@ -172,16 +213,23 @@ def test_syntax_errors_and_unsupported_tags_are_located(project, renderer):
 
 
 def test_a_tag_where_mjml_allows_no_text_is_explained(project, renderer):
-    write(project, "head.mjml", "<mjml><mj-head>{% if customer.vip %}<mj-title>VIP</mj-title>{% endif %}</mj-head>"
-                                "<mj-body></mj-body></mjml>")
+    write(
+        project,
+        "head.mjml",
+        "<mjml><mj-head>{% if customer.vip %}<mj-title>VIP</mj-title>{% endif %}</mj-head><mj-body></mj-body></mjml>",
+    )
     with pytest.raises(TemplateError, match="keep them in text, in attribute values"):
         renderer.render("head", "x", context_for(renderer))
 
 
 def test_locale_filters_for_dates_numbers_and_money(project, renderer):
-    write(project, "numbers.mjml", "<mjml><mj-body><mj-section><mj-column><mj-text>"
-                                   "{{ customer.expires|date }} | {{ customer.points|number }} | {{ 1234.5|money('EUR') }}"
-                                   "</mj-text></mj-column></mj-section></mj-body></mjml>")
+    write(
+        project,
+        "numbers.mjml",
+        "<mjml><mj-body><mj-section><mj-column><mj-text>"
+        "{{ customer.expires|date }} | {{ customer.points|number }} | {{ 1234.5|money('EUR') }}"
+        "</mj-text></mj-column></mj-section></mj-body></mjml>",
+    )
     facts = {"first_name": "A", "expires": "2026-05-01", "points": 12345}
     english = renderer.render("numbers", "x", context_for(renderer, customer=facts)).html
     arabic = renderer.render("numbers", "x", context_for(renderer, customer=facts, locale="ar")).html
@@ -204,16 +252,23 @@ def test_arabic_is_right_to_left_all_the_way_down(monkeypatch):
 
 
 def test_any_right_to_left_language_gets_it_without_asking(project, renderer):
-    write(project, "plain.he.mjml", "<mjml><mj-body><mj-section><mj-column><mj-text>שלום</mj-text>"
-                                    "</mj-column></mj-section></mj-body></mjml>")
+    write(
+        project,
+        "plain.he.mjml",
+        "<mjml><mj-body><mj-section><mj-column><mj-text>שלום</mj-text></mj-column></mj-section></mj-body></mjml>",
+    )
     html = renderer.render("plain", "x", context_for(renderer, locale="he")).html
     assert '<html lang="he" dir="rtl"' in html and "direction:ltr" not in html
     assert "text-align:right" in html
 
 
 def test_a_template_may_still_choose_its_own_alignment(project, renderer):
-    write(project, "plain.ar.mjml", """<mjml><mj-head><mj-attributes><mj-text align="center" /></mj-attributes></mj-head>
-      <mj-body><mj-section><mj-column><mj-text>مرحبا</mj-text></mj-column></mj-section></mj-body></mjml>""")
+    write(
+        project,
+        "plain.ar.mjml",
+        """<mjml><mj-head><mj-attributes><mj-text align="center" /></mj-attributes></mj-head>
+      <mj-body><mj-section><mj-column><mj-text>مرحبا</mj-text></mj-column></mj-section></mj-body></mjml>""",
+    )
     html = renderer.render("plain", "x", context_for(renderer, locale="ar")).html
     assert "text-align:center" in html and "direction:rtl" in html
 
@@ -223,17 +278,28 @@ def test_a_template_may_still_choose_its_own_alignment(project, renderer):
 
 def message_for(project, rendered: RenderedEmail, **fields):
     config = load_config(project.root / "config.yaml")
-    values = {"send_id": 42, "campaign": "welcome", "marketing": True, "to": "ann@example.com", "to_name": "Ann Lee",
-              "rendered": rendered, "unsubscribe_url": LINKS["unsubscribe"], "now": NOW, **fields}
+    values = {
+        "send_id": 42,
+        "campaign": "welcome",
+        "marketing": True,
+        "to": "ann@example.com",
+        "to_name": "Ann Lee",
+        "rendered": rendered,
+        "unsubscribe_url": LINKS["unsubscribe"],
+        "now": NOW,
+        **fields,
+    }
     email = build_email(config, **values)
     return email, message_from_bytes(email.raw, policy=policy.default)
 
 
 ARABIC_TEXT = "أهلاً بك يا آن!\nتم تأكيد بريدك الإلكتروني.\n"
-ARABIC_HTML = ('<html lang="ar" dir="rtl"><body style="word-spacing:normal;"><table role="presentation" '
-               'style="width:100%;direction:rtl;text-align:right;font-family:Tahoma, Arial, sans-serif;">'
-               '<tr><td><p>أهلاً بك يا آن! <a href="https://shop.example/x?a=1&amp;b=2">رابط</a></p></td></tr>'
-               '</table></body></html>')
+ARABIC_HTML = (
+    '<html lang="ar" dir="rtl"><body style="word-spacing:normal;"><table role="presentation" '
+    'style="width:100%;direction:rtl;text-align:right;font-family:Tahoma, Arial, sans-serif;">'
+    '<tr><td><p>أهلاً بك يا آن! <a href="https://shop.example/x?a=1&amp;b=2">رابط</a></p></td></tr>'
+    "</table></body></html>"
+)
 
 
 def test_the_message_parses_back_to_what_was_meant(project):
@@ -242,7 +308,9 @@ def test_the_message_parses_back_to_what_was_meant(project):
     assert [(a.display_name, a.addr_spec) for a in message["To"].addresses] == [("Ann Lee", "ann@example.com")]
     assert str(message["Subject"]) == "أهلاً بك في المتجر، آن!"
     assert message["Date"].datetime == NOW
-    assert re.fullmatch(r"<[^@>]+@shop\.example>", str(message["Message-ID"])) and email.message_id == str(message["Message-ID"])
+    assert re.fullmatch(r"<[^@>]+@shop\.example>", str(message["Message-ID"])) and email.message_id == str(
+        message["Message-ID"]
+    )
     assert str(message["MIME-Version"]) == "1.0"
     assert str(message["List-Unsubscribe"]) == f"<{LINKS['unsubscribe']}>"
     assert str(message["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
@@ -258,8 +326,11 @@ def test_the_message_parses_back_to_what_was_meant(project):
 
 def test_every_line_is_crlf_and_short(project):
     long_html = "<p>" + "word " * 500 + "é" * 100 + "</p>\n<p>.starts with a dot</p>"
-    email, message = message_for(project, RenderedEmail("Hi " + "x " * 600, long_html, "From the start\n" + "y" * 300),
-                                 unsubscribe_url="https://shop.example/unsubscribe/" + "t" * 300)
+    email, message = message_for(
+        project,
+        RenderedEmail("Hi " + "x " * 600, long_html, "From the start\n" + "y" * 300),
+        unsubscribe_url="https://shop.example/unsubscribe/" + "t" * 300,
+    )
     assert b"\n" not in email.raw.replace(b"\r\n", b"")
     head, _, body = email.raw.partition(b"\r\n\r\n")
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
@@ -305,24 +376,41 @@ def test_transactional_mail_has_no_unsubscribe_headers(project):
 
 
 def test_validate_fails_a_marketing_template_without_a_way_out_or_the_postal_address(project):
-    project.campaign("news", """
+    project.campaign(
+        "news",
+        """
         topic: news
         trigger: {event: signed_up}
         steps: [{template: bare, subject: "News"}]
-        """)
-    write(project, "bare.mjml", "<mjml><mj-body><mj-section><mj-column><mj-text>No way out</mj-text>"
-                                "</mj-column></mj-section></mj-body></mjml>")
+        """,
+    )
+    write(
+        project,
+        "bare.mjml",
+        "<mjml><mj-body><mj-section><mj-column><mj-text>No way out</mj-text></mj-column></mj-section></mj-body></mjml>",
+    )
     result = project.cli("validate", expect=1)
-    assert "bare.mjml:1:1: marketing template 'bare' (en) has no links.unsubscribe or links.preferences link" in result.output
+    assert (
+        "bare.mjml:1:1: marketing template 'bare' (en) has no links.unsubscribe or links.preferences link"
+        in result.output
+    )
 
-    write(project, "bare.mjml", "<mjml><mj-body><mj-section><mj-column><mj-text>"
-                                '<a href="{{ links.preferences }}">Preferences</a></mj-text>'
-                                "</mj-column></mj-section></mj-body></mjml>")
+    write(
+        project,
+        "bare.mjml",
+        "<mjml><mj-body><mj-section><mj-column><mj-text>"
+        '<a href="{{ links.preferences }}">Preferences</a></mj-text>'
+        "</mj-column></mj-section></mj-body></mjml>",
+    )
     result = project.cli("validate", expect=1)
     assert "marketing template 'bare' (en) has no brand.address" in result.output
     assert "links.unsubscribe" not in result.output
 
-    write(project, "bare.mjml", "<mjml><mj-body><mj-section><mj-column><mj-text>"
-                                '<a href="{{ links.preferences }}">Preferences</a> {{ brand.address }}</mj-text>'
-                                "</mj-column></mj-section></mj-body></mjml>")
+    write(
+        project,
+        "bare.mjml",
+        "<mjml><mj-body><mj-section><mj-column><mj-text>"
+        '<a href="{{ links.preferences }}">Preferences</a> {{ brand.address }}</mj-text>'
+        "</mj-column></mj-section></mj-body></mjml>",
+    )
     project.cli("validate")

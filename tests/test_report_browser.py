@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,7 +22,9 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chrom
 def report_files(project):
     """The report of a sample store after two days of ticks, as JSON and as an HTML file."""
     project.config(topics={name: {"title": name} for name in ("news", "offers", "product_news", "feedback")})
-    project.campaign("welcome", """
+    project.campaign(
+        "welcome",
+        """
         topic: news
         trigger: {event: signed_up}
         goal: {event: purchase, within: 30d}
@@ -31,15 +32,15 @@ def report_files(project):
         steps:
           - {template: plain, subject: "Welcome"}
           - {template: plain, subject: "Tips", delay: 1d}
-        """)
+        """,
+    )
     project.cli("demo", "--customers", "120", "--now", NOW)
     project.tick(NOW)
     project.tick("2026-06-02T10:00:00Z")
     report = json.loads(project.cli("report", "--now", "2026-06-02T10:00:00Z", "--format", "json").stdout)
     ARTIFACTS.mkdir(exist_ok=True)
     page = ARTIFACTS / "report.html"
-    page.write_text(project.cli("report", "--now", "2026-06-02T10:00:00Z", "--format", "html").stdout,
-                    encoding="utf-8")
+    page.write_text(project.cli("report", "--now", "2026-06-02T10:00:00Z", "--format", "html").stdout, encoding="utf-8")
     return report, page
 
 
@@ -51,8 +52,15 @@ def test_charts_render_offline_in_chromium(report_files):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("request", lambda request: requests.append(request.url))

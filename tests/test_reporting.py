@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from conftest import customer
 from sqlalchemy import event, select
 
-from conftest import customer
+from engine.campaigns.language import Goal
 from engine.delivery.outcomes import record_deliveries
 from engine.insights.html import report_page
-from engine.campaigns.language import Goal
 from engine.insights.report import Scope, _conversions, month_starts
-from engine.store.tables import Customer, Send
 from engine.store.dialect import make_engine
+from engine.store.tables import Customer, Send
 
 OFFER = """\
 topic: offers
@@ -50,11 +50,17 @@ def deliver(project, name: str, step: int, *kinds: str) -> None:
     webhook stores them."""
     with project.db.begin() as connection:
         send_id, sent_at = connection.execute(
-            select(Send.id, Send.sent_at).join(Customer, Customer.id == Send.customer_id)
-            .where(Send.campaign == "offer", Send.step == step, Customer.external_id == name)).one()
-        record_deliveries(connection, [{"send_id": send_id, "kind": kind, "at": sent_at,
-                                        "provider_event_id": f"{name}-{step}-{i}-{kind}"}
-                                       for i, kind in enumerate(kinds)])
+            select(Send.id, Send.sent_at)
+            .join(Customer, Customer.id == Send.customer_id)
+            .where(Send.campaign == "offer", Send.step == step, Customer.external_id == name)
+        ).one()
+        record_deliveries(
+            connection,
+            [
+                {"send_id": send_id, "kind": kind, "at": sent_at, "provider_event_id": f"{name}-{step}-{i}-{kind}"}
+                for i, kind in enumerate(kinds)
+            ],
+        )
 
 
 @pytest.fixture
@@ -75,7 +81,8 @@ def store(store_project):
         {"customer": "cat", "event": "purchase", "at": "2026-03-04T12:00:00Z", "properties": {"total": 10}},
         {"customer": "dan", "event": "purchase", "at": "2026-03-05T12:00:00Z", "properties": {"total": 80.5}},
         {"customer": "eve", "event": "purchase", "at": "2026-03-20T12:00:00Z", "properties": {"total": 20}},
-        {"customer": "gus", "event": "complaint", "at": "2026-03-15T12:00:00Z"})
+        {"customer": "gus", "event": "complaint", "at": "2026-03-15T12:00:00Z"},
+    )
     project.tick("2026-03-03T10:00:00Z")
     for name in VARIANT:
         deliver(project, name, 1, "delivered")
@@ -96,33 +103,70 @@ def report_json(project, *options: str) -> dict:
 
 
 def step_row(step: int, variant: str | None, **figures) -> dict:
-    base = {"step": step, "variant": variant, "sent": 0, **ZERO_OUTCOMES, "failed": 0, "unknown": 0,
-            "expired": 0, "held_out": 0, "waiting": 0, "skipped": {}, "converted": 0}
+    base = {
+        "step": step,
+        "variant": variant,
+        "sent": 0,
+        **ZERO_OUTCOMES,
+        "failed": 0,
+        "unknown": 0,
+        "expired": 0,
+        "held_out": 0,
+        "waiting": 0,
+        "skipped": {},
+        "converted": 0,
+    }
     return {**base, **figures}
 
 
 # ann converts after step 1, dan after both steps, eve too late; cat converts while held out.
 EXPECTED_OFFER = {
     "goal": "purchase within 1w",
-    "entered": 10, "sent": 13, "delivered": 9, "opened": 4, "clicked": 1, "bounced": 2, "complained": 1,
-    "unsubscribed": 1, "failed": 0, "unknown": 0, "expired": 0, "held_out": 3, "waiting": 0, "converted": 3,
+    "entered": 10,
+    "sent": 13,
+    "delivered": 9,
+    "opened": 4,
+    "clicked": 1,
+    "bounced": 2,
+    "complained": 1,
+    "unsubscribed": 1,
+    "failed": 0,
+    "unknown": 0,
+    "expired": 0,
+    "held_out": 3,
+    "waiting": 0,
+    "converted": 3,
     "skipped": {"suppressed": 1},
     "steps": [
-        step_row(1, "a", sent=4, delivered=4, opened=2, clicked=1, complained=1, unsubscribed=1, held_out=2,
-                 converted=1),
+        step_row(
+            1, "a", sent=4, delivered=4, opened=2, clicked=1, complained=1, unsubscribed=1, held_out=2, converted=1
+        ),
         step_row(1, "b", sent=3, delivered=3, opened=1, bounced=2, held_out=1, converted=1),
         step_row(2, None, sent=6, delivered=2, opened=1, skipped={"suppressed": 1}, converted=1),
     ],
     "lift": {
         "treated": {"entries": 7, "converted": 2, "rate": 28.57},
         "held_out": {"entries": 3, "converted": 1, "rate": 33.33},
-        "difference": -4.76, "ci_low": -54.97, "ci_high": 39.98, "relative": -14.29, "p_value": 0.8047,
+        "difference": -4.76,
+        "ci_low": -54.97,
+        "ci_high": 39.98,
+        "relative": -14.29,
+        "p_value": 0.8047,
         "confidence": 0.95,
     },
 }
 EXPECTED_WELCOME = {
-    "goal": None, "entered": 10, "sent": 10, **ZERO_OUTCOMES, "failed": 0, "unknown": 0, "expired": 10,
-    "held_out": 0, "waiting": 0, "converted": 0, "skipped": {},
+    "goal": None,
+    "entered": 10,
+    "sent": 10,
+    **ZERO_OUTCOMES,
+    "failed": 0,
+    "unknown": 0,
+    "expired": 10,
+    "held_out": 0,
+    "waiting": 0,
+    "converted": 0,
+    "skipped": {},
     "steps": [step_row(1, None, sent=10), step_row(2, None, expired=10)],
     "lift": None,
 }
@@ -137,14 +181,29 @@ def test_activity_stages_risk_and_red_list(store):
     report = report_json(store)
     months = [row["month"] for row in report["activity"]]
     assert months == [f"2025-{m:02d}" for m in range(4, 13)] + ["2026-01", "2026-02", "2026-03"]
-    assert report["activity"][-1] == {"month": "2026-03", "sent": 23, "delivered": 9, "opened": 4, "clicked": 1,
-                                      "bounced": 2, "complained": 1, "unsubscribed": 1}
+    assert report["activity"][-1] == {
+        "month": "2026-03",
+        "sent": 23,
+        "delivered": 9,
+        "opened": 4,
+        "clicked": 1,
+        "bounced": 2,
+        "complained": 1,
+        "unsubscribed": 1,
+    }
     assert all(row["sent"] == 0 for row in report["activity"][:-1])
     # nobody is 90 days inactive; four bought; gus complained; eve was active yesterday
     assert report["stages"] == {"prospect": 6, "current": 4, "loyal": 0, "lost": 0}
     assert report["risk"] == {"green": 1, "yellow": 8, "red": 1}
-    assert report["red_customers"] == [{"id": "gus", "email": "gus@example.com", "name": "Gus", "value": 0.0,
-                                        "last_activity": "2026-03-15T12:00:00+00:00"}]
+    assert report["red_customers"] == [
+        {
+            "id": "gus",
+            "email": "gus@example.com",
+            "name": "Gus",
+            "value": 0.0,
+            "last_activity": "2026-03-15T12:00:00+00:00",
+        }
+    ]
     # everyone was created on 1 January and nobody is lost
     assert report["retention"][-3:] == [
         {"month": "2026-01", "start": 0, "end": 10, "new": 10, "crr": None},
@@ -164,14 +223,25 @@ def test_the_table_shows_the_same_numbers(store, monkeypatch):
     assert cells("offer") == ["10", "13", "9", "4", "1", "2", "1", "1", "3"]
     assert cells("welcome") == ["10", "10", "0", "0", "0", "0", "0", "0", "0"]
     assert cells("offer", after="not sent") == ["0", "0", "0", "3", "0", "suppressed", "1"]
-    assert cells("offer", after="holdout lift") == ["28.57", "(2/7)", "33.33", "(1/3)", "-4.76", "-54.97", "to",
-                                                    "39.98", "0.8047"]
+    assert cells("offer", after="holdout lift") == [
+        "28.57",
+        "(2/7)",
+        "33.33",
+        "(1/3)",
+        "-4.76",
+        "-54.97",
+        "to",
+        "39.98",
+        "0.8047",
+    ]
     assert cells("2026-02") == ["10", "10", "0", "100.0"]
     assert cells("gus") == ["gus@example.com", "Gus", "0.00", "2026-03-15"]
     step_rows = [line.split() for line in lines if line.strip().startswith("step")]
-    assert step_rows[:3] == [["step", "1", "a", "4", "4", "2", "1", "0", "1", "1", "1"],
-                             ["step", "1", "b", "3", "3", "1", "0", "2", "0", "0", "1"],
-                             ["step", "2", "6", "2", "1", "0", "0", "0", "0", "1"]]
+    assert step_rows[:3] == [
+        ["step", "1", "a", "4", "4", "2", "1", "0", "1", "1", "1"],
+        ["step", "1", "b", "3", "3", "1", "0", "2", "0", "0", "1"],
+        ["step", "2", "6", "2", "1", "0", "0", "0", "0", "1"],
+    ]
 
 
 def test_the_html_page_shows_the_same_numbers(store):
@@ -179,8 +249,20 @@ def test_the_html_page_shows_the_same_numbers(store):
     assert page.startswith("<!doctype html>") and "<script src" not in page  # plotly.js is inlined
     offer = re.search(r'<tr class="campaign" data-campaign="offer">(.*?)</tr>', page, re.S).group(1)
     figures = dict(re.findall(r'data-figure="(\w+)">([^<]*)<', offer))
-    assert figures == {k: str(EXPECTED_OFFER[k]) for k in ("entered", "sent", "delivered", "opened", "clicked",
-                                                            "bounced", "complained", "unsubscribed", "converted")}
+    assert figures == {
+        k: str(EXPECTED_OFFER[k])
+        for k in (
+            "entered",
+            "sent",
+            "delivered",
+            "opened",
+            "clicked",
+            "bounced",
+            "complained",
+            "unsubscribed",
+            "converted",
+        )
+    }
     assert "<td>28.57</td>" in page and "<td>-54.97 to 39.98</td>" in page
     assert '<td data-group="yellow">8</td>' in page
     assert page == report_page(report_json(store))  # the page is a function of the report alone
@@ -193,8 +275,10 @@ def test_campaign_filter(store):
 def test_the_tallies_and_a_count_of_the_rows_agree(store):
     """Without --since the campaign figures come from the tallies; with a --since before every
     entry, from the rows themselves: the same figures either way, on both databases."""
-    store.query("UPDATE send SET status = 'failed', reason = 'mailbox full' WHERE id = (SELECT min(id) FROM send "
-                "WHERE status = 'sent')")  # a failure, and its reason, which only the rows carry
+    store.query(
+        "UPDATE send SET status = 'failed', reason = 'mailbox full' WHERE id = (SELECT min(id) FROM send "
+        "WHERE status = 'sent')"
+    )  # a failure, and its reason, which only the rows carry
     tallied = report_json(store)["campaigns"]
     counted = report_json(store, "--since", "2000-01-01T00:00:00Z")["campaigns"]
     assert tallied == counted
@@ -218,12 +302,15 @@ def test_since_keeps_later_entries_with_their_sends(project):
     assert later["since"] == "2026-03-05T00:00:00+00:00"
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--since", "yesterday", "--since: 'yesterday' is not an ISO-8601 date or time"),
-    ("--now", "2026-13-01", "--now: '2026-13-01' is not an ISO-8601 date or time"),
-    ("--format", "xml", "--format: 'xml' is not one of table, json, html"),
-    ("--campaign", "nope", "no campaign named 'nope'"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--since", "yesterday", "--since: 'yesterday' is not an ISO-8601 date or time"),
+        ("--now", "2026-13-01", "--now: '2026-13-01' is not an ISO-8601 date or time"),
+        ("--format", "xml", "--format: 'xml' is not one of table, json, html"),
+        ("--campaign", "nope", "no campaign named 'nope'"),
+    ],
+)
 def test_bad_options_are_one_line_and_exit_1(project, option, value, message):
     project.campaign("welcome", WELCOME)
     result = project.cli("report", option, value, expect=1)
@@ -254,16 +341,34 @@ def test_retention_by_hand(project):
     """
     project.config(stages={"lost": {"inactive_for": "30d"}})
     project.campaign("welcome", WELCOME)
-    project.customers(customer("c", created_at="2025-12-01T00:00:00Z"), customer("a", created_at="2026-01-10T00:00:00Z"),
-                      customer("b", created_at="2026-02-01T00:00:00Z"), customer("d", created_at="2026-04-15T00:00:00Z"),
-                      customer("g", created_at="2026-05-01T00:00:00Z"), customer("f", created_at="2026-06-01T00:00:00Z"),
-                      customer("e", created_at="2026-06-20T00:00:00Z"))
-    purchases = [("c", "2026-03-10", 120), ("d", "2026-04-15T12:00", 30), ("b", "2026-05-20", 40),
-                 *((("g", f"2026-06-{day:02d}", 10) for day in (1, 5, 8, 11, 14)))]
-    project.events(*({"customer": who, "event": "purchase", "at": f"{day}Z" if "T" in day else f"{day}T00:00:00Z",
-                      "properties": {"total": total}} for who, day, total in purchases),
-                   {"customer": "f", "event": "complaint", "at": "2026-06-10T00:00:00Z"},
-                   {"customer": "c", "event": "visit", "at": "2026-07-01T00:00:00Z"})
+    project.customers(
+        customer("c", created_at="2025-12-01T00:00:00Z"),
+        customer("a", created_at="2026-01-10T00:00:00Z"),
+        customer("b", created_at="2026-02-01T00:00:00Z"),
+        customer("d", created_at="2026-04-15T00:00:00Z"),
+        customer("g", created_at="2026-05-01T00:00:00Z"),
+        customer("f", created_at="2026-06-01T00:00:00Z"),
+        customer("e", created_at="2026-06-20T00:00:00Z"),
+    )
+    purchases = [
+        ("c", "2026-03-10", 120),
+        ("d", "2026-04-15T12:00", 30),
+        ("b", "2026-05-20", 40),
+        *(("g", f"2026-06-{day:02d}", 10) for day in (1, 5, 8, 11, 14)),
+    ]
+    project.events(
+        *(
+            {
+                "customer": who,
+                "event": "purchase",
+                "at": f"{day}Z" if "T" in day else f"{day}T00:00:00Z",
+                "properties": {"total": total},
+            }
+            for who, day, total in purchases
+        ),
+        {"customer": "f", "event": "complaint", "at": "2026-06-10T00:00:00Z"},
+        {"customer": "c", "event": "visit", "at": "2026-07-01T00:00:00Z"},
+    )
     report = json.loads(project.cli("report", "--now", "2026-06-15T12:00:00Z", "--format", "json").stdout)
     empty = [{"month": f"2025-{m:02d}", "start": 0, "end": 0, "new": 0, "crr": None} for m in range(7, 12)]
     assert report["retention"] == empty + [
@@ -277,16 +382,20 @@ def test_retention_by_hand(project):
     ]
     assert report["stages"] == {"prospect": 1, "current": 1, "loyal": 1, "lost": 3}
     assert report["risk"] == {"green": 1, "yellow": 1, "red": 4}
-    assert [(p["id"], p["value"]) for p in report["red_customers"]] == [("c", 120.0), ("d", 30.0), ("a", 0.0),
-                                                                        ("f", 0.0)]
+    assert [(p["id"], p["value"]) for p in report["red_customers"]] == [
+        ("c", 120.0),
+        ("d", 30.0),
+        ("a", 0.0),
+        ("f", 0.0),
+    ]
 
 
 def test_months_follow_the_config_timezone():
     """1 March 03:00 in Tokyo is still February in UTC; the month starts are Tokyo midnights."""
-    starts = month_starts(datetime(2026, 2, 28, 18, 0, tzinfo=timezone.utc), "Asia/Tokyo")
+    starts = month_starts(datetime(2026, 2, 28, 18, 0, tzinfo=UTC), "Asia/Tokyo")
     assert len(starts) == 13
-    assert starts[-2] == datetime(2026, 2, 28, 15, 0, tzinfo=timezone.utc)  # 1 March 00:00 +09:00
-    assert starts[0] == datetime(2025, 3, 31, 15, 0, tzinfo=timezone.utc)
+    assert starts[-2] == datetime(2026, 2, 28, 15, 0, tzinfo=UTC)  # 1 March 00:00 +09:00
+    assert starts[0] == datetime(2025, 3, 31, 15, 0, tzinfo=UTC)
 
 
 def test_on_sqlite_each_goal_event_probes_its_customers_rows_whatever_the_statistics(project):
@@ -307,7 +416,7 @@ def test_on_sqlite_each_goal_event_probes_its_customers_rows_whatever_the_statis
 
     goals = {"offer": Goal.model_validate({"event": "purchase", "within": "7d"})}
     with engine.connect() as connection:
-        _conversions(connection, Scope(datetime(2026, 3, 21, 10, tzinfo=timezone.utc)), goals)
+        _conversions(connection, Scope(datetime(2026, 3, 21, 10, tzinfo=UTC)), goals)
     engine.dispose()
     assert len(plans) == 2
     for plan, table, index in zip(plans, ("send", "entry"), ("ix_send_customer_sent", "ix_entry_customer_entered")):

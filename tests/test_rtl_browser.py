@@ -9,17 +9,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import sync_playwright
-
 from conftest import REPO, customer
+from playwright.sync_api import sync_playwright
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="headless Chromium is not installed: apt-get install -y chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="headless Chromium is not installed: apt-get install -y chromium"
+)
 
 # Per element that holds text of its own: its computed direction and alignment, its box, its text.
 TEXT_BLOCKS = """() => [...document.querySelectorAll('body *')]
@@ -42,8 +48,10 @@ def welcome_html(project, locale: str) -> str:
     shutil.rmtree(project.root / "templates")
     shutil.copytree(REPO / "templates", project.root / "templates")
     shutil.copy(REPO / "campaigns" / "welcome.yaml", project.root / "campaigns" / "welcome.yaml")
-    project.config(brand=yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["brand"],
-                   topics={"onboarding": {"title": "Getting started"}})
+    project.config(
+        brand=yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["brand"],
+        topics={"onboarding": {"title": "Getting started"}},
+    )
     project.customers(customer("layla", first_name="ليلى", locale=locale, favourite_product="قهوة"))
     out = project.root / f"welcome.{locale}.html"
     project.cli("preview", "welcome", "--customer", "layla", "--locale", locale, "--out", str(out))
@@ -56,8 +64,10 @@ def look_at(browser, html: str, screenshot: str) -> tuple[dict, list[dict]]:
     page.set_content(html, wait_until="load")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
-    root = page.evaluate("() => ({dir: document.documentElement.dir, lang: document.documentElement.lang,"
-                         " direction: getComputedStyle(document.body).direction})")
+    root = page.evaluate(
+        "() => ({dir: document.documentElement.dir, lang: document.documentElement.lang,"
+        " direction: getComputedStyle(document.body).direction})"
+    )
     blocks = page.evaluate(TEXT_BLOCKS)
     page.close()
     return root, blocks

@@ -19,7 +19,7 @@ from engine.mail.rendering import RenderedEmail
 from engine.senders.sendgrid import SendgridSender
 
 API_KEY = "SG.test-key"
-NOW = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.UTC)
 SAME = RenderedEmail("Spring sale", "<p>20% off everything</p>", "20% off everything")
 
 
@@ -113,17 +113,32 @@ def api_key(monkeypatch):
 
 
 def make_config(base_url: str, **sendgrid) -> Config:
-    return Config.model_validate({
-        "from": {"email": "shop@example.com", "name": "Shop"}, "reply_to": "help@example.com",
-        "sender": {"backend": "sendgrid",
-                   "sendgrid": {"api_key_env": "SENDGRID_TEST_KEY", "base_url": base_url, **sendgrid}}})
+    return Config.model_validate(
+        {
+            "from": {"email": "shop@example.com", "name": "Shop"},
+            "reply_to": "help@example.com",
+            "sender": {
+                "backend": "sendgrid",
+                "sendgrid": {"api_key_env": "SENDGRID_TEST_KEY", "base_url": base_url, **sendgrid},
+            },
+        }
+    )
 
 
-def make_email(config: Config, send_id: int, to: str | None = None, rendered: RenderedEmail = SAME,
-               to_name: str | None = "Ann") -> OutgoingEmail:
-    return build_email(config, send_id=send_id, campaign="spring", marketing=True,
-                       to=to or f"user{send_id}@example.com", to_name=to_name, rendered=rendered,
-                       unsubscribe_url=f"https://shop.example.com/unsubscribe/tok{send_id}", now=NOW)
+def make_email(
+    config: Config, send_id: int, to: str | None = None, rendered: RenderedEmail = SAME, to_name: str | None = "Ann"
+) -> OutgoingEmail:
+    return build_email(
+        config,
+        send_id=send_id,
+        campaign="spring",
+        marketing=True,
+        to=to or f"user{send_id}@example.com",
+        to_name=to_name,
+        rendered=rendered,
+        unsubscribe_url=f"https://shop.example.com/unsubscribe/tok{send_id}",
+        now=NOW,
+    )
 
 
 @pytest.fixture
@@ -139,10 +154,18 @@ def by_id(results):
 
 def like(email: OutgoingEmail, send_id: int) -> OutgoingEmail:
     """The same content for another recipient, without paying for a full build_email each time."""
-    headers = {**email.headers, "X-Lifecycle-Send-Id": str(send_id),
-               "List-Unsubscribe": f"<https://shop.example.com/unsubscribe/tok{send_id}>"}
-    return replace(email, send_id=send_id, to=f"user{send_id}@example.com", headers=headers,
-                   message_id=f"<send{send_id}@example.com>")
+    headers = {
+        **email.headers,
+        "X-Lifecycle-Send-Id": str(send_id),
+        "List-Unsubscribe": f"<https://shop.example.com/unsubscribe/tok{send_id}>",
+    }
+    return replace(
+        email,
+        send_id=send_id,
+        to=f"user{send_id}@example.com",
+        headers=headers,
+        message_id=f"<send{send_id}@example.com>",
+    )
 
 
 def test_identical_content_goes_in_requests_of_at_most_1000(api, sender):
@@ -162,8 +185,10 @@ def test_identical_content_goes_in_requests_of_at_most_1000(api, sender):
     assert first["headers"]["List-Unsubscribe"] == "<https://shop.example.com/unsubscribe/tok7>"
     assert first["headers"]["X-Lifecycle-Send-Id"] == "7"
     assert first["headers"]["Message-ID"] == emails[6].message_id
-    assert api.bodies[0]["headers"] == {"X-Lifecycle-Campaign": "spring",
-                                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    assert api.bodies[0]["headers"] == {
+        "X-Lifecycle-Campaign": "spring",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
 
 
 def test_the_request_carries_the_whole_message(api, sender):
@@ -175,22 +200,28 @@ def test_the_request_carries_the_whole_message(api, sender):
     assert body["from"] == {"email": "shop@example.com", "name": "Shop"}
     assert body["reply_to"] == {"email": "help@example.com"}
     assert body["subject"] == "Spring sale"
-    assert body["content"] == [{"type": "text/plain", "value": SAME.text},
-                               {"type": "text/html", "value": SAME.html}]
-    assert body["personalizations"] == [{"to": [{"email": "user42@example.com", "name": "Ann"}],
-                                         "custom_args": {"send_id": "42"}}]
-    assert body["headers"] == {"X-Lifecycle-Campaign": "spring", "X-Lifecycle-Send-Id": "42",
-                               "List-Unsubscribe": "<https://shop.example.com/unsubscribe/tok42>",
-                               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                               "Message-ID": email.message_id}
+    assert body["content"] == [{"type": "text/plain", "value": SAME.text}, {"type": "text/html", "value": SAME.html}]
+    assert body["personalizations"] == [
+        {"to": [{"email": "user42@example.com", "name": "Ann"}], "custom_args": {"send_id": "42"}}
+    ]
+    assert body["headers"] == {
+        "X-Lifecycle-Campaign": "spring",
+        "X-Lifecycle-Send-Id": "42",
+        "List-Unsubscribe": "<https://shop.example.com/unsubscribe/tok42>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Message-ID": email.message_id,
+    }
     assert body["mail_settings"] == {"sandbox_mode": {"enable": False}}
 
 
 def test_different_content_goes_in_separate_requests(api, sender):
     other = RenderedEmail("Last chance", "<p>Ends tonight</p>", "Ends tonight")
-    emails = [make_email(sender.config, 1), make_email(sender.config, 2, rendered=other),
-              make_email(sender.config, 3), make_email(sender.config, 4, rendered=RenderedEmail(
-                  SAME.subject, SAME.html, "a different text part"))]
+    emails = [
+        make_email(sender.config, 1),
+        make_email(sender.config, 2, rendered=other),
+        make_email(sender.config, 3),
+        make_email(sender.config, 4, rendered=RenderedEmail(SAME.subject, SAME.html, "a different text part")),
+    ]
     results = sender.send_batch(emails)
 
     assert api.problems == []
@@ -201,8 +232,11 @@ def test_different_content_goes_in_separate_requests(api, sender):
 
 
 def test_the_same_address_twice_never_shares_a_request(api, sender):
-    emails = [make_email(sender.config, 1, "ann@example.com"), make_email(sender.config, 2, "ANN@example.com"),
-              make_email(sender.config, 3, "bob@example.com")]
+    emails = [
+        make_email(sender.config, 1, "ann@example.com"),
+        make_email(sender.config, 2, "ANN@example.com"),
+        make_email(sender.config, 3, "bob@example.com"),
+    ]
     assert all(r.ok for r in sender.send_batch(emails))
     assert api.problems == []
     assert api.sizes == [2, 1]
@@ -218,11 +252,21 @@ def test_sandbox_mode_is_set_when_configured(api):
 
 
 def test_no_header_value_carries_a_newline(api, sender):
-    email = OutgoingEmail(send_id=5, campaign="spring", to="eve@example.com", from_email="shop@example.com",
-                          from_name="Shop\r\nBcc: victim@example.com", subject="Hi\r\nBcc: victim@example.com",
-                          html="<p>x</p>", text="x", message_id="<5@example.com>",
-                          headers={"X-Lifecycle-Campaign": "spring\r\nBcc: victim@example.com",
-                                   "List-Unsubscribe": "<https://x/u/1>\n\rBcc: victim@example.com"})
+    email = OutgoingEmail(
+        send_id=5,
+        campaign="spring",
+        to="eve@example.com",
+        from_email="shop@example.com",
+        from_name="Shop\r\nBcc: victim@example.com",
+        subject="Hi\r\nBcc: victim@example.com",
+        html="<p>x</p>",
+        text="x",
+        message_id="<5@example.com>",
+        headers={
+            "X-Lifecycle-Campaign": "spring\r\nBcc: victim@example.com",
+            "List-Unsubscribe": "<https://x/u/1>\n\rBcc: victim@example.com",
+        },
+    )
     assert sender.send_batch([email])[0].ok
 
     body = api.bodies[0]
@@ -232,16 +276,30 @@ def test_no_header_value_carries_a_newline(api, sender):
     assert [to["email"] for p in body["personalizations"] for to in p["to"]] == ["eve@example.com"]
 
 
-ERRORS_400 = {"errors": [{"message": "The from address does not match a verified Sender Identity.",
-                          "field": "from", "help": None}]}
+ERRORS_400 = {
+    "errors": [
+        {"message": "The from address does not match a verified Sender Identity.", "field": "from", "help": None}
+    ]
+}
 
 
-@pytest.mark.parametrize("status, headers, body, expected", [
-    (400, {}, ERRORS_400, "The from address does not match a verified Sender Identity."),
-    (401, {}, {"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked",
-                           "field": None}]}, "authorization grant is invalid"),
-    (403, {}, {"errors": [{"message": "access forbidden"}]}, "access forbidden"),
-])
+@pytest.mark.parametrize(
+    "status, headers, body, expected",
+    [
+        (400, {}, ERRORS_400, "The from address does not match a verified Sender Identity."),
+        (
+            401,
+            {},
+            {
+                "errors": [
+                    {"message": "The provided authorization grant is invalid, expired, or revoked", "field": None}
+                ]
+            },
+            "authorization grant is invalid",
+        ),
+        (403, {}, {"errors": [{"message": "access forbidden"}]}, "access forbidden"),
+    ],
+)
 def test_refusals_are_final_with_sendgrids_words(api, sender, status, headers, body, expected):
     api.answer = lambda _: (status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode())
     results = sender.send_batch([make_email(sender.config, 1), make_email(sender.config, 2)])
@@ -254,8 +312,7 @@ def test_refusals_are_final_with_sendgrids_words(api, sender, status, headers, b
 
 def test_429_is_transient_and_says_when_to_come_back(api, sender):
     reset = int(time.time()) + 30
-    api.answer = lambda _: (429, {"X-RateLimit-Reset": str(reset)},
-                            b'{"errors":[{"message":"too many requests"}]}')
+    api.answer = lambda _: (429, {"X-RateLimit-Reset": str(reset)}, b'{"errors":[{"message":"too many requests"}]}')
     result = sender.send_batch([make_email(sender.config, 1)])[0]
 
     assert not result.ok and result.transient
@@ -286,8 +343,11 @@ def test_an_unreachable_api_is_transient():
 
 
 def test_payload_too_large_splits_the_request_in_halves(api, sender):
-    api.answer = lambda body: ((413, {}, b'{"errors":[{"message":"payload too large"}]}')
-                               if len(body["personalizations"]) > 2 else (202, {"X-Message-Id": "ok"}, b""))
+    api.answer = lambda body: (
+        (413, {}, b'{"errors":[{"message":"payload too large"}]}')
+        if len(body["personalizations"]) > 2
+        else (202, {"X-Message-Id": "ok"}, b"")
+    )
     results = sender.send_batch([make_email(sender.config, i) for i in range(1, 9)])
 
     assert api.problems == []
@@ -305,14 +365,19 @@ def test_a_bad_address_in_a_shared_request_fails_only_itself(api, sender):
     def answer(body):
         bad = [i for i, p in enumerate(body["personalizations"]) if p["to"][0]["email"] == "nope@"]
         if bad:
-            errors = [{"message": "Does not contain a valid address.", "field": f"personalizations.{i}.to.0.email"}
-                      for i in bad]
+            errors = [
+                {"message": "Does not contain a valid address.", "field": f"personalizations.{i}.to.0.email"}
+                for i in bad
+            ]
             return 400, {}, json.dumps({"errors": errors}).encode()
         return 202, {"X-Message-Id": "ok"}, b""
 
     api.answer = answer
-    results = by_id(sender.send_batch([make_email(sender.config, 1), make_email(sender.config, 2, "nope@"),
-                                       make_email(sender.config, 3)]))
+    results = by_id(
+        sender.send_batch(
+            [make_email(sender.config, 1), make_email(sender.config, 2, "nope@"), make_email(sender.config, 3)]
+        )
+    )
 
     assert results[1].ok and results[3].ok
     assert not results[2].ok and not results[2].transient and results[2].invalid_address

@@ -21,7 +21,7 @@ from engine.mail.rendering import RenderedEmail
 from engine.senders import smtp as smtp_module
 from engine.senders.smtp import SmtpSender
 
-NOW = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.UTC)
 
 
 class Handler:
@@ -87,17 +87,35 @@ def server():
 
 
 def make_config(port: int, **smtp) -> Config:
-    return Config.model_validate({"from": {"email": "shop@example.com", "name": "Shop"},
-                                  "sender": {"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": port,
-                                                                         "timeout": 5, **smtp}}})
+    return Config.model_validate(
+        {
+            "from": {"email": "shop@example.com", "name": "Shop"},
+            "sender": {"backend": "smtp", "smtp": {"host": "127.0.0.1", "port": port, "timeout": 5, **smtp}},
+        }
+    )
 
 
-def make_email(config: Config, send_id: int, to: str, *, to_name: str | None = "Ann",
-               subject: str = "Welcome", marketing: bool = True):
+def make_email(
+    config: Config,
+    send_id: int,
+    to: str,
+    *,
+    to_name: str | None = "Ann",
+    subject: str = "Welcome",
+    marketing: bool = True,
+):
     rendered = RenderedEmail(subject, f"<p>Hello {send_id}</p>", f"Hello {send_id}")
-    return build_email(config, send_id=send_id, campaign="welcome", marketing=marketing, to=to,
-                       to_name=to_name, rendered=rendered,
-                       unsubscribe_url=f"https://shop.example.com/unsubscribe/tok{send_id}", now=NOW)
+    return build_email(
+        config,
+        send_id=send_id,
+        campaign="welcome",
+        marketing=marketing,
+        to=to,
+        to_name=to_name,
+        rendered=rendered,
+        unsubscribe_url=f"https://shop.example.com/unsubscribe/tok{send_id}",
+        now=NOW,
+    )
 
 
 @pytest.fixture
@@ -132,8 +150,9 @@ def test_every_message_arrives_whole_with_its_headers(server, sender):
 
 def test_one_connection_serves_several_batches(server, sender):
     first = sender.send_batch([make_email(sender.config, 1, "a@example.com")])
-    second = sender.send_batch([make_email(sender.config, 2, "b@example.com"),
-                                make_email(sender.config, 3, "c@example.com")])
+    second = sender.send_batch(
+        [make_email(sender.config, 2, "b@example.com"), make_email(sender.config, 3, "c@example.com")]
+    )
 
     assert all(r.ok for r in first + second)
     assert server.connections == 1
@@ -149,8 +168,11 @@ def test_close_quits_and_the_next_batch_opens_a_new_connection(server, sender):
 
 
 def test_a_rejected_recipient_fails_only_its_own_message(server, sender):
-    emails = [make_email(sender.config, 1, "a@example.com"), make_email(sender.config, 2, "bad@example.com"),
-              make_email(sender.config, 3, "c@example.com")]
+    emails = [
+        make_email(sender.config, 1, "a@example.com"),
+        make_email(sender.config, 2, "bad@example.com"),
+        make_email(sender.config, 3, "c@example.com"),
+    ]
     results = by_id(sender.send_batch(emails))
 
     assert results[1].ok and results[3].ok
@@ -162,8 +184,11 @@ def test_a_rejected_recipient_fails_only_its_own_message(server, sender):
 
 
 def test_a_451_is_transient(server, sender):
-    results = by_id(sender.send_batch([make_email(sender.config, 1, "later@example.com"),
-                                       make_email(sender.config, 2, "a@example.com")]))
+    results = by_id(
+        sender.send_batch(
+            [make_email(sender.config, 1, "later@example.com"), make_email(sender.config, 2, "a@example.com")]
+        )
+    )
 
     assert not results[1].ok and results[1].transient and not results[1].invalid_address
     assert results[1].error.startswith("smtp 451 ")
@@ -182,8 +207,9 @@ def test_a_dropped_connection_is_reopened_and_the_message_retried(server, sender
 
 def test_a_421_closing_the_channel_is_followed_by_a_new_connection(server, sender):
     server.say_421_after_first = True
-    results = sender.send_batch([make_email(sender.config, 1, "a@example.com"),
-                                 make_email(sender.config, 2, "b@example.com")])
+    results = sender.send_batch(
+        [make_email(sender.config, 1, "a@example.com"), make_email(sender.config, 2, "b@example.com")]
+    )
 
     assert all(r.ok for r in results), results
     assert server.connections == 2
@@ -242,6 +268,7 @@ def test_a_username_without_its_password_variable_is_a_config_error(monkeypatch)
 
 # --- TLS: a throwaway CA-less self-signed certificate for 127.0.0.1 ---------------------------
 
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
     x509 = pytest.importorskip("cryptography.x509")
@@ -251,19 +278,25 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     folder = tmp_path_factory.mktemp("tls")
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_file, key_file
 
 
@@ -288,11 +321,17 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 def test_starttls_then_login_with_the_password_from_the_environment(certificate, trust, monkeypatch):
     monkeypatch.setenv("SMTP_TEST_PASSWORD", "s3cret")
     handler = Handler()
-    controller = start(handler, tls_context=server_context(certificate), require_starttls=True,
-                       authenticator=authenticator, auth_required=True)
+    controller = start(
+        handler,
+        tls_context=server_context(certificate),
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
     try:
-        sender = SmtpSender(make_config(controller.port, starttls=True, username="shop",
-                                        password_env="SMTP_TEST_PASSWORD"))
+        sender = SmtpSender(
+            make_config(controller.port, starttls=True, username="shop", password_env="SMTP_TEST_PASSWORD")
+        )
         results = sender.send_batch([make_email(sender.config, 1, "a@example.com")])
         sender.close()
     finally:
@@ -303,13 +342,20 @@ def test_starttls_then_login_with_the_password_from_the_environment(certificate,
 
 def test_a_wrong_password_fails_the_batch_transiently(certificate, trust, monkeypatch):
     monkeypatch.setenv("SMTP_TEST_PASSWORD", "wrong")
-    controller = start(Handler(), tls_context=server_context(certificate), require_starttls=True,
-                       authenticator=authenticator, auth_required=True)
+    controller = start(
+        Handler(),
+        tls_context=server_context(certificate),
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
     try:
-        sender = SmtpSender(make_config(controller.port, starttls=True, username="shop",
-                                        password_env="SMTP_TEST_PASSWORD"))
-        results = sender.send_batch([make_email(sender.config, 1, "a@example.com"),
-                                     make_email(sender.config, 2, "b@example.com")])
+        sender = SmtpSender(
+            make_config(controller.port, starttls=True, username="shop", password_env="SMTP_TEST_PASSWORD")
+        )
+        results = sender.send_batch(
+            [make_email(sender.config, 1, "a@example.com"), make_email(sender.config, 2, "b@example.com")]
+        )
         sender.close()
     finally:
         controller.stop()

@@ -6,16 +6,16 @@ the same key at once do not wait for each other."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from conftest import customer
 from sqlalchemy import text
 
-from conftest import customer
-from engine.store import tallies
 from engine.delivery.outcomes import record_deliveries
-from engine.store.schema import upgrade
+from engine.store import tallies
 from engine.store.dialect import make_engine
+from engine.store.schema import upgrade
 
 CAMPAIGN = """\
 topic: news
@@ -29,7 +29,7 @@ steps:
   - {template: plain, subject: "Tips", delay: 2d}
 expire_after: 1d
 """
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
 def counted(project) -> tuple[list[tuple], dict[str, tuple[int, int]]]:
@@ -61,9 +61,15 @@ def busy_store(project) -> None:
     project.tick("2026-03-01T10:00:00Z")
     sent = [row[0] for row in project.query("SELECT id FROM send WHERE status = 'sent' ORDER BY id")]
     with project.db.begin() as connection:
-        record_deliveries(connection, [{"send_id": send_id, "kind": kind, "at": T0, "provider_event_id": f"{kind}{send_id}"}
-                                       for send_id in sent[:10] for kind in ("delivered", "open")]
-                          + [{"send_id": sent[10], "kind": "bounce", "at": T0, "provider_event_id": "b"}])
+        record_deliveries(
+            connection,
+            [
+                {"send_id": send_id, "kind": kind, "at": T0, "provider_event_id": f"{kind}{send_id}"}
+                for send_id in sent[:10]
+                for kind in ("delivered", "open")
+            ]
+            + [{"send_id": sent[10], "kind": "bounce", "at": T0, "provider_event_id": "b"}],
+        )
     project.tick("2026-03-05T10:00:00Z")  # step 2 was due on the 3rd: expired
 
 
@@ -78,8 +84,10 @@ def test_the_tallies_follow_every_change_of_the_rows(store_project):
     assert {row[3] for row in sends if row[2] == 1 and row[0] == "sent"} == {"a", "b"}
     assert (sends, entries) == recounted(project)
     # changes and deletions made outside the engine are counted too
-    project.query("UPDATE send SET status = 'failed', reason = 'provider said no' WHERE id IN "
-                  "(SELECT id FROM send WHERE status = 'sent' ORDER BY id LIMIT 3)")
+    project.query(
+        "UPDATE send SET status = 'failed', reason = 'provider said no' WHERE id IN "
+        "(SELECT id FROM send WHERE status = 'sent' ORDER BY id LIMIT 3)"
+    )
     project.query("UPDATE send SET reason = 'audience' WHERE status = 'skipped'")
     project.query("UPDATE send SET updated_at = :at", at=T0)  # no key changes
     project.query("DELETE FROM send WHERE status = 'expired'")
@@ -94,7 +102,9 @@ def test_the_tallies_follow_every_change_of_the_rows(store_project):
 
 
 def unfolded(project) -> int:
-    return project.query("SELECT (SELECT count(*) FROM send_tally_change) + (SELECT count(*) FROM entry_tally_change)")[0][0]
+    return project.query("SELECT (SELECT count(*) FROM send_tally_change) + (SELECT count(*) FROM entry_tally_change)")[
+        0
+    ][0]
 
 
 def test_the_migration_counts_the_rows_stored_before_it(store_project):

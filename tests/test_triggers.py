@@ -7,16 +7,21 @@ from conftest import customer
 
 def test_event_trigger_sends_each_step_after_its_delay(store_project):
     project = store_project
-    project.campaign("thanks", """
+    project.campaign(
+        "thanks",
+        """
         type: transactional
         trigger: {event: purchase}
         steps:
           - {template: plain, subject: "Thanks {{ customer.first_name }}", delay: 1h}
           - {template: plain, subject: "How is it going?", delay: 2d}
-        """)
+        """,
+    )
     project.customers(customer("ann"), customer("bob"))
-    project.events({"id": "e1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
-                   {"id": "e2", "customer": "bob", "event": "purchase", "at": "2026-03-02T08:00:00Z"})
+    project.events(
+        {"id": "e1", "customer": "ann", "event": "purchase", "at": "2026-03-01T10:00:00Z"},
+        {"id": "e2", "customer": "bob", "event": "purchase", "at": "2026-03-02T08:00:00Z"},
+    )
 
     assert project.tick("2026-03-01T10:30:00Z")["thanks"] == {"entered": 1}  # bob's purchase is not seen yet
     assert project.sent() == []
@@ -35,15 +40,20 @@ def test_event_trigger_sends_each_step_after_its_delay(store_project):
 
 def test_event_where_filters_on_properties(store_project):
     project = store_project
-    project.campaign("alert", """
+    project.campaign(
+        "alert",
+        """
         type: transactional
         recipient: support@shop.example
         trigger: {event: feedback_submitted, where: {score: {lte: 6}}}
         steps: [{template: plain, subject: "Low score from {{ customer.first_name }}"}]
-        """)
+        """,
+    )
     project.customers(customer("ann"), customer("bob"))
-    project.events({"customer": "ann", "event": "feedback_submitted", "at": "2026-03-01T10:00:00Z", "properties": {"score": 3}},
-                   {"customer": "bob", "event": "feedback_submitted", "at": "2026-03-01T10:00:00Z", "properties": {"score": 9}})
+    project.events(
+        {"customer": "ann", "event": "feedback_submitted", "at": "2026-03-01T10:00:00Z", "properties": {"score": 3}},
+        {"customer": "bob", "event": "feedback_submitted", "at": "2026-03-01T10:00:00Z", "properties": {"score": 9}},
+    )
     project.tick("2026-03-01T10:05:00Z")
     assert project.sent() == [("ann", 1)]
     (email,) = project.outbox()
@@ -53,19 +63,26 @@ def test_event_where_filters_on_properties(store_project):
 
 def test_inactivity_trigger_enters_at_threshold_and_ends_when_activity_returns(store_project):
     project = store_project
-    project.campaign("nudge", """
+    project.campaign(
+        "nudge",
+        """
         topic: news
         trigger: {inactivity: {for: 30d}}
         steps:
           - {template: plain, subject: "We miss you"}
           - {template: plain, subject: "Still there?", delay: 7d}
         reentry: 60d
-        """)
-    project.customers(customer("ann", created_at="2026-01-01T00:00:00Z"),
-                      customer("bob", created_at="2026-01-01T00:00:00Z"),
-                      customer("cat", created_at="2026-01-01T00:00:00Z"))
-    project.events({"customer": "ann", "event": "login", "at": "2026-01-10T12:00:00Z"},
-                   {"customer": "bob", "event": "login", "at": "2026-01-20T12:00:00Z"})
+        """,
+    )
+    project.customers(
+        customer("ann", created_at="2026-01-01T00:00:00Z"),
+        customer("bob", created_at="2026-01-01T00:00:00Z"),
+        customer("cat", created_at="2026-01-01T00:00:00Z"),
+    )
+    project.events(
+        {"customer": "ann", "event": "login", "at": "2026-01-10T12:00:00Z"},
+        {"customer": "bob", "event": "login", "at": "2026-01-20T12:00:00Z"},
+    )
     # cat: no event, so signup counts: inactive 30d on 2026-01-31
     project.tick("2026-01-31T00:00:00Z")
     assert project.sent() == [("cat", 1)]
@@ -85,16 +102,21 @@ def test_inactivity_trigger_enters_at_threshold_and_ends_when_activity_returns(s
 
 def test_date_trigger_reads_a_bare_date_in_the_customers_timezone(store_project):
     project = store_project
-    project.campaign("points", """
+    project.campaign(
+        "points",
+        """
         topic: offers
         trigger: {date: {attribute: points_expire_at, offset: -14d}}
         audience: [{attribute: points, gt: 0}]
         steps: [{template: plain, subject: "{{ customer.points }} points expire soon"}]
         reentry: 30d
-        """)
-    project.customers(customer("riyadh", timezone="Asia/Riyadh", points=120, points_expire_at="2026-06-15"),
-                      customer("london", timezone="Europe/London", points=50, points_expire_at="2026-06-15"),
-                      customer("empty", timezone="UTC", points=0, points_expire_at="2026-06-15"))
+        """,
+    )
+    project.customers(
+        customer("riyadh", timezone="Asia/Riyadh", points=120, points_expire_at="2026-06-15"),
+        customer("london", timezone="Europe/London", points=50, points_expire_at="2026-06-15"),
+        customer("empty", timezone="UTC", points=0, points_expire_at="2026-06-15"),
+    )
     # 2026-06-01 00:00 in Riyadh is 2026-05-31T21:00Z; in London (BST) 2026-05-31T23:00Z
     project.tick("2026-05-31T20:59:00Z")
     assert project.sent() == []
@@ -107,11 +129,14 @@ def test_date_trigger_reads_a_bare_date_in_the_customers_timezone(store_project)
 
 def test_anniversary_date_trigger_fires_every_year(store_project):
     project = store_project
-    project.campaign("birthday", """
+    project.campaign(
+        "birthday",
+        """
         topic: offers
         trigger: {date: {attribute: birthday, anniversary: true}}
         steps: [{template: plain, subject: "Happy birthday"}]
-        """)
+        """,
+    )
     project.customers(customer("ann", birthday="1990-03-05"))
     project.tick("2026-03-04T12:00:00Z")
     project.tick("2026-03-05T00:01:00Z")
@@ -122,14 +147,20 @@ def test_anniversary_date_trigger_fires_every_year(store_project):
 
 def test_schedule_trigger_broadcasts_once_per_firing_to_the_audience(store_project):
     project = store_project
-    project.campaign("news", """
+    project.campaign(
+        "news",
+        """
         topic: news
         trigger: {schedule: "0 9 * * MON"}
         audience: [{attribute: plan, in: [pro, business]}]
         steps: [{template: plain, subject: "This week"}]
-        """)
-    project.customers(customer("ann", plan="pro"), customer("bob", plan="free"),
-                      customer("cat", plan="business", topics={"news": False}))
+        """,
+    )
+    project.customers(
+        customer("ann", plan="pro"),
+        customer("bob", plan="free"),
+        customer("cat", plan="business", topics={"news": False}),
+    )
     project.tick("2026-03-02T08:59:00Z")  # a Monday
     assert project.sent() == []
     project.tick("2026-03-02T09:00:00Z")
@@ -141,11 +172,14 @@ def test_schedule_trigger_broadcasts_once_per_firing_to_the_audience(store_proje
 
 def test_schedule_at_fires_once(store_project):
     project = store_project
-    project.campaign("launch", """
+    project.campaign(
+        "launch",
+        """
         topic: news
         trigger: {at: 2026-03-10T12:00:00Z}
         steps: [{template: plain, subject: "It is here"}]
-        """)
+        """,
+    )
     project.customers(customer("ann"), customer("bob"))
     project.tick("2026-03-10T11:00:00Z")
     project.tick("2026-03-10T12:00:00Z")

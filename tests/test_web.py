@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from conftest import customer
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -20,12 +21,11 @@ from engine.config.settings import load_config
 from engine.mail.links import Links
 from engine.web import create_app
 
-from conftest import customer
-
 API_KEY = "test-api-key"
 SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())  # plays SendGrid's part
-PUBLIC_KEY = base64.b64encode(SIGNING_KEY.public_key().public_bytes(
-    Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode()
+PUBLIC_KEY = base64.b64encode(
+    SIGNING_KEY.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+).decode()
 
 NEWS = """
 type: marketing
@@ -59,17 +59,21 @@ class Web:
     def form(self, path: str) -> dict:
         """The preference form as the page rendered it: every field with its current value."""
         page = self.client.get(path).text
-        fields = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1),
-                  "topic": re.findall(r'name="topic" value="(\w+)" checked', page),
-                  "frequency": re.search(r'name="frequency" value="(\w+)" checked', page).group(1),
-                  "locale": re.search(r'<option value="(\w+)" lang="\w+" selected', page).group(1)}
+        fields = {
+            "csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1),
+            "topic": re.findall(r'name="topic" value="(\w+)" checked', page),
+            "frequency": re.search(r'name="frequency" value="(\w+)" checked', page).group(1),
+            "locale": re.search(r'<option value="(\w+)" lang="\w+" selected', page).group(1),
+        }
         if 'name="unsubscribe_all" value="yes" checked' in page:
             fields["unsubscribe_all"] = "yes"
         return fields
 
     def consents(self, external_id: str) -> list[tuple]:
-        return self.project.query("SELECT action, topic, source FROM consent WHERE customer_id = :c "
-                                  "AND source != 'import' ORDER BY id", c=self.id_of(external_id))
+        return self.project.query(
+            "SELECT action, topic, source FROM consent WHERE customer_id = :c AND source != 'import' ORDER BY id",
+            c=self.id_of(external_id),
+        )
 
     def api(self, kind: str, body, key: str = API_KEY):
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
@@ -129,7 +133,9 @@ def test_switching_a_topic_off_is_stored_with_time_and_source_and_the_next_tick_
     assert saved.status_code == 303 and saved.headers["location"].endswith("?saved=1")
     assert "Your preferences are saved." in web.client.get(saved.headers["location"]).text
     assert web.consents("ann") == [("unsubscribe", "news", "preference_centre")]
-    assert project.query("SELECT subscribed, source FROM subscription WHERE topic = 'news'") == [(0, "preference_centre")]
+    assert project.query("SELECT subscribed, source FROM subscription WHERE topic = 'news'") == [
+        (0, "preference_centre")
+    ]
     pings(project, "2026-03-01T10:00:00Z", "ann")
     project.tick("2026-03-01T10:00:00Z")
     assert project.sent("news") == [] and project.sent("offers") == [("ann", 1)]
@@ -139,8 +145,10 @@ def test_frequency_and_language_choices_apply_from_the_next_tick(web):
     project = web.project
     page = web.link("preferences", "ann")
     web.client.post(page, data={**web.form(page), "frequency": "weekly", "locale": "ar"})
-    assert web.consents("ann") == [("frequency:weekly", None, "preference_centre"),
-                                   ("locale:ar", None, "preference_centre")]
+    assert web.consents("ann") == [
+        ("frequency:weekly", None, "preference_centre"),
+        ("locale:ar", None, "preference_centre"),
+    ]
     assert '<html lang="ar" dir="rtl">' in web.client.get(page).text
     pings(project, "2026-03-01T10:00:00Z", "ann")
     project.tick("2026-03-01T10:00:00Z")
@@ -285,12 +293,15 @@ def test_an_unsubscribe_link_without_a_topic_unsubscribes_from_everything(web):
 def test_the_confirm_link_records_consent_once_and_starts_the_welcome(web):
     project = web.project
     project.config(double_opt_in=True)
-    project.campaign("welcome", """
+    project.campaign(
+        "welcome",
+        """
 type: marketing
 topic: news
 trigger: {event: confirmed}
 steps: [{template: plain, subject: Welcome}]
-""")
+""",
+    )
     pings(project, "2026-03-01T10:00:00Z", "ann")
     project.tick("2026-03-01T10:00:00Z")
     assert project.sent() == []  # marketing waits for the confirmation
@@ -301,7 +312,8 @@ steps: [{template: plain, subject: Welcome}]
     assert web.consents("ann") == [("confirm", None, "confirm_link")]
     assert project.query("SELECT confirmed_source FROM customer WHERE external_id = 'ann'") == [("confirm_link",)]
     assert project.query("SELECT name, uid FROM event WHERE name = 'confirmed'") == [
-        ("confirmed", f"confirmed:{web.id_of('ann')}")]
+        ("confirmed", f"confirmed:{web.id_of('ann')}")
+    ]
     project.tick(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60)))
     assert project.sent("welcome") == [("ann", 1)]
 
@@ -310,8 +322,11 @@ steps: [{template: plain, subject: Welcome}]
 
 
 def test_responses_carry_security_headers(web):
-    for response in (web.client.get(web.link("preferences", "ann")), web.client.get("/nope"),
-                     web.client.get("/healthz")):
+    for response in (
+        web.client.get(web.link("preferences", "ann")),
+        web.client.get("/nope"),
+        web.client.get("/healthz"),
+    ):
         headers = response.headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
@@ -324,8 +339,11 @@ def test_responses_carry_security_headers(web):
 def test_oversize_bodies_are_refused_whether_announced_or_streamed(web):
     page = web.link("preferences", "ann")
     announced = web.client.post(page, data={**web.form(page), "padding": "x" * 20_000})
-    streamed = web.client.post("/api/events", content=(b"[" + b" " * 1024 * 1024 for _ in range(6)),
-                               headers={"Authorization": f"Bearer {API_KEY}"})
+    streamed = web.client.post(
+        "/api/events",
+        content=(b"[" + b" " * 1024 * 1024 for _ in range(6)),
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
     assert announced.status_code == streamed.status_code == 413
     assert web.consents("ann") == []
 
@@ -345,14 +363,21 @@ def test_malformed_json_is_a_clean_400(web):
 
 
 def test_a_list_with_bad_items_is_refused_whole_naming_each(web):
-    response = web.api("customers", [customer("new1"), {"id": "new2", "email": "not-an-email"}, "text",
-                                     customer("new3", timezone="Mars/Base")])
+    response = web.api(
+        "customers",
+        [customer("new1"), {"id": "new2", "email": "not-an-email"}, "text", customer("new3", timezone="Mars/Base")],
+    )
     assert response.status_code == 422
     items = response.json()["items"]
     assert [i["index"] for i in items] == [1, 2, 3]
     assert "not valid" in items[0]["reason"] and "IANA" in items[2]["reason"]
-    events = web.api("events", [{"customer": "ann", "event": "ping", "at": "2026-03-01T10:00:00Z"},
-                                {"customer": "nobody", "event": "ping", "at": "2026-03-01T10:00:00Z"}])
+    events = web.api(
+        "events",
+        [
+            {"customer": "ann", "event": "ping", "at": "2026-03-01T10:00:00Z"},
+            {"customer": "nobody", "event": "ping", "at": "2026-03-01T10:00:00Z"},
+        ],
+    )
     assert events.status_code == 422
     assert events.json()["items"] == [{"index": 1, "reason": "customer 'nobody' does not exist"}]
     assert web.project.query("SELECT count(*) FROM customer WHERE external_id LIKE 'new%'") == [(0,)]
@@ -375,31 +400,61 @@ def signed_post(web, events, timestamp: int | None = None, key=SIGNING_KEY):
     body = json.dumps(events).encode()
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     signature = base64.b64encode(key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
-    return web.client.post("/webhooks/sendgrid", content=body, headers={
-        "X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": stamp})
+    return web.client.post(
+        "/webhooks/sendgrid",
+        content=body,
+        headers={"X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": stamp},
+    )
 
 
 def sent_ids(web) -> dict[str, int]:
     pings(web.project, "2026-03-01T10:00:00Z", "ann", "sara")
     web.project.tick("2026-03-01T10:00:00Z")
-    rows = web.project.query("SELECT c.external_id, s.id FROM send s JOIN customer c ON c.id = s.customer_id "
-                             "WHERE s.campaign = 'news'")
+    rows = web.project.query(
+        "SELECT c.external_id, s.id FROM send s JOIN customer c ON c.id = s.customer_id WHERE s.campaign = 'news'"
+    )
     return dict(rows)
 
 
 def test_a_signed_webhook_records_events_suppresses_and_a_replay_changes_nothing(web):
     sends = sent_ids(web)
     events = [
-        {"event": "delivered", "email": "ann@example.com", "timestamp": 1772359200, "sg_event_id": "d1",
-         "send_id": str(sends["ann"])},
-        {"event": "open", "email": "ann@example.com", "timestamp": 1772359300, "sg_event_id": "o1",
-         "send_id": str(sends["ann"])},
-        {"event": "click", "email": "ann@example.com", "timestamp": 1772359400, "sg_event_id": "c1",
-         "send_id": str(sends["ann"])},
-        {"event": "bounce", "type": "bounce", "email": "sara@example.com", "timestamp": 1772359200,
-         "sg_event_id": "b1", "send_id": str(sends["sara"])},
-        {"event": "bounce", "type": "blocked", "email": "ann@example.com", "sg_event_id": "b2",
-         "send_id": str(sends["ann"])},
+        {
+            "event": "delivered",
+            "email": "ann@example.com",
+            "timestamp": 1772359200,
+            "sg_event_id": "d1",
+            "send_id": str(sends["ann"]),
+        },
+        {
+            "event": "open",
+            "email": "ann@example.com",
+            "timestamp": 1772359300,
+            "sg_event_id": "o1",
+            "send_id": str(sends["ann"]),
+        },
+        {
+            "event": "click",
+            "email": "ann@example.com",
+            "timestamp": 1772359400,
+            "sg_event_id": "c1",
+            "send_id": str(sends["ann"]),
+        },
+        {
+            "event": "bounce",
+            "type": "bounce",
+            "email": "sara@example.com",
+            "timestamp": 1772359200,
+            "sg_event_id": "b1",
+            "send_id": str(sends["sara"]),
+        },
+        {
+            "event": "bounce",
+            "type": "blocked",
+            "email": "ann@example.com",
+            "sg_event_id": "b2",
+            "send_id": str(sends["ann"]),
+        },
         {"event": "processed", "email": "ann@example.com", "sg_event_id": "p1", "send_id": str(sends["ann"])},
     ]
     first = signed_post(web, events)
@@ -407,16 +462,24 @@ def test_a_signed_webhook_records_events_suppresses_and_a_replay_changes_nothing
     replay = signed_post(web, events)
     assert replay.json() == {"recorded": 0, "suppressed": 0}
     assert sorted(web.project.query("SELECT kind FROM delivery")) == [
-        ("bounce",), ("bounce",), ("click",), ("delivered",), ("open",)]
+        ("bounce",),
+        ("bounce",),
+        ("click",),
+        ("delivered",),
+        ("open",),
+    ]
     assert web.project.query("SELECT email, reason FROM suppression") == [("sara@example.com", "bounce")]
 
 
-@pytest.mark.parametrize("event, reason", [
-    ({"event": "dropped", "reason": "Invalid"}, "invalid"),
-    ({"event": "spamreport"}, "spamreport"),
-    ({"event": "unsubscribe"}, "unsubscribe"),
-    ({"event": "dropped", "reason": "Invalid SMTPAPI header"}, None),
-])
+@pytest.mark.parametrize(
+    "event, reason",
+    [
+        ({"event": "dropped", "reason": "Invalid"}, "invalid"),
+        ({"event": "spamreport"}, "spamreport"),
+        ({"event": "unsubscribe"}, "unsubscribe"),
+        ({"event": "dropped", "reason": "Invalid SMTPAPI header"}, None),
+    ],
+)
 def test_webhook_events_that_suppress(web, event, reason):
     signed_post(web, [{**event, "email": "Ann@Example.com", "sg_event_id": "x1", "send_id": "12345"}])
     expected = [("ann@example.com", reason)] if reason else []
@@ -428,8 +491,11 @@ def test_unsigned_forged_and_stale_webhooks_are_refused(web):
     unsigned = web.client.post("/webhooks/sendgrid", content=json.dumps(events))
     stale = signed_post(web, events, timestamp=int(time.time()) - 3600)
     foreign = signed_post(web, events, key=ec.generate_private_key(ec.SECP256R1()))
-    garbage = web.client.post("/webhooks/sendgrid", content=json.dumps(events), headers={
-        "X-Twilio-Email-Event-Webhook-Signature": "%%%", "X-Twilio-Email-Event-Webhook-Timestamp": "12ab"})
+    garbage = web.client.post(
+        "/webhooks/sendgrid",
+        content=json.dumps(events),
+        headers={"X-Twilio-Email-Event-Webhook-Signature": "%%%", "X-Twilio-Email-Event-Webhook-Timestamp": "12ab"},
+    )
     assert {r.status_code for r in (unsigned, stale, foreign, garbage)} == {403}
     assert web.project.query("SELECT count(*) FROM suppression") == [(0,)]
 
@@ -438,8 +504,11 @@ def test_a_signed_but_malformed_webhook_body_is_a_clean_400(web):
     stamp = str(int(time.time()))
     body = b'{"event": '
     signature = base64.b64encode(SIGNING_KEY.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
-    response = web.client.post("/webhooks/sendgrid", content=body, headers={
-        "X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": stamp})
+    response = web.client.post(
+        "/webhooks/sendgrid",
+        content=body,
+        headers={"X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": stamp},
+    )
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
     assert signed_post(web, {"event": "open"}).status_code == 400  # an object, not a list
 
@@ -451,7 +520,10 @@ def test_health_and_metrics(web):
     assert web.client.get("/healthz").json() == {"status": "ok"}
     web.client.get(web.link("preferences", "ann"))
     metrics = web.client.get("/metrics").text
-    assert 'lifecycle_http_request_duration_seconds_count{method="GET",route="/preferences/{token}",status="200"}' in metrics
+    assert (
+        'lifecycle_http_request_duration_seconds_count{method="GET",route="/preferences/{token}",status="200"}'
+        in metrics
+    )
     assert "lifecycle_tick_duration_seconds_count" in metrics  # the engine's own, same registry
 
 

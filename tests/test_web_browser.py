@@ -13,11 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, customer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -66,17 +65,36 @@ def served(project):
     one email, and `lifecycle serve` running on its public URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    project.config(public_url=url, topics={"news": {"title": {"en": "News", "ar": "الأخبار"}},
-                                           "offers": {"title": {"en": "Offers", "ar": "العروض"}}})
+    project.config(
+        public_url=url,
+        topics={
+            "news": {"title": {"en": "News", "ar": "الأخبار"}},
+            "offers": {"title": {"en": "Offers", "ar": "العروض"}},
+        },
+    )
     for topic in ("news", "offers"):
         project.campaign(topic, CAMPAIGN.format(topic=topic))
     project.customers(customer("ann"), customer("sara", locale="ar"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     project.events(*({"customer": n, "event": "ping", "at": iso(now - timedelta(hours=2))} for n in ("ann", "sara")))
     project.tick(iso(now - timedelta(hours=1)))
-    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--config", str(project.root / "config.yaml")],
-                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--config",
+            str(project.root / "config.yaml"),
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until_up(url, server)
         yield project
@@ -88,9 +106,17 @@ def served(project):
 @pytest.fixture
 def browser():
     with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        chromium = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         try:
             yield chromium
         finally:
@@ -114,7 +140,7 @@ def preferences_link(message) -> str:
 
 def next_tick_after_the_change(project, *names: str) -> None:
     """Another ping for each customer, then a tick with a `now` after the change."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     project.events(*({"customer": n, "event": "ping", "at": iso(now)} for n in names))
     project.tick(iso(now + timedelta(hours=1)))
 

@@ -3,15 +3,15 @@ audience is selected set-wise in the database rather than customer by customer i
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.sql import ColumnElement
 
 from engine.campaigns.language import Comparison, Condition
-from engine.config.settings import Config
 from engine.campaigns.measures import Measures
+from engine.config.settings import Config
 from engine.store.tables import Customer, Event, Subscription
 
 CORE_FIELDS = {"email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at"}
@@ -21,7 +21,7 @@ def iso(value: datetime | date) -> str:
     """The one text form of dates kept in JSON attributes, so that text order is time order."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%dT%H:%M:%SZ")
     return value.isoformat()
 
@@ -53,9 +53,11 @@ class ConditionCompiler:
     def subscribed(self, topic: str, customer=Customer) -> ColumnElement:
         declared = self.config.topics.get(topic)
         default = declared is None or declared.default == "subscribed"
-        choice = (select(Subscription.subscribed)
-                  .where(Subscription.customer_id == customer.id, Subscription.topic == topic)
-                  .scalar_subquery())
+        choice = (
+            select(Subscription.subscribed)
+            .where(Subscription.customer_id == customer.id, Subscription.topic == topic)
+            .scalar_subquery()
+        )
         return func.coalesce(choice, literal(default)) == true()
 
     def history(self, c: Condition, customer=Customer) -> ColumnElement:
@@ -77,8 +79,12 @@ class ConditionCompiler:
         """Filters on the properties of an event (`where:` of triggers, exits and history)."""
         if not where:
             return true()
-        return and_(*(self.compare(lambda kind, name=name: _json(table.properties, name, kind), comparison)
-                      for name, comparison in where.items()))
+        return and_(
+            *(
+                self.compare(lambda kind, name=name: _json(table.properties, name, kind), comparison)
+                for name, comparison in where.items()
+            )
+        )
 
     def attribute(self, name: str, comparison: Comparison, customer=Customer) -> ColumnElement:
         if name in CORE_FIELDS:
@@ -88,7 +94,7 @@ class ConditionCompiler:
 
     def compare(self, value_of, comparison: Comparison, native_dates: bool = False) -> ColumnElement:
         """One operator applied to a value; `value_of(kind)` extracts it typed as the operand."""
-        (operator, operand), = comparison.operators().items()
+        ((operator, operand),) = comparison.operators().items()
         if operator == "exists":
             present = value_of("string").is_not(None)
             return present if operand else not_(present)

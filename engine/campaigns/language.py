@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from croniter import croniter
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from engine.config.settings import Config, TimeWindow
 from engine.config.durations import Duration, parse_duration
-from engine.errors import CampaignError, Problem, display_path
+from engine.config.settings import Config, TimeWindow
 from engine.config.source import load_located
+from engine.errors import CampaignError, Problem, display_path
 
 STAGES = ("prospect", "current", "loyal", "lost")
 RISKS = ("green", "yellow", "red")
-OPERATORS = ("equals", "not_equals", "in", "not_in", "gt", "gte", "lt", "lte", "exists",
-             "within_last", "within_next")
+OPERATORS = ("equals", "not_equals", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "within_last", "within_next")
 Scalar = Union[bool, int, float, str, datetime]
 
 
@@ -29,22 +27,25 @@ class Strict(BaseModel):
 class Comparison(Strict):
     """Operators on one value: an attribute, or an event property under `where:`."""
 
-    equals: Optional[Scalar] = None
-    not_equals: Optional[Scalar] = None
-    in_: Optional[list[Scalar]] = Field(None, alias="in")
-    not_in: Optional[list[Scalar]] = None
-    gt: Optional[Scalar] = None
-    gte: Optional[Scalar] = None
-    lt: Optional[Scalar] = None
-    lte: Optional[Scalar] = None
-    exists: Optional[bool] = None
-    within_last: Optional[Duration] = None
-    within_next: Optional[Duration] = None
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    not_in: list[Scalar] | None = None
+    gt: Scalar | None = None
+    gte: Scalar | None = None
+    lt: Scalar | None = None
+    lte: Scalar | None = None
+    exists: bool | None = None
+    within_last: Duration | None = None
+    within_next: Duration | None = None
 
     def operators(self) -> dict[str, Any]:
         """The operators actually written, by their YAML names."""
-        return {(field.alias or name): getattr(self, name) for name, field in type(self).model_fields.items()
-                if getattr(self, name) is not None}
+        return {
+            (field.alias or name): getattr(self, name)
+            for name, field in type(self).model_fields.items()
+            if getattr(self, name) is not None
+        }
 
 
 def _shorthand_equals(value: Any) -> Any:
@@ -63,28 +64,33 @@ class Condition(Comparison):
     """One audience condition: exactly one of attribute, event, stage, risk, subscribed, any, not.
     An attribute condition takes one operator of Comparison."""
 
-    attribute: Optional[str] = None
-    event: Optional[str] = None
-    stage: Optional[Literal["prospect", "current", "loyal", "lost"]] = None
-    risk: Optional[Literal["green", "yellow", "red"]] = None
-    subscribed: Optional[str] = None
-    any: Optional[list["Condition"]] = None
-    not_: Optional["Condition"] = Field(None, alias="not")
+    attribute: str | None = None
+    event: str | None = None
+    stage: Literal["prospect", "current", "loyal", "lost"] | None = None
+    risk: Literal["green", "yellow", "red"] | None = None
+    subscribed: str | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(None, alias="not")
     # event history
-    at_least: Optional[int] = Field(None, ge=0)
-    at_most: Optional[int] = Field(None, ge=0)
-    within: Optional[Duration] = None
-    where: Optional[Where] = None
+    at_least: int | None = Field(None, ge=0)
+    at_most: int | None = Field(None, ge=0)
+    within: Duration | None = None
+    where: Where | None = None
 
     _where = field_validator("where", mode="before")(_where)
 
     @model_validator(mode="after")
-    def _one_kind(self, info: ValidationInfo) -> "Condition":
-        kinds = [k for k in ("attribute", "event", "stage", "risk", "subscribed", "any", "not_")
-                 if getattr(self, k) is not None]
+    def _one_kind(self, info: ValidationInfo) -> Condition:
+        kinds = [
+            k
+            for k in ("attribute", "event", "stage", "risk", "subscribed", "any", "not_")
+            if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
-            raise ValueError("a condition names exactly one of attribute, event, stage, risk, "
-                             f"subscribed, any, not (found {', '.join(kinds) or 'none'})")
+            raise ValueError(
+                "a condition names exactly one of attribute, event, stage, risk, "
+                f"subscribed, any, not (found {', '.join(kinds) or 'none'})"
+            )
         operators = self.comparison().operators()
         if self.attribute is not None and len(operators) != 1:
             raise ValueError(f"an attribute condition takes exactly one operator of {', '.join(OPERATORS)}")
@@ -103,7 +109,7 @@ class Condition(Comparison):
 
 
 class Inactivity(Strict):
-    event: Optional[str] = None  # none: any event counts as activity
+    event: str | None = None  # none: any event counts as activity
     for_: Duration = Field(alias="for")
 
 
@@ -116,12 +122,12 @@ class DateTrigger(Strict):
 class Trigger(Strict):
     """Exactly one kind: event, inactivity, date, schedule (cron) or at (once)."""
 
-    event: Optional[str] = None
-    where: Optional[Where] = None
-    inactivity: Optional[Inactivity] = None
-    date: Optional[DateTrigger] = None
-    schedule: Optional[str] = None
-    at: Optional[datetime] = None
+    event: str | None = None
+    where: Where | None = None
+    inactivity: Inactivity | None = None
+    date: DateTrigger | None = None
+    schedule: str | None = None
+    at: datetime | None = None
 
     _where = field_validator("where", mode="before")(_where)
 
@@ -136,44 +142,49 @@ class Trigger(Strict):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Trigger":
+    def _one_kind(self) -> Trigger:
         kinds = [k for k in ("event", "inactivity", "date", "schedule", "at") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("a trigger has exactly one of event, inactivity, date, schedule, at "
-                             f"(found {', '.join(kinds) or 'none'})")
+            raise ValueError(
+                "a trigger has exactly one of event, inactivity, date, schedule, at "
+                f"(found {', '.join(kinds) or 'none'})"
+            )
         if self.where is not None and self.event is None:
             raise ValueError("`where:` filters the properties of an `event:` trigger")
         return self
 
     @property
     def kind(self) -> str:
-        return "schedule" if self.at is not None else next(
-            k for k in ("event", "inactivity", "date", "schedule") if getattr(self, k) is not None)
+        return (
+            "schedule"
+            if self.at is not None
+            else next(k for k in ("event", "inactivity", "date", "schedule") if getattr(self, k) is not None)
+        )
 
 
 Subject = Union[str, dict[str, str]]
 
 
 class Variant(Strict):
-    name: Optional[str] = None
+    name: str | None = None
     template: str
     subject: Subject
     weight: float = Field(1, gt=0)
 
 
 class Step(Strict):
-    template: Optional[str] = None
-    subject: Optional[Subject] = None
-    variants: Optional[list[Variant]] = None
+    template: str | None = None
+    subject: Subject | None = None
+    variants: list[Variant] | None = None
     delay: Duration = timedelta(0)
     audience: list[Condition] = []
 
     @model_validator(mode="after")
-    def _content(self) -> "Step":
+    def _content(self) -> Step:
         if self.variants is not None:
             if self.template is not None or self.subject is not None:
                 raise ValueError("a step has either `variants:` or `template:` and `subject:`, not both")
@@ -192,7 +203,7 @@ class Step(Strict):
 
 class ExitRule(Strict):
     event: str
-    where: Optional[Where] = None
+    where: Where | None = None
 
     _where = field_validator("where", mode="before")(_where)
 
@@ -214,18 +225,18 @@ class Campaign(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=100)
     description: str = ""
     type: Literal["marketing", "transactional"] = "marketing"
-    topic: Optional[str] = None
+    topic: str | None = None
     priority: int = 0
     trigger: Trigger
     audience: list[Condition] = []
     steps: list[Step] = Field(min_length=1)
     exit: list[ExitRule] = []
-    reentry: Union[Literal["never", "always"], Duration] = "always"
-    send_window: Optional[TimeWindow] = None
+    reentry: Literal["never", "always"] | Duration = "always"
+    send_window: TimeWindow | None = None
     expire_after: Duration = timedelta(days=3)
-    goal: Optional[Goal] = None
+    goal: Goal | None = None
     holdout: float = 0.0
-    recipient: Optional[str] = None
+    recipient: str | None = None
     source: str = Field("", exclude=True)
     # Where the name was written (or line 1 for a name taken from the file's stem).
     name_position: tuple[int, int] = Field((1, 1), exclude=True)
@@ -247,12 +258,14 @@ class Campaign(Strict):
     def _topic_declared(cls, value: str | None, info: ValidationInfo) -> str | None:
         topics = (info.context or {}).get("topics")
         if value is not None and topics is not None and value not in topics:
-            raise ValueError(f"topic '{value}' is not declared under topics: in config.yaml "
-                             f"(declared: {', '.join(topics) or 'none'})")
+            raise ValueError(
+                f"topic '{value}' is not declared under topics: in config.yaml "
+                f"(declared: {', '.join(topics) or 'none'})"
+            )
         return value
 
     @model_validator(mode="after")
-    def _marketing_has_topic(self) -> "Campaign":
+    def _marketing_has_topic(self) -> Campaign:
         if self.type == "marketing" and self.topic is None:
             raise ValueError("a marketing campaign needs a `topic:` (customers unsubscribe by topic)")
         return self
@@ -275,8 +288,14 @@ def load_campaigns(config: Config) -> list[Campaign]:
             continue
         if campaign.name in seen:
             line, column = campaign.name_position
-            problems.append(Problem(campaign.source, line, column,
-                                    f"campaign name '{campaign.name}' is already used by {seen[campaign.name]}"))
+            problems.append(
+                Problem(
+                    campaign.source,
+                    line,
+                    column,
+                    f"campaign name '{campaign.name}' is already used by {seen[campaign.name]}",
+                )
+            )
             continue
         seen[campaign.name] = campaign.source
         campaigns.append(campaign)
@@ -291,8 +310,10 @@ def load_campaign(path: Path, config: Config, display: str | None = None) -> tup
         return None, problems
     if not isinstance(located.data, dict):
         return None, [located.problem((), "a campaign file is a mapping of keys like name, trigger, steps")]
-    located.data = {"name": path.stem, **located.data, "source": located.file,
-                    "name_position": located.positions.get(("name",), (1, 1))}
+    located.data = {
+        "name": path.stem,
+        **located.data,
+        "source": located.file,
+        "name_position": located.positions.get(("name",), (1, 1)),
+    }
     return located.validate(Campaign, context={"topics": set(config.topics)})
-
-

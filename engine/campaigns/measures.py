@@ -55,13 +55,18 @@ class Measures:
 
     def facts(self, customer=Customer) -> Facts:
         """The facts as correlated subqueries on the customer row."""
-        recent = (select(func.count(Event.id))
-                  .where(self.seen_events(customer), Event.name == PURCHASE, Event.at > self.loyal_since())
-                  .scalar_subquery())
+        recent = (
+            select(func.count(Event.id))
+            .where(self.seen_events(customer), Event.name == PURCHASE, Event.at > self.loyal_since())
+            .scalar_subquery()
+        )
         or_event = self.config.risk.red.or_event
-        return Facts(last_activity=self.last_activity(customer), recent_purchases=recent,
-                     purchased=self.has_event(PURCHASE, customer),
-                     red_event=self.has_event(or_event, customer) if or_event else false())
+        return Facts(
+            last_activity=self.last_activity(customer),
+            recent_purchases=recent,
+            purchased=self.has_event(PURCHASE, customer),
+            red_event=self.has_event(or_event, customer) if or_event else false(),
+        )
 
     def inactivity(self) -> dict[str, timedelta]:
         """How long without an event makes a customer lost, red and yellow: the only durations the

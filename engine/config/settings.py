@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.config.durations import Duration
-from engine.errors import ConfigError, Problem
 from engine.config.source import load_located
+from engine.errors import ConfigError, Problem
 
 
 class Strict(BaseModel):
@@ -176,7 +176,7 @@ class Config(Strict):
     _tz = field_validator("timezone")(check_timezone)
 
     @model_validator(mode="after")
-    def _default_locale_listed(self) -> "Config":
+    def _default_locale_listed(self) -> Config:
         if self.default_locale not in self.locales:
             self.locales = [self.default_locale, *self.locales]
         return self
@@ -194,7 +194,7 @@ class Config(Strict):
         """A relative SQLite path is relative to the config file, not to the shell's folder."""
         prefix = "sqlite:///"
         if self.database.startswith(prefix) and not self.database.startswith(prefix + "/"):
-            rest = self.database[len(prefix):]
+            rest = self.database[len(prefix) :]
             if rest and rest != ":memory:":
                 return prefix + str((self.root / rest).resolve())
         return self.database
@@ -203,9 +203,17 @@ class Config(Strict):
         """The signing secret first, then any old ones still accepted for links already sent."""
         secret = os.environ.get(self.secret_key_env)
         if not secret:
-            raise ConfigError([Problem(str(self.root / "config.yaml"), 1, 1,
-                                       f"secret_key_env: the environment variable {self.secret_key_env} "
-                                       "is not set; it holds the key that signs links in emails")])
+            raise ConfigError(
+                [
+                    Problem(
+                        str(self.root / "config.yaml"),
+                        1,
+                        1,
+                        f"secret_key_env: the environment variable {self.secret_key_env} "
+                        "is not set; it holds the key that signs links in emails",
+                    )
+                ]
+            )
         old = os.environ.get(self.old_secret_keys_env, "") if self.old_secret_keys_env else ""
         return [secret, *[k for k in old.split(",") if k.strip()]]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = ["sample_customers", "sample_events"]
 
@@ -49,7 +49,7 @@ _PROFILE_WEIGHTS = {
 
 def _profile_table() -> list[str]:
     """The 100 profile slots, interleaved (smooth weighted round robin) so any prefix is mixed."""
-    current = {name: 0 for name in _PROFILE_WEIGHTS}
+    current = dict.fromkeys(_PROFILE_WEIGHTS, 0)
     total = sum(_PROFILE_WEIGHTS.values())
     table = []
     for _ in range(total):
@@ -64,38 +64,138 @@ def _profile_table() -> list[str]:
 _PROFILES = _profile_table()
 
 _EN_FIRST = [
-    "Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Sophia", "Elijah", "Isla", "James",
-    "Ava", "William", "Mia", "Henry", "Grace", "Lucas", "Chloe", "Jack", "Ella", "Thomas",
-    "Emily", "George", "Harper", "Samuel", "Lily", "Daniel", "Zoe", "Arthur", "Ruby", "Leo",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Amelia",
+    "Oliver",
+    "Sophia",
+    "Elijah",
+    "Isla",
+    "James",
+    "Ava",
+    "William",
+    "Mia",
+    "Henry",
+    "Grace",
+    "Lucas",
+    "Chloe",
+    "Jack",
+    "Ella",
+    "Thomas",
+    "Emily",
+    "George",
+    "Harper",
+    "Samuel",
+    "Lily",
+    "Daniel",
+    "Zoe",
+    "Arthur",
+    "Ruby",
+    "Leo",
 ]
 _EN_LAST = [
-    "Smith", "Johnson", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Walker", "Wright",
-    "Thompson", "White", "Hughes", "Edwards", "Green", "Hall", "Wood", "Harris", "Clarke",
-    "Jackson", "Turner", "Martin", "Cooper", "Hill", "Ward", "Morris", "Moore", "Clark", "Baker",
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Taylor",
+    "Wilson",
+    "Davies",
+    "Evans",
+    "Walker",
+    "Wright",
+    "Thompson",
+    "White",
+    "Hughes",
+    "Edwards",
+    "Green",
+    "Hall",
+    "Wood",
+    "Harris",
+    "Clarke",
+    "Jackson",
+    "Turner",
+    "Martin",
+    "Cooper",
+    "Hill",
+    "Ward",
+    "Morris",
+    "Moore",
+    "Clark",
+    "Baker",
 ]
 # (Arabic script, Latin transliteration used for the email address)
 _AR_FIRST = [
-    ("ليلى", "layla"), ("محمد", "mohammed"), ("فاطمة", "fatima"), ("أحمد", "ahmed"),
-    ("نور", "nour"), ("يوسف", "youssef"), ("مريم", "maryam"), ("عمر", "omar"),
-    ("سارة", "sara"), ("خالد", "khaled"), ("هدى", "huda"), ("علي", "ali"),
-    ("ريم", "reem"), ("حسن", "hassan"), ("لينا", "lina"), ("طارق", "tariq"),
-    ("دينا", "dina"), ("كريم", "karim"), ("سلمى", "salma"), ("زياد", "ziad"),
-    ("أمل", "amal"), ("ياسر", "yasser"), ("رنا", "rana"), ("مصطفى", "mustafa"),
+    ("ليلى", "layla"),
+    ("محمد", "mohammed"),
+    ("فاطمة", "fatima"),
+    ("أحمد", "ahmed"),
+    ("نور", "nour"),
+    ("يوسف", "youssef"),
+    ("مريم", "maryam"),
+    ("عمر", "omar"),
+    ("سارة", "sara"),
+    ("خالد", "khaled"),
+    ("هدى", "huda"),
+    ("علي", "ali"),
+    ("ريم", "reem"),
+    ("حسن", "hassan"),
+    ("لينا", "lina"),
+    ("طارق", "tariq"),
+    ("دينا", "dina"),
+    ("كريم", "karim"),
+    ("سلمى", "salma"),
+    ("زياد", "ziad"),
+    ("أمل", "amal"),
+    ("ياسر", "yasser"),
+    ("رنا", "rana"),
+    ("مصطفى", "mustafa"),
 ]
 _AR_LAST = [
-    ("حداد", "haddad"), ("الأحمد", "alahmad"), ("منصور", "mansour"), ("السيد", "elsayed"),
-    ("الخطيب", "alkhatib"), ("عبد الله", "abdullah"), ("الشمري", "alshammari"),
-    ("المصري", "almasri"), ("القحطاني", "alqahtani"), ("حسين", "hussein"), ("النجار", "alnajjar"),
-    ("إبراهيم", "ibrahim"), ("العتيبي", "alotaibi"), ("سالم", "salem"), ("الزعبي", "alzoubi"),
-    ("يوسف", "youssef"), ("الحربي", "alharbi"), ("عيسى", "issa"), ("فرح", "farah"),
+    ("حداد", "haddad"),
+    ("الأحمد", "alahmad"),
+    ("منصور", "mansour"),
+    ("السيد", "elsayed"),
+    ("الخطيب", "alkhatib"),
+    ("عبد الله", "abdullah"),
+    ("الشمري", "alshammari"),
+    ("المصري", "almasri"),
+    ("القحطاني", "alqahtani"),
+    ("حسين", "hussein"),
+    ("النجار", "alnajjar"),
+    ("إبراهيم", "ibrahim"),
+    ("العتيبي", "alotaibi"),
+    ("سالم", "salem"),
+    ("الزعبي", "alzoubi"),
+    ("يوسف", "youssef"),
+    ("الحربي", "alharbi"),
+    ("عيسى", "issa"),
+    ("فرح", "farah"),
 ]
 _EN_TIMEZONES = [
-    "Europe/London", "Europe/London", "America/New_York", "America/New_York", "America/Chicago",
-    "America/Los_Angeles", "Europe/Dublin", "Australia/Sydney", "UTC", "UTC",
+    "Europe/London",
+    "Europe/London",
+    "America/New_York",
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Europe/Dublin",
+    "Australia/Sydney",
+    "UTC",
+    "UTC",
 ]
 _AR_TIMEZONES = [
-    "Asia/Riyadh", "Asia/Riyadh", "Asia/Dubai", "Asia/Dubai", "Africa/Cairo", "Africa/Cairo",
-    "Asia/Amman", "Asia/Kuwait", "Asia/Qatar", "Africa/Casablanca",
+    "Asia/Riyadh",
+    "Asia/Riyadh",
+    "Asia/Dubai",
+    "Asia/Dubai",
+    "Africa/Cairo",
+    "Africa/Cairo",
+    "Asia/Amman",
+    "Asia/Kuwait",
+    "Asia/Qatar",
+    "Africa/Casablanca",
 ]
 # (English name, Arabic name) of the demo store's products
 _PRODUCTS = [
@@ -134,16 +234,16 @@ _HIGH_SCORE_COMMENTS = {
 def _utc(now: datetime) -> datetime:
     """`now` in UTC, to the second; a naive `now` is taken as UTC."""
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    return now.astimezone(timezone.utc).replace(microsecond=0)
+        now = now.replace(tzinfo=UTC)
+    return now.astimezone(UTC).replace(microsecond=0)
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _index(customer_id: str) -> int:
@@ -350,16 +450,31 @@ def sample_events(customers: list[dict], now: datetime, seed: int = 7) -> list[d
             if not is_trigger and answered < last and rng.random() < 0.2:
                 score = rng.choice([2, 4, 5, 6, 7, 8, 8, 9, 9, 10, 10])
                 comments = _LOW_SCORE_COMMENTS if score <= 6 else _HIGH_SCORE_COMMENTS
-                mine.append((answered, "feedback_submitted", {
-                    "score": score, "comment": rng.choice(comments[locale]), "order_id": order_id,
-                }))
+                mine.append(
+                    (
+                        answered,
+                        "feedback_submitted",
+                        {
+                            "score": score,
+                            "comment": rng.choice(comments[locale]),
+                            "order_id": order_id,
+                        },
+                    )
+                )
         if plan.profile == "unhappy":
             at, order_id, _, _ = plan.purchases[-1]
             answered = _ago(rng, now, 2 * HOUR, 30 * HOUR)
-            mine.append((answered, "feedback_submitted", {
-                "score": rng.randint(2, 6), "comment": rng.choice(_LOW_SCORE_COMMENTS[locale][:4]),
-                "order_id": order_id,
-            }))
+            mine.append(
+                (
+                    answered,
+                    "feedback_submitted",
+                    {
+                        "score": rng.randint(2, 6),
+                        "comment": rng.choice(_LOW_SCORE_COMMENTS[locale][:4]),
+                        "order_id": order_id,
+                    },
+                )
+            )
         if plan.profile != "just_signed_up":
             # Logins between signup and the last activity; the last activity itself is a login
             # unless it is a purchase.
@@ -370,20 +485,28 @@ def sample_events(customers: list[dict], now: datetime, seed: int = 7) -> list[d
                 mine.append((last, "login", {"device": rng.choice(["web", "ios", "android"])}))
             complainers = ("current", "prospect", "inactive", "nudge", "loyal")
             if plan.profile in complainers and rng.random() < 0.05:
-                mine.append((_between(rng, created + HOUR, last), "complaint", {
-                    "channel": rng.choice(["email", "phone", "chat"]),
-                    "subject": rng.choice(["late delivery", "damaged item", "refund"]),
-                }))
+                mine.append(
+                    (
+                        _between(rng, created + HOUR, last),
+                        "complaint",
+                        {
+                            "channel": rng.choice(["email", "phone", "chat"]),
+                            "subject": rng.choice(["late delivery", "damaged item", "refund"]),
+                        },
+                    )
+                )
         mine.sort(key=lambda item: item[0])
         for number, (at, name, properties) in enumerate(mine, start=1):
             if not created <= at < now:
                 continue
-            events.append({
-                "id": f"demo{seed}-{customer_id}-{number:03d}",
-                "customer": customer_id,
-                "event": name,
-                "at": _iso(at),
-                "properties": properties,
-            })
+            events.append(
+                {
+                    "id": f"demo{seed}-{customer_id}-{number:03d}",
+                    "customer": customer_id,
+                    "event": name,
+                    "at": _iso(at),
+                    "properties": properties,
+                }
+            )
     events.sort(key=lambda event: (event["at"], event["id"]))
     return events

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
-from engine.clock import parse_instant, utcnow
 from engine.campaigns.conditions import iso
+from engine.clock import parse_instant, utcnow
 from engine.config.settings import Config
 from engine.errors import Problem
-from engine.store.tables import Consent, Customer, Event, Subscription
 from engine.store.dialect import insert_rows_new
+from engine.store.tables import Consent, Customer, Event, Subscription
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
 BATCH = 1000
@@ -131,8 +132,9 @@ def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dic
     if unknown:
         raise BadRecord(f"topic '{unknown[0]}' is not declared under topics: in config.yaml")
     clean["topics"] = {t: _boolean(v, f"topic:{t}") for t, v in topics.items()}
-    clean["attributes"] = {k: typed(v) for k, v in record.items()
-                           if k not in CORE and not k.startswith("topic:") and k != "attributes"}
+    clean["attributes"] = {
+        k: typed(v) for k, v in record.items() if k not in CORE and not k.startswith("topic:") and k != "attributes"
+    }
     if isinstance(record.get("attributes"), dict):
         clean["attributes"].update({k: typed(v) for k, v in record["attributes"].items()})
     return clean
@@ -155,8 +157,13 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
     uid = record.get("id")
-    return {"uid": str(uid) if uid is not None else None, "customer": customer, "name": name, "at": at,
-            "properties": properties}
+    return {
+        "uid": str(uid) if uid is not None else None,
+        "customer": customer,
+        "name": name,
+        "at": at,
+        "properties": properties,
+    }
 
 
 class Importer:
@@ -166,21 +173,26 @@ class Importer:
         self.now = now or utcnow()
         self.source = source
 
-    def customers(self, records: Iterable[tuple[int, Any]], label: str,
-                  progress: Callable[[int], None] | None = None) -> ImportResult:
-        return self._run(records, label, lambda r: clean_customer(r, self.config, self.now),
-                         self._store_customers, progress)
+    def customers(
+        self, records: Iterable[tuple[int, Any]], label: str, progress: Callable[[int], None] | None = None
+    ) -> ImportResult:
+        return self._run(
+            records, label, lambda r: clean_customer(r, self.config, self.now), self._store_customers, progress
+        )
 
-    def events(self, records: Iterable[tuple[int, Any]], label: str,
-               progress: Callable[[int], None] | None = None) -> ImportResult:
+    def events(
+        self, records: Iterable[tuple[int, Any]], label: str, progress: Callable[[int], None] | None = None
+    ) -> ImportResult:
         return self._run(records, label, lambda r: clean_event(r, self.config), self._store_events, progress)
 
     def all_or_nothing(self, kind: str, records: list[Any], label: str) -> ImportResult:
         """The API's import: every record is checked first and then all are stored in ONE
         transaction, or none is. A problem's `line` is the record's index in the list.
         `kind` is "customers" or "events"."""
-        clean = {"customers": lambda r: clean_customer(r, self.config, self.now),
-                 "events": lambda r: clean_event(r, self.config)}[kind]
+        clean = {
+            "customers": lambda r: clean_customer(r, self.config, self.now),
+            "events": lambda r: clean_event(r, self.config),
+        }[kind]
         store = {"customers": self._store_customers, "events": self._store_events}[kind]
         result, batch = ImportResult(), []
         for index, record in enumerate(records):
@@ -227,20 +239,26 @@ class Importer:
 
     def _store_customers(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
         latest = {row["external_id"]: row for _, row in batch}  # the last line for an id wins
-        existing = dict(connection.execute(select(Customer.external_id, Customer.id)
-                                           .where(Customer.external_id.in_(latest))).all())
-        attrs = dict(connection.execute(select(Customer.id, Customer.attributes)
-                                        .where(Customer.id.in_(existing.values()))).all())
-        new = [{**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
-               for key, row in latest.items() if key not in existing]
+        existing = dict(
+            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(latest))).all()
+        )
+        attrs = dict(
+            connection.execute(select(Customer.id, Customer.attributes).where(Customer.id.in_(existing.values()))).all()
+        )
+        new = [
+            {**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
+            for key, row in latest.items()
+            if key not in existing
+        ]
         if new:
             connection.execute(Customer.__table__.insert(), new)
         for key, row in latest.items():
             if key in existing:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
                 connection.execute(update(Customer).where(Customer.id == existing[key]).values(values))
-        ids = dict(connection.execute(select(Customer.external_id, Customer.id)
-                                      .where(Customer.external_id.in_(latest))).all())
+        ids = dict(
+            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(latest))).all()
+        )
         self._consents(connection, latest, ids)
         result.stored += len(batch)
 
@@ -249,33 +267,65 @@ class Importer:
         choices, consents = [], []
         for key, row in latest.items():
             for topic, subscribed in row["topics"].items():
-                choices.append({"customer_id": ids[key], "topic": topic, "subscribed": subscribed,
-                                "updated_at": self.now, "source": self.source})
-                consents.append({"customer_id": ids[key], "topic": topic, "at": self.now, "source": self.source,
-                                 "action": "subscribe" if subscribed else "unsubscribe"})
+                choices.append(
+                    {
+                        "customer_id": ids[key],
+                        "topic": topic,
+                        "subscribed": subscribed,
+                        "updated_at": self.now,
+                        "source": self.source,
+                    }
+                )
+                consents.append(
+                    {
+                        "customer_id": ids[key],
+                        "topic": topic,
+                        "at": self.now,
+                        "source": self.source,
+                        "action": "subscribe" if subscribed else "unsubscribe",
+                    }
+                )
             if row.get("confirmed_at"):
-                consents.append({"customer_id": ids[key], "topic": None, "at": row["confirmed_at"],
-                                 "source": self.source, "action": "confirm"})
+                consents.append(
+                    {
+                        "customer_id": ids[key],
+                        "topic": None,
+                        "at": row["confirmed_at"],
+                        "source": self.source,
+                        "action": "confirm",
+                    }
+                )
         if choices:
             keys = [(c["customer_id"], c["topic"]) for c in choices]
             for customer_id, topic in keys:
-                connection.execute(Subscription.__table__.delete().where(
-                    Subscription.customer_id == customer_id, Subscription.topic == topic))
+                connection.execute(
+                    Subscription.__table__.delete().where(
+                        Subscription.customer_id == customer_id, Subscription.topic == topic
+                    )
+                )
             connection.execute(Subscription.__table__.insert(), choices)
         if consents:
             connection.execute(Consent.__table__.insert(), consents)
 
     def _store_events(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
         wanted = {row["customer"] for _, row in batch}
-        ids = dict(connection.execute(select(Customer.external_id, Customer.id)
-                                      .where(Customer.external_id.in_(wanted))).all())
+        ids = dict(
+            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(wanted))).all()
+        )
         rows = []
         for line, row in batch:
             if row["customer"] not in ids:
                 result.problems.append(Problem(label, line, 1, f"customer '{row['customer']}' does not exist"))
                 continue
-            rows.append({"uid": row["uid"], "customer_id": ids[row["customer"]], "name": row["name"],
-                         "at": row["at"], "properties": row["properties"]})
+            rows.append(
+                {
+                    "uid": row["uid"],
+                    "customer_id": ids[row["customer"]],
+                    "name": row["name"],
+                    "at": row["at"],
+                    "properties": row["properties"],
+                }
+            )
         with_uid = [r for r in rows if r["uid"] is not None]
         without = [r for r in rows if r["uid"] is None]
         stored = 0

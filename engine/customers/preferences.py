@@ -8,16 +8,16 @@ The web service calls this module; it knows nothing of HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cache
 from datetime import datetime, timedelta
+from functools import cache
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.engine.interfaces import Compiled
 
 from engine.config.settings import Config
-from engine.store.tables import Consent, Customer, Event, Subscription
 from engine.store.dialect import insert_new, upsert
+from engine.store.tables import Consent, Customer, Event, Subscription
 
 FREQUENCY_CHOICES = {"weekly": timedelta(days=7), "monthly": timedelta(days=30)}  # a customer's own cap of 1 per
 FREQUENCIES = tuple(FREQUENCY_CHOICES)  # besides None: as often as the campaigns allow
@@ -26,10 +26,17 @@ CONFIRMED_EVENT = "confirmed"  # the welcome campaign starts on it
 # Built once: the preference centre runs these on every page view, and composing a statement
 # costs several times more than SQLite takes to answer it.
 CUSTOMERS, SUBSCRIPTIONS, CONSENTS = Customer.__table__, Subscription.__table__, Consent.__table__
-CHOICES = (select(CUSTOMERS.c.locale, CUSTOMERS.c.frequency, CUSTOMERS.c.unsubscribed_at, SUBSCRIPTIONS.c.topic,
-                  SUBSCRIPTIONS.c.subscribed)
-           .outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.customer_id == CUSTOMERS.c.id)
-           .where(CUSTOMERS.c.id == bindparam("customer_id")))
+CHOICES = (
+    select(
+        CUSTOMERS.c.locale,
+        CUSTOMERS.c.frequency,
+        CUSTOMERS.c.unsubscribed_at,
+        SUBSCRIPTIONS.c.topic,
+        SUBSCRIPTIONS.c.subscribed,
+    )
+    .outerjoin(SUBSCRIPTIONS, SUBSCRIPTIONS.c.customer_id == CUSTOMERS.c.id)
+    .where(CUSTOMERS.c.id == bindparam("customer_id"))
+)
 UPDATE_CUSTOMER = update(CUSTOMERS).where(CUSTOMERS.c.id == bindparam("customer_id"))
 CONFIRM = UPDATE_CUSTOMER.where(CUSTOMERS.c.confirmed_at.is_(None))
 
@@ -63,8 +70,9 @@ class Preferences:
         locale = locale if locale in self.config.locales else self.config.default_locale
         return Choices(topics, frequency, locale, unsubscribed_at is not None)
 
-    def save(self, connection: Connection, customer_id: int, wanted: Choices, source: str,
-             now: datetime) -> Choices | None:
+    def save(
+        self, connection: Connection, customer_id: int, wanted: Choices, source: str, now: datetime
+    ) -> Choices | None:
         """Store what differs from the current choices (a consent row for each difference).
         Returns the choices after it, None if the customer does not exist."""
         current = self.load(connection, customer_id)
@@ -90,8 +98,9 @@ class Preferences:
         _record(connection, customer_id, actions, source, now)
         return self.load(connection, customer_id)
 
-    def unsubscribe(self, connection: Connection, customer_id: int, topic: str | None, source: str,
-                    now: datetime) -> Choices | None:
+    def unsubscribe(
+        self, connection: Connection, customer_id: int, topic: str | None, source: str, now: datetime
+    ) -> Choices | None:
         """One-click unsubscribe from the topic of the email, or from all marketing when the email
         had no topic; repeating it changes nothing. Returns the choices after it, None if the
         customer does not exist."""
@@ -115,13 +124,21 @@ class Preferences:
         current = self.load(connection, customer_id)
         if current is None:
             return None
-        changed = connection.execute(CONFIRM, {"customer_id": customer_id, "confirmed_at": now,
-                                               "confirmed_source": source}).rowcount
+        changed = connection.execute(
+            CONFIRM, {"customer_id": customer_id, "confirmed_at": now, "confirmed_source": source}
+        ).rowcount
         if changed:
             _record(connection, customer_id, [("confirm", None)], source, now)
-            connection.execute(insert_new(connection, Event.__table__, ["uid"]),
-                               {"uid": f"{CONFIRMED_EVENT}:{customer_id}", "customer_id": customer_id,
-                                "name": CONFIRMED_EVENT, "at": now, "properties": {"source": source}})
+            connection.execute(
+                insert_new(connection, Event.__table__, ["uid"]),
+                {
+                    "uid": f"{CONFIRMED_EVENT}:{customer_id}",
+                    "customer_id": customer_id,
+                    "name": CONFIRMED_EVENT,
+                    "at": now,
+                    "properties": {"source": source},
+                },
+            )
         return current
 
 
@@ -133,8 +150,9 @@ def _fetch_choices(connection: Connection, customer_id: int) -> list[tuple]:
     params = compiled.construct_params({"customer_id": customer_id})
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(compiled.string, [params[name] for name in compiled.positiontup]
-                       if compiled.positional else params)
+        cursor.execute(
+            compiled.string, [params[name] for name in compiled.positiontup] if compiled.positional else params
+        )
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -145,12 +163,14 @@ def _compiled_choices(dialect: Dialect) -> Compiled:
     return CHOICES.compile(dialect=dialect)
 
 
-def _choose_topic(connection: Connection, customer_id: int, topic: str, subscribed: bool, source: str,
-                  now: datetime) -> None:
+def _choose_topic(
+    connection: Connection, customer_id: int, topic: str, subscribed: bool, source: str, now: datetime
+) -> None:
     """Set the customer's current row for the topic."""
-    connection.execute(_topic_choice(connection.dialect.name),
-                       {"customer_id": customer_id, "topic": topic, "subscribed": subscribed, "updated_at": now,
-                        "source": source})
+    connection.execute(
+        _topic_choice(connection.dialect.name),
+        {"customer_id": customer_id, "topic": topic, "subscribed": subscribed, "updated_at": now, "source": source},
+    )
 
 
 @cache
@@ -159,9 +179,15 @@ def _topic_choice(dialect: str):
     return upsert(dialect, SUBSCRIPTIONS, ["customer_id", "topic"])
 
 
-def _record(connection: Connection, customer_id: int, actions: list[tuple[str, str | None]], source: str,
-            now: datetime) -> None:
+def _record(
+    connection: Connection, customer_id: int, actions: list[tuple[str, str | None]], source: str, now: datetime
+) -> None:
     """The append-only consent trail: one row per change."""
     if actions:
-        connection.execute(CONSENTS.insert(), [{"customer_id": customer_id, "action": action, "topic": topic,
-                                                "at": now, "source": source} for action, topic in actions])
+        connection.execute(
+            CONSENTS.insert(),
+            [
+                {"customer_id": customer_id, "action": action, "topic": topic, "at": now, "source": source}
+                for action, topic in actions
+            ],
+        )

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
-from engine.store.tables import Suppression
 from engine.store.dialect import insert_new
+from engine.store.tables import Suppression
 
 
 def normalise(email: str) -> str:
@@ -18,8 +18,9 @@ def normalise(email: str) -> str:
 def add_suppression(engine: Engine, email: str, reason: str, now: datetime) -> bool:
     with engine.begin() as connection:
         statement = insert_new(connection, Suppression.__table__, ["email"])
-        return bool(connection.execute(statement, {"email": normalise(email), "reason": reason,
-                                                   "created_at": now}).rowcount)
+        return bool(
+            connection.execute(statement, {"email": normalise(email), "reason": reason, "created_at": now}).rowcount
+        )
 
 
 def remove_suppression(engine: Engine, email: str) -> bool:

@@ -12,18 +12,18 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine import metrics
-from engine.delivery import workers
 from engine.campaigns.language import Campaign
 from engine.clock import utcnow
 from engine.config.settings import Config
+from engine.delivery import workers
 from engine.delivery.tick import TickReport, tick
 from engine.senders import Sender
 
@@ -32,8 +32,9 @@ MAX_BACKOFF = timedelta(minutes=5)
 
 
 class Daemon:
-    def __init__(self, config: Config, campaigns: list[Campaign], engine, sender: Sender,
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self, config: Config, campaigns: list[Campaign], engine, sender: Sender, clock: Callable[[], datetime] = utcnow
+    ):
         self.config = config
         self.campaigns = campaigns
         self.engine = engine
@@ -48,11 +49,23 @@ class Daemon:
         """Block until a signal asks to stop; then finish the batch in hand and return."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        self.scheduler.add_job(self.tick_once, "interval", id="tick", next_run_time=utcnow(),
-                               seconds=self.config.scheduler.interval.total_seconds(),
-                               max_instances=1, coalesce=True, misfire_grace_time=None)
-        log.info("daemon started", extra={"interval_seconds": self.config.scheduler.interval.total_seconds(),
-                                          "campaigns": len(self.campaigns)})
+        self.scheduler.add_job(
+            self.tick_once,
+            "interval",
+            id="tick",
+            next_run_time=utcnow(),
+            seconds=self.config.scheduler.interval.total_seconds(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        log.info(
+            "daemon started",
+            extra={
+                "interval_seconds": self.config.scheduler.interval.total_seconds(),
+                "campaigns": len(self.campaigns),
+            },
+        )
         try:
             self.scheduler.start()
         finally:
@@ -72,8 +85,15 @@ class Daemon:
         try:
             if self.worker is None:
                 self.worker = workers.register(self.engine)
-            report = tick(self.config, self.campaigns, self.engine, self.sender, self.clock(),
-                          worker=self.worker, stop=self.stopping.is_set)
+            report = tick(
+                self.config,
+                self.campaigns,
+                self.engine,
+                self.sender,
+                self.clock(),
+                worker=self.worker,
+                stop=self.stopping.is_set,
+            )
         except (OperationalError, DBAPIError) as exc:
             self._database_down(exc)
             return None
@@ -84,11 +104,16 @@ class Daemon:
     def _database_down(self, exc: Exception) -> None:
         """Log, back off exponentially, try again: the tick's transactions rolled back whole."""
         self.failures += 1
-        delay = min(self.config.scheduler.interval * 2 ** self.failures, MAX_BACKOFF)
+        delay = min(self.config.scheduler.interval * 2**self.failures, MAX_BACKOFF)
         metrics.TICKS.labels("database_error").inc()
-        log.error("database unavailable; retrying", extra={"error": str(exc).splitlines()[0],
-                                                           "retry_in_seconds": delay.total_seconds(),
-                                                           "failures": self.failures})
+        log.error(
+            "database unavailable; retrying",
+            extra={
+                "error": str(exc).splitlines()[0],
+                "retry_in_seconds": delay.total_seconds(),
+                "failures": self.failures,
+            },
+        )
         self.engine.dispose()
         if not self.stopping.is_set():
             self.scheduler.modify_job("tick", next_run_time=utcnow() + delay)
@@ -104,8 +129,15 @@ class Daemon:
                     metrics.SENDS.labels(campaign, status).inc(n)
         metrics.TICKS.labels("ok").inc()
         metrics.TICK_SECONDS.observe(seconds)
-        log.info("tick", extra={"now": report.now.isoformat(), "seconds": round(seconds, 3),
-                                "evaluated": len(self.campaigns), **dict(totals)})
+        log.info(
+            "tick",
+            extra={
+                "now": report.now.isoformat(),
+                "seconds": round(seconds, 3),
+                "evaluated": len(self.campaigns),
+                **dict(totals),
+            },
+        )
 
     def _retire(self) -> None:
         if self.worker is None:

@@ -11,25 +11,46 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from sqlalchemy import (Column, Integer, MetaData, String, Table, and_, cast, exists, func,
-                        insert, literal, not_, null, select, true, update)
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    not_,
+    null,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from engine.campaigns.assignment import pick_variant, share
+from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign
 from engine.clock import as_utc
-from engine.campaigns.conditions import ConditionCompiler
 from engine.config.settings import Config
-from engine.store.tables import Customer, Entry, Event, Send
 from engine.store.dialect import insert_new, shifted
+from engine.store.tables import Customer, Entry, Event, Send
 
 _scratch = MetaData()
 # Candidates computed in Python (dates in each customer's timezone) wait here for the same
 # INSERT ... SELECT as every other trigger kind.
-date_candidate = Table("date_candidate", _scratch,
-                       Column("customer_id", Integer), Column("entry_key", String),
-                       Column("entered_at", UTCDateTime()), prefixes=["TEMPORARY"])
+date_candidate = Table(
+    "date_candidate",
+    _scratch,
+    Column("customer_id", Integer),
+    Column("entry_key", String),
+    Column("entered_at", UTCDateTime()),
+    prefixes=["TEMPORARY"],
+)
 
 
 class Evaluator:
@@ -55,11 +76,17 @@ class Evaluator:
 
     def _event_candidates(self, campaign: Campaign):
         trigger = campaign.trigger
-        return (select(Event.customer_id.label("customer_id"),
-                       (literal("event:") + cast(Event.id, String)).label("entry_key"),
-                       Event.at.label("entered_at"), Event.id.label("event_id"))
-                .where(Event.name == trigger.event, Event.at <= self.now,
-                       Event.at >= self.now - self.lookback(campaign), self.conditions.where(trigger.where)))
+        return select(
+            Event.customer_id.label("customer_id"),
+            (literal("event:") + cast(Event.id, String)).label("entry_key"),
+            Event.at.label("entered_at"),
+            Event.id.label("event_id"),
+        ).where(
+            Event.name == trigger.event,
+            Event.at <= self.now,
+            Event.at >= self.now - self.lookback(campaign),
+            self.conditions.where(trigger.where),
+        )
 
     def _inactivity_candidates(self, campaign: Campaign):
         rule = campaign.trigger.inactivity
@@ -67,19 +94,24 @@ class Evaluator:
         if rule.event:
             activity = activity.where(Event.name == rule.event)
         last = func.coalesce(activity.scalar_subquery(), Customer.created_at)
-        return (select(Customer.id.label("customer_id"),
-                       (literal("inactive:") + cast(last, String)).label("entry_key"),
-                       shifted(last, rule.for_).label("entered_at"), cast(null(), Integer).label("event_id"))
-                .where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign)))
+        return select(
+            Customer.id.label("customer_id"),
+            (literal("inactive:") + cast(last, String)).label("entry_key"),
+            shifted(last, rule.for_).label("entered_at"),
+            cast(null(), Integer).label("event_id"),
+        ).where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign))
 
     def _schedule_candidates(self, campaign: Campaign):
         firings = self.firings(campaign)
         if not firings:
             return None
         fired = max(firings)  # one broadcast per tick; missed older firings are not replayed
-        return select(Customer.id.label("customer_id"),
-                      literal("fire:" + fired.isoformat()).label("entry_key"),
-                      literal(fired, UTCDateTime()).label("entered_at"), cast(null(), Integer).label("event_id"))
+        return select(
+            Customer.id.label("customer_id"),
+            literal("fire:" + fired.isoformat()).label("entry_key"),
+            literal(fired, UTCDateTime()).label("entered_at"),
+            cast(null(), Integer).label("event_id"),
+        )
 
     def firings(self, campaign: Campaign) -> list[datetime]:
         trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
@@ -98,7 +130,10 @@ class Evaluator:
         rule = campaign.trigger.date
         earliest = self.now - self.lookback(campaign)
         value = Customer.attributes[rule.attribute].as_string()
-        first_day, last_day = (earliest - rule.offset - timedelta(days=1)).date(), (self.now - rule.offset + timedelta(days=1)).date()
+        first_day, last_day = (
+            (earliest - rule.offset - timedelta(days=1)).date(),
+            (self.now - rule.offset + timedelta(days=1)).date(),
+        )
         days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
         if rule.anniversary:
             near = func.substr(value, 6, 5).in_({d.strftime("%m-%d") for d in days})
@@ -153,30 +188,43 @@ class Evaluator:
         blocked = self.reentry_block(campaign, c)
         if blocked is not None:
             conditions.append(not_(blocked))
-        chosen = select(c.customer_id, c.entry_key, c.entered_at, c.event_id).join(
-            Customer, Customer.id == c.customer_id).where(*conditions)
+        chosen = (
+            select(c.customer_id, c.entry_key, c.entered_at, c.event_id)
+            .join(Customer, Customer.id == c.customer_id)
+            .where(*conditions)
+        )
         statement = insert_new(self.connection, Entry.__table__, ["campaign", "customer_id", "entry_key"])
-        columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id",
-                   "held_out", "scheduled", "status"]
+        columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id", "held_out", "scheduled", "status"]
         if campaign.reentry == "always":
             return self._insert(statement, columns, campaign, chosen.subquery())
         # One entry per customer at a time: the earliest allowed candidate, then look again,
         # since that entry may block or allow the next.
-        ranked = chosen.add_columns(func.row_number().over(
-            partition_by=c.customer_id, order_by=(c.entered_at, c.entry_key)).label("rank")).subquery()
+        ranked = chosen.add_columns(
+            func.row_number().over(partition_by=c.customer_id, order_by=(c.entered_at, c.entry_key)).label("rank")
+        ).subquery()
         total = 0
         while True:
-            first = select(ranked.c.customer_id, ranked.c.entry_key, ranked.c.entered_at,
-                           ranked.c.event_id).where(ranked.c.rank == 1).subquery()
+            first = (
+                select(ranked.c.customer_id, ranked.c.entry_key, ranked.c.entered_at, ranked.c.event_id)
+                .where(ranked.c.rank == 1)
+                .subquery()
+            )
             added = self._insert(statement, columns, campaign, first)
             total += added
             if added == 0:
                 return total
 
     def _insert(self, statement, columns, campaign: Campaign, rows) -> int:
-        source = select(literal(campaign.name), rows.c.customer_id, rows.c.entry_key, rows.c.entered_at,
-                        rows.c.event_id, literal(False), literal(False), literal("active")
-                        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+        source = select(
+            literal(campaign.name),
+            rows.c.customer_id,
+            rows.c.entry_key,
+            rows.c.entered_at,
+            rows.c.event_id,
+            literal(False),
+            literal(False),
+            literal("active"),
+        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
         # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
         return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
 
@@ -187,8 +235,9 @@ class Evaluator:
         earlier = select(Entry.id).where(Entry.campaign == campaign.name, Entry.customer_id == c.customer_id)
         if campaign.reentry != "never":
             window = campaign.reentry
-            earlier = earlier.where(Entry.entered_at > shifted(c.entered_at, -window),
-                                    Entry.entered_at < shifted(c.entered_at, window))
+            earlier = earlier.where(
+                Entry.entered_at > shifted(c.entered_at, -window), Entry.entered_at < shifted(c.entered_at, window)
+            )
         return exists(earlier)
 
     # -- first steps -----------------------------------------------------------------------------
@@ -196,10 +245,13 @@ class Evaluator:
     def schedule_first_steps(self, campaign: Campaign) -> None:
         """Give every new entry its first send (or its holdout record), in batches."""
         first = campaign.steps[0]
-        query = (select(Entry.id, Entry.customer_id, Entry.entered_at, Customer.external_id)
-                 .join(Customer, Customer.id == Entry.customer_id)
-                 .where(Entry.campaign == campaign.name, Entry.scheduled == False)  # noqa: E712
-                 .order_by(Entry.id).limit(self.batch_size))
+        query = (
+            select(Entry.id, Entry.customer_id, Entry.entered_at, Customer.external_id)
+            .join(Customer, Customer.id == Entry.customer_id)
+            .where(Entry.campaign == campaign.name, Entry.scheduled == False)  # noqa: E712
+            .order_by(Entry.id)
+            .limit(self.batch_size)
+        )
         while rows := self.connection.execute(query).all():
             sends, held = [], []
             for entry_id, customer_id, entered_at, external_id in rows:
@@ -207,24 +259,51 @@ class Evaluator:
                 if held_out:
                     held.append(entry_id)
                 due = entered_at + first.delay
-                sends.append(new_send(campaign, 1, entry_id, customer_id, external_id, due,
-                                      status="held_out" if held_out else "scheduled",
-                                      reason="holdout" if held_out else None, now=self.now))
+                sends.append(
+                    new_send(
+                        campaign,
+                        1,
+                        entry_id,
+                        customer_id,
+                        external_id,
+                        due,
+                        status="held_out" if held_out else "scheduled",
+                        reason="holdout" if held_out else None,
+                        now=self.now,
+                    )
+                )
             self.connection.execute(insert_new(self.connection, Send.__table__, ["entry_id", "step"]), sends)
             ids = [r[0] for r in rows]
             self.connection.execute(update(Entry).where(Entry.id.in_(ids)).values(scheduled=True))
             if held:
-                self.connection.execute(update(Entry).where(Entry.id.in_(held))
-                                        .values(held_out=True, status="held_out"))
+                self.connection.execute(
+                    update(Entry).where(Entry.id.in_(held)).values(held_out=True, status="held_out")
+                )
 
 
-def new_send(campaign: Campaign, step: int, entry_id: int, customer_id: int, external_id: str,
-             due: datetime, now: datetime, status: str = "scheduled", reason: str | None = None) -> dict:
+def new_send(
+    campaign: Campaign,
+    step: int,
+    entry_id: int,
+    customer_id: int,
+    external_id: str,
+    due: datetime,
+    now: datetime,
+    status: str = "scheduled",
+    reason: str | None = None,
+) -> dict:
     return {
-        "entry_id": entry_id, "campaign": campaign.name, "customer_id": customer_id, "step": step,
-        "marketing": campaign.marketing, "priority": campaign.priority,
-        "variant": pick_variant(campaign, step, external_id), "due_at": due, "next_attempt_at": due,
-        "status": status, "reason": reason, "attempts": 0, "updated_at": now,
+        "entry_id": entry_id,
+        "campaign": campaign.name,
+        "customer_id": customer_id,
+        "step": step,
+        "marketing": campaign.marketing,
+        "priority": campaign.priority,
+        "variant": pick_variant(campaign, step, external_id),
+        "due_at": due,
+        "next_attempt_at": due,
+        "status": status,
+        "reason": reason,
+        "attempts": 0,
+        "updated_at": now,
     }
-
-

@@ -5,16 +5,16 @@ after, so a crash in between leaves evidence rather than a blind resend."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import and_, bindparam, exists, false, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from engine.campaigns.language import Campaign
 from engine.campaigns.conditions import ConditionCompiler
+from engine.campaigns.language import Campaign
 from engine.config.settings import Config
-from engine.store.dialect import shifted
 from engine.mail.compose import CUSTOMER_COLUMNS
+from engine.store.dialect import shifted
 from engine.store.tables import Customer, Entry, Event, Send, Suppression
 
 WAITING = ("scheduled", "deferred")
@@ -35,16 +35,18 @@ def lock_evaluation(connection: Connection) -> bool:
 
 def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
     """Steps that could not go out by due + expire_after are dropped, and their entries end."""
-    overdue = and_(Send.campaign == campaign.name, Send.status.in_(WAITING),
-                   Send.due_at < now - campaign.expire_after)
+    overdue = and_(Send.campaign == campaign.name, Send.status.in_(WAITING), Send.due_at < now - campaign.expire_after)
     entries = select(Send.entry_id).where(overdue).scalar_subquery()
     connection.execute(update(Entry).where(Entry.id.in_(entries), Entry.status == "active").values(status="expired"))
-    return connection.execute(update(Send).where(overdue).values(status="expired", reason="expired",
-                                                                 updated_at=now)).rowcount or 0
+    return (
+        connection.execute(
+            update(Send).where(overdue).values(status="expired", reason="expired", updated_at=now)
+        ).rowcount
+        or 0
+    )
 
 
-def due_sends(connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime,
-              limit: int):
+def due_sends(connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int):
     """The next due sends of one step, with everything the send-time checks need, in one query."""
     conditions = ConditionCompiler(config, now)
     step_spec = campaign.steps[step - 1]
@@ -56,28 +58,50 @@ def due_sends(connection: Connection, config: Config, campaign: Campaign, step: 
     ]
     if campaign.marketing:
         checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
-    query = (select(Send.id, Send.step, Send.due_at, Send.variant, Send.attempts, Send.entry_id, Entry.entered_at,
-                    Entry.event_id, *CUSTOMER_COLUMNS, *checks)
-             .join(Entry, Entry.id == Send.entry_id).join(Customer, Customer.id == Send.customer_id)
-             .where(Send.campaign == campaign.name, Send.step == step, Send.status.in_(WAITING),
-                    Send.next_attempt_at <= now)
-             .order_by(Send.due_at, Send.id).limit(limit)
-             # PostgreSQL: workers skip each other's rows instead of waiting; SQLite has one writer
-             .with_for_update(skip_locked=True, of=Send))
+    query = (
+        select(
+            Send.id,
+            Send.step,
+            Send.due_at,
+            Send.variant,
+            Send.attempts,
+            Send.entry_id,
+            Entry.entered_at,
+            Entry.event_id,
+            *CUSTOMER_COLUMNS,
+            *checks,
+        )
+        .join(Entry, Entry.id == Send.entry_id)
+        .join(Customer, Customer.id == Send.customer_id)
+        .where(Send.campaign == campaign.name, Send.step == step, Send.status.in_(WAITING), Send.next_attempt_at <= now)
+        .order_by(Send.due_at, Send.id)
+        .limit(limit)
+        # PostgreSQL: workers skip each other's rows instead of waiting; SQLite has one writer
+        .with_for_update(skip_locked=True, of=Send)
+    )
     return connection.execute(query).mappings().all()
 
 
 def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime):
     """An exit event after the entry; for an inactivity trigger, the activity coming back."""
     rules = [(rule.event, rule.where) for rule in campaign.exit]
-    checks = [exists(select(Event.id).where(Event.customer_id == Customer.id, Event.name == name,
-                                            Event.at > Entry.entered_at, Event.at <= now,
-                                            conditions.where(where)))
-              for name, where in rules]
+    checks = [
+        exists(
+            select(Event.id).where(
+                Event.customer_id == Customer.id,
+                Event.name == name,
+                Event.at > Entry.entered_at,
+                Event.at <= now,
+                conditions.where(where),
+            )
+        )
+        for name, where in rules
+    ]
     inactivity = campaign.trigger.inactivity
     if inactivity is not None:
-        back = select(Event.id).where(Event.customer_id == Customer.id, Event.at <= now,
-                                      Event.at > shifted(Entry.entered_at, -inactivity.for_))
+        back = select(Event.id).where(
+            Event.customer_id == Customer.id, Event.at <= now, Event.at > shifted(Entry.entered_at, -inactivity.for_)
+        )
         if inactivity.event:
             back = back.where(Event.name == inactivity.event)
         checks.append(exists(back))
@@ -86,9 +110,12 @@ def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime):
 
 def recent_marketing(connection: Connection, customer_ids: list[int], since: datetime) -> dict[int, list[datetime]]:
     """When each customer was last sent marketing, for the frequency cap (one query a batch)."""
-    query = (select(Send.customer_id, Send.sent_at)
-             .where(Send.customer_id.in_(customer_ids), Send.marketing == True,  # noqa: E712
-                    Send.status.in_(COUNTED), Send.sent_at > since))
+    query = select(Send.customer_id, Send.sent_at).where(
+        Send.customer_id.in_(customer_ids),
+        Send.marketing == True,  # noqa: E712
+        Send.status.in_(COUNTED),
+        Send.sent_at > since,
+    )
     times: dict[int, list[datetime]] = defaultdict(list)
     for customer_id, sent_at in connection.execute(query):
         times[customer_id].append(sent_at)
@@ -109,21 +136,35 @@ def mark(connection: Connection, changes: list[dict]) -> None:
         groups[tuple(sorted(k for k in change if k != "id"))].append(change)
     table = Send.__table__
     for fields, rows in groups.items():
-        statement = (update(table).where(table.c.id == bindparam("send_id"))
-                     .values({f: bindparam(f"new_{f}") for f in fields}))
+        statement = (
+            update(table).where(table.c.id == bindparam("send_id")).values({f: bindparam(f"new_{f}") for f in fields})
+        )
         connection.execute(statement, [{"send_id": r["id"], **{f"new_{f}": r[f] for f in fields}} for r in rows])
 
 
-def claim(connection: Connection, ids: list[int], now: datetime, emails: dict[int, str],
-          worker: str | None) -> set[int]:
+def claim(
+    connection: Connection, ids: list[int], now: datetime, emails: dict[int, str], worker: str | None
+) -> set[int]:
     """Mark sends `sending`; only those still waiting are claimed, so two workers never both send."""
     if not ids:
         return set()
-    claimed = connection.execute(
-        update(Send).where(Send.id.in_(ids), Send.status.in_(WAITING))
-        .values(status="sending", reason=None, attempts=Send.attempts + 1, sent_at=now, updated_at=now,
-                claimed_by=worker)
-        .returning(Send.id)).scalars().all()
+    claimed = (
+        connection.execute(
+            update(Send)
+            .where(Send.id.in_(ids), Send.status.in_(WAITING))
+            .values(
+                status="sending",
+                reason=None,
+                attempts=Send.attempts + 1,
+                sent_at=now,
+                updated_at=now,
+                claimed_by=worker,
+            )
+            .returning(Send.id)
+        )
+        .scalars()
+        .all()
+    )
     claimed = set(claimed)
     mark(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
     return claimed

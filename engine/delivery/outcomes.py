@@ -17,8 +17,8 @@ from sqlalchemy import bindparam, case, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from engine.store.tables import OUTCOME_KINDS, Delivery, Send
 from engine.store.dialect import insert_new
+from engine.store.tables import OUTCOME_KINDS, Delivery, Send
 
 # An outcome's bit in Send.outcomes is 1 << its index here.
 OUTCOMES = tuple(OUTCOME_KINDS)
@@ -44,7 +44,8 @@ def record_deliveries(connection: Connection, deliveries: list[dict[str, Any]]) 
     if not deliveries:
         return 0
     statement = insert_new(connection, Delivery.__table__, ["provider_event_id"]).returning(
-        Delivery.send_id, Delivery.kind, Delivery.at)
+        Delivery.send_id, Delivery.kind, Delivery.at
+    )
     new = connection.execute(statement, deliveries).all()
     firsts: dict[int, dict[str, datetime]] = defaultdict(dict)
     for send_id, kind, at in new:
@@ -52,9 +53,13 @@ def record_deliveries(connection: Connection, deliveries: list[dict[str, Any]]) 
             firsts[send_id][outcome] = min(at, firsts[send_id].get(outcome, at))
     if firsts:
         # in send order, so that concurrent posts lock the sends they share in the same order
-        connection.execute(_MARK, [{"send": send_id, "bits": sum(bit(o) for o in times),
-                                    **{o: times.get(o) for o in OUTCOMES}}
-                                   for send_id, times in sorted(firsts.items())])
+        connection.execute(
+            _MARK,
+            [
+                {"send": send_id, "bits": sum(bit(o) for o in times), **{o: times.get(o) for o in OUTCOMES}}
+                for send_id, times in sorted(firsts.items())
+            ],
+        )
     return len(new)
 
 
@@ -65,7 +70,13 @@ def _earlier(column: ColumnElement, new: ColumnElement) -> ColumnElement:
 
 # A send's new outcome bits and first times (null where the post brought none); row locks make
 # concurrent posts about one send add up rather than overwrite.
-_MARK = (update(Send).where(Send.id == bindparam("send"))
-         .values({Send.outcomes: Send.outcomes.op("|")(bindparam("bits")),
-                  **{first_at(o): _earlier(first_at(o), bindparam(o, type_=Send.__table__.c.sent_at.type))
-                     for o in OUTCOMES}}))
+_MARK = (
+    update(Send)
+    .where(Send.id == bindparam("send"))
+    .values(
+        {
+            Send.outcomes: Send.outcomes.op("|")(bindparam("bits")),
+            **{first_at(o): _earlier(first_at(o), bindparam(o, type_=Send.__table__.c.sent_at.type)) for o in OUTCOMES},
+        }
+    )
+)

@@ -1,7 +1,7 @@
 """A tick: evaluate every campaign into entries, then send what is due, in priority order.
 
-    campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (skip / defer / send)
-      --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
+campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (skip / defer / send)
+  --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
 """
 
 from __future__ import annotations
@@ -9,29 +9,29 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
-from engine.delivery import ledger, workers
-from engine.store import tallies
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
 from engine.customers.preferences import FREQUENCY_CHOICES
-from engine.errors import TemplateError
+from engine.delivery import ledger, workers
 from engine.delivery.evaluation import Evaluator, new_send
-from engine.mail.links import Links
+from engine.errors import TemplateError
 from engine.mail.compose import compose
+from engine.mail.links import Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
 from engine.senders import Sender, SendResult
-from engine.store.tables import Send, Suppression
+from engine.store import tallies
 from engine.store.dialect import insert_new
-
+from engine.store.tables import Send, Suppression
 
 
 @dataclass
@@ -43,10 +43,13 @@ class TickReport:
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
 
     def as_dict(self) -> dict[str, Any]:
-        return {"now": self.now.isoformat(), "dry_run": self.dry_run,
-                "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
-                **({"planned": self.planned} if self.dry_run else {})}
+        return {
+            "now": self.now.isoformat(),
+            "dry_run": self.dry_run,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
+            **({"planned": self.planned} if self.dry_run else {}),
+        }
 
 
 @dataclass
@@ -57,9 +60,18 @@ class Decision:
 
 
 class Tick:
-    def __init__(self, config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender,
-                 now: datetime, dry_run: bool = False, progress: Callable[[int], None] | None = None,
-                 worker: str | None = None, stop: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        config: Config,
+        campaigns: list[Campaign],
+        engine: Engine,
+        sender: Sender,
+        now: datetime,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+        worker: str | None = None,
+        stop: Callable[[], bool] = lambda: False,
+    ):
         self.config = config
         self.campaigns = campaigns
         self.engine = engine
@@ -142,8 +154,11 @@ class Tick:
     def _decide_batch(self, connection: Connection, campaign: Campaign, rows) -> list:
         """Record skips and deferrals; return the rows that may be sent now."""
         lookback = max([per for _, per in self._caps(None)] + list(FREQUENCY_CHOICES.values()))
-        recent = (ledger.recent_marketing(connection, [r["customer_id"] for r in rows], self.now - lookback)
-                  if campaign.marketing else {})
+        recent = (
+            ledger.recent_marketing(connection, [r["customer_id"] for r in rows], self.now - lookback)
+            if campaign.marketing
+            else {}
+        )
         changes, ended, to_send = [], {}, []
         for row in rows:
             decision = self.decide(row, campaign, recent.get(row["customer_id"], []))
@@ -154,12 +169,21 @@ class Tick:
                     recent.setdefault(row["customer_id"], []).append(self.now)
                 continue
             if decision.action == "skip":
-                changes.append({"id": row["id"], "status": "skipped", "reason": decision.reason, "updated_at": self.now})
+                changes.append(
+                    {"id": row["id"], "status": "skipped", "reason": decision.reason, "updated_at": self.now}
+                )
                 ended[row["entry_id"]] = "exited" if decision.reason == "exit" else "stopped"
                 counts[f"skipped:{decision.reason}"] += 1
             else:
-                changes.append({"id": row["id"], "status": "deferred", "reason": decision.reason,
-                                "next_attempt_at": decision.until, "updated_at": self.now})
+                changes.append(
+                    {
+                        "id": row["id"],
+                        "status": "deferred",
+                        "reason": decision.reason,
+                        "next_attempt_at": decision.until,
+                        "updated_at": self.now,
+                    }
+                )
                 counts[f"deferred:{decision.reason}"] += 1
             if self.dry_run:
                 self._plan(campaign, row, decision)
@@ -221,8 +245,18 @@ class Tick:
             self._record(connection, campaign, step, {r["id"]: r for r in rows}, results + failures)
 
     def _email(self, campaign: Campaign, step: int, row, event: dict | None) -> OutgoingEmail:
-        return compose(self.config, self.renderer, self.links, campaign, step, row["variant"], row, event,
-                       send_id=row["id"], now=self.now)
+        return compose(
+            self.config,
+            self.renderer,
+            self.links,
+            campaign,
+            step,
+            row["variant"],
+            row,
+            event,
+            send_id=row["id"],
+            now=self.now,
+        )
 
     def _record(self, connection: Connection, campaign: Campaign, step: int, rows: dict, results: list[SendResult]):
         counts = self.report.counts[campaign.name]
@@ -231,26 +265,50 @@ class Tick:
         for result in results:
             row = rows[result.send_id]
             if result.ok:
-                changes.append({"id": row["id"], "status": "sent", "message_id": result.message_id,
-                                "sent_at": self.now, "updated_at": self.now})
+                changes.append(
+                    {
+                        "id": row["id"],
+                        "status": "sent",
+                        "message_id": result.message_id,
+                        "sent_at": self.now,
+                        "updated_at": self.now,
+                    }
+                )
                 counts["sent"] += 1
                 if step < len(campaign.steps):
                     due = self.now + campaign.steps[step].delay
-                    next_sends.append(new_send(campaign, step + 1, row["entry_id"], row["customer_id"],
-                                               row["external_id"], due, now=self.now))
+                    next_sends.append(
+                        new_send(
+                            campaign,
+                            step + 1,
+                            row["entry_id"],
+                            row["customer_id"],
+                            row["external_id"],
+                            due,
+                            now=self.now,
+                        )
+                    )
                 else:
                     ended[row["entry_id"]] = "completed"
             elif result.transient and _attempts(row) < max_attempts:
-                changes.append({"id": row["id"], "status": "deferred", "reason": f"retry: {result.error}",
-                                "next_attempt_at": self.now + _backoff(_attempts(row), result.retry_after),
-                                "updated_at": self.now})
+                changes.append(
+                    {
+                        "id": row["id"],
+                        "status": "deferred",
+                        "reason": f"retry: {result.error}",
+                        "next_attempt_at": self.now + _backoff(_attempts(row), result.retry_after),
+                        "updated_at": self.now,
+                    }
+                )
                 counts["deferred:retry"] += 1
             else:
                 changes.append({"id": row["id"], "status": "failed", "reason": result.error, "updated_at": self.now})
                 ended[row["entry_id"]] = "stopped"
                 counts["failed"] += 1
                 if result.invalid_address:
-                    invalid.append({"email": rows[result.send_id]["email"], "reason": "invalid", "created_at": self.now})
+                    invalid.append(
+                        {"email": rows[result.send_id]["email"], "reason": "invalid", "created_at": self.now}
+                    )
         ledger.mark(connection, changes)
         ledger.end_entries(connection, ended)
         if next_sends:
@@ -259,10 +317,17 @@ class Tick:
             connection.execute(insert_new(connection, Suppression.__table__, ["email"]), invalid)
 
     def _plan(self, campaign: Campaign, row, decision: Decision) -> None:
-        self.report.planned.append({
-            "campaign": campaign.name, "step": row["step"], "customer": row["external_id"],
-            "email": campaign.recipient or row["email"], "action": decision.action, "reason": decision.reason,
-            "until": decision.until.isoformat() if decision.until else None})
+        self.report.planned.append(
+            {
+                "campaign": campaign.name,
+                "step": row["step"],
+                "customer": row["external_id"],
+                "email": campaign.recipient or row["email"],
+                "action": decision.action,
+                "reason": decision.reason,
+                "until": decision.until.isoformat() if decision.until else None,
+            }
+        )
 
 
 def _attempts(row) -> int:
@@ -284,7 +349,15 @@ def _next_local(local: datetime, start) -> datetime:
     return candidate.astimezone(ZoneInfo("UTC"))
 
 
-def tick(config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender, now: datetime,
-         dry_run: bool = False, progress: Callable[[int], None] | None = None, worker: str | None = None,
-         stop: Callable[[], bool] = lambda: False) -> TickReport:
+def tick(
+    config: Config,
+    campaigns: list[Campaign],
+    engine: Engine,
+    sender: Sender,
+    now: datetime,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    worker: str | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> TickReport:
     return Tick(config, campaigns, engine, sender, now, dry_run, progress, worker, stop).run()

@@ -31,8 +31,10 @@ def heartbeat(connection: Connection, worker_id: str) -> None:
     """Say this worker is alive; write its row again if another judged it dead during an outage."""
     now = utcnow()
     if not connection.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now)).rowcount:
-        connection.execute(Worker.__table__.insert(), {"id": worker_id, "host": HOST, "pid": os.getpid(),
-                                                       "started_at": now, "heartbeat_at": now})
+        connection.execute(
+            Worker.__table__.insert(),
+            {"id": worker_id, "host": HOST, "pid": os.getpid(), "started_at": now, "heartbeat_at": now},
+        )
 
 
 def retire(engine: Engine, worker_id: str) -> None:
@@ -66,8 +68,14 @@ def recover_in_flight(connection: Connection, lease: timedelta, now: datetime, m
     owner_gone = Send.claimed_by.in_(dead) if dead else None
     unowned_and_old = Send.claimed_by.is_(None) & (Send.updated_at < now - lease)
     condition = orphaned & (owner_gone | unowned_and_old if owner_gone is not None else unowned_and_old)
-    count = connection.execute(update(Send).where(condition).values(
-        status="unknown", reason="in flight when its worker stopped", updated_at=now)).rowcount or 0
+    count = (
+        connection.execute(
+            update(Send)
+            .where(condition)
+            .values(status="unknown", reason="in flight when its worker stopped", updated_at=now)
+        ).rowcount
+        or 0
+    )
     others = [w for w in dead if w != me]
     if others:
         connection.execute(delete(Worker).where(Worker.id.in_(others)))

@@ -15,8 +15,8 @@ from jinja2 import Environment
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
 from engine.insights.report import OUTCOMES
+from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
 
 FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "converted")
 RISK_COLOURS = {"green": "#2e9e5b", "yellow": "#e0b400", "red": "#d64541"}
@@ -92,33 +92,54 @@ _page = _environment.from_string(PAGE)
 
 def report_page(report: dict[str, Any]) -> str:
     """A complete offline HTML page: five charts, then every figure of the report in tables."""
-    return _page.render(report=report, charts=[_html(name, figure) for name, figure in charts(report).items()],
-                        campaign_columns=CAMPAIGN_COLUMNS, other_columns=OTHER_COLUMNS,
-                        plotly_js=Markup(get_plotlyjs()))
+    return _page.render(
+        report=report,
+        charts=[_html(name, figure) for name, figure in charts(report).items()],
+        campaign_columns=CAMPAIGN_COLUMNS,
+        other_columns=OTHER_COLUMNS,
+        plotly_js=Markup(get_plotlyjs()),
+    )
 
 
 def charts(report: dict[str, Any]) -> dict[str, go.Figure]:
     """The dashboard's charts by name."""
-    return {"activity": activity_chart(report), "funnel": funnel_chart(report),
-            "retention": retention_chart(report), "stages": stages_chart(report), "risk": risk_chart(report)}
+    return {
+        "activity": activity_chart(report),
+        "funnel": funnel_chart(report),
+        "retention": retention_chart(report),
+        "stages": stages_chart(report),
+        "risk": risk_chart(report),
+    }
 
 
 def _html(name: str, figure: go.Figure) -> Markup:
     """One chart as a div; a fixed id keeps the page the same for the same report."""
-    figure.update_layout(margin={"l": 50, "r": 50, "t": 50, "b": 40}, template="plotly_white", autosize=True,
-                         legend={"orientation": "h", "yanchor": "top", "y": -0.2})
-    return Markup(figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
-                                 config={"displaylogo": False, "responsive": True}))
+    figure.update_layout(
+        margin={"l": 50, "r": 50, "t": 50, "b": 40},
+        template="plotly_white",
+        autosize=True,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2},
+    )
+    return Markup(
+        figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"chart-{name}",
+            config={"displaylogo": False, "responsive": True},
+        )
+    )
 
 
 def activity_chart(report: dict[str, Any]) -> go.Figure:
     """Sends and their outcomes per month: the volume as bars, the outcomes as lines."""
     months = [row["month"] for row in report["activity"]]
-    figure = go.Figure(go.Bar(x=months, y=[row["sent"] for row in report["activity"]], name="sent",
-                              marker_color="#c9d9ee"))
+    figure = go.Figure(
+        go.Bar(x=months, y=[row["sent"] for row in report["activity"]], name="sent", marker_color="#c9d9ee")
+    )
     for outcome in OUTCOMES:
-        figure.add_trace(go.Scatter(x=months, y=[row[outcome] for row in report["activity"]], name=outcome,
-                                    mode="lines+markers"))
+        figure.add_trace(
+            go.Scatter(x=months, y=[row[outcome] for row in report["activity"]], name=outcome, mode="lines+markers")
+        )
     return figure.update_layout(title="Sends and outcomes by month", xaxis={"type": "category"})
 
 
@@ -127,8 +148,9 @@ def funnel_chart(report: dict[str, Any]) -> go.Figure:
     figure = go.Figure()
     for name, figures in report["campaigns"].items():
         if figures["entered"]:
-            figure.add_trace(go.Funnel(name=name, y=list(FUNNEL), x=[figures[step] for step in FUNNEL],
-                                       textinfo="value"))
+            figure.add_trace(
+                go.Funnel(name=name, y=list(FUNNEL), x=[figures[step] for step in FUNNEL], textinfo="value")
+            )
     return figure.update_layout(title="Funnel per campaign", funnelmode="group")
 
 
@@ -136,22 +158,45 @@ def retention_chart(report: dict[str, Any]) -> go.Figure:
     """CRR per month, with the customers counted at each month's end behind it."""
     rows = report["retention"]
     months = [row["month"] for row in rows]
-    figure = go.Figure(go.Bar(x=months, y=[row["end"] for row in rows], name="customers at month end",
-                              marker_color="#dde6d5", yaxis="y2"))
-    figure.add_trace(go.Scatter(x=months, y=[row["crr"] for row in rows], name="CRR %", mode="lines+markers",
-                                line={"color": "#2e7d32", "width": 3}))
-    return figure.update_layout(title="Retention (CRR) by month", xaxis={"type": "category"},
-                                yaxis={"title": "CRR %", "rangemode": "tozero"},
-                                yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "customers"})
+    figure = go.Figure(
+        go.Bar(
+            x=months, y=[row["end"] for row in rows], name="customers at month end", marker_color="#dde6d5", yaxis="y2"
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=months,
+            y=[row["crr"] for row in rows],
+            name="CRR %",
+            mode="lines+markers",
+            line={"color": "#2e7d32", "width": 3},
+        )
+    )
+    return figure.update_layout(
+        title="Retention (CRR) by month",
+        xaxis={"type": "category"},
+        yaxis={"title": "CRR %", "rangemode": "tozero"},
+        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "customers"},
+    )
 
 
 def stages_chart(report: dict[str, Any]) -> go.Figure:
     stages = report["stages"]
-    return go.Figure(go.Pie(labels=list(stages), values=list(stages.values()), hole=0.45, sort=False,
-                            marker_colors=[STAGE_COLOURS[s] for s in stages])).update_layout(title="Lifecycle stages")
+    return go.Figure(
+        go.Pie(
+            labels=list(stages),
+            values=list(stages.values()),
+            hole=0.45,
+            sort=False,
+            marker_colors=[STAGE_COLOURS[s] for s in stages],
+        )
+    ).update_layout(title="Lifecycle stages")
 
 
 def risk_chart(report: dict[str, Any]) -> go.Figure:
     risk = report["risk"]
-    return go.Figure(go.Bar(x=list(risk), y=list(risk.values()), text=list(risk.values()),
-                            marker_color=[RISK_COLOURS[r] for r in risk])).update_layout(title="Churn risk")
+    return go.Figure(
+        go.Bar(
+            x=list(risk), y=list(risk.values()), text=list(risk.values()), marker_color=[RISK_COLOURS[r] for r in risk]
+        )
+    ).update_layout(title="Churn risk")

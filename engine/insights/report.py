@@ -34,12 +34,13 @@ from __future__ import annotations
 import math
 import operator
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
@@ -49,16 +50,15 @@ from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import CTE, Subquery
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
-from engine.store import tallies
 from engine.campaigns.language import RISKS, STAGES, Campaign, Goal
-from engine.config.settings import Config
-from engine.config.durations import format_duration
-from engine.errors import NotFound
 from engine.campaigns.measures import PURCHASE, Facts, Measures
+from engine.config.durations import format_duration
+from engine.config.settings import Config
 from engine.delivery.outcomes import OUTCOMES, first_at, outcome_names
-from engine.store.dialect import shifted
+from engine.errors import NotFound
+from engine.store import tallies
+from engine.store.dialect import InOrder, shifted
 from engine.store.tables import Customer, Entry, Event, Send
-from engine.store.dialect import InOrder
 
 # Send statuses are reported as they are, except scheduled, deferred and sending: still `waiting`.
 WAITING_STATUSES = ("scheduled", "deferred", "sending")
@@ -78,9 +78,15 @@ class Scope:
     campaign: str | None = None
 
 
-def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now: datetime,
-                 since: datetime | None = None, campaign: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def build_report(
+    engine: Engine,
+    config: Config,
+    campaigns: list[Campaign],
+    now: datetime,
+    since: datetime | None = None,
+    campaign: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """The whole report as plain data in the JSON shape of interfaces.md, plus `activity`,
     `red_customers` and each campaign's `goal`.
 
@@ -102,8 +108,14 @@ def build_report(engine: Engine, config: Config, campaigns: list[Campaign], now:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
         done = {name: future.result() for name, future in running.items()}
     advance(1)
-    return {"now": now.isoformat(), "since": since.isoformat() if since else None, "campaigns": done["campaigns"],
-            "activity": done["activity"], **done["customers"], "red_customers": done["red_customers"]}
+    return {
+        "now": now.isoformat(),
+        "since": since.isoformat() if since else None,
+        "campaigns": done["campaigns"],
+        "activity": done["activity"],
+        **done["customers"],
+        "red_customers": done["red_customers"],
+    }
 
 
 def _on_connection(engine: Engine, part: Callable[[Connection], T]) -> T:
@@ -128,8 +140,9 @@ def report_connection(engine: Engine) -> Iterator[Connection]:
 # -- campaigns -------------------------------------------------------------------------------------
 
 
-def campaign_figures(connection: Connection, scope: Scope, campaigns: dict[str, Campaign],
-                     advance: Callable[[int], None]) -> dict[str, dict]:
+def campaign_figures(
+    connection: Connection, scope: Scope, campaigns: dict[str, Campaign], advance: Callable[[int], None]
+) -> dict[str, dict]:
     """Per campaign: entries, send statuses, outcomes and conversions, with a row per step and variant."""
     entries = _entry_counts(connection, scope)
     names = sorted(set(campaigns) | set(entries))
@@ -148,15 +161,26 @@ def campaign_figures(connection: Connection, scope: Scope, campaigns: dict[str, 
         for (step, variant), converted in converted_sends.get(name, {}).items():
             rows.setdefault((step, variant), _empty_step(step, variant))["converted"] = converted
         entered, held_out = entries.get(name, (0, 0))
-        groups = ({False: (_treated(rows), converted_entries.get((name, False), 0)),
-                   True: (held_out, converted_entries.get((name, True), 0))} if goal else {})
+        groups = (
+            {
+                False: (_treated(rows), converted_entries.get((name, False), 0)),
+                True: (held_out, converted_entries.get((name, True), 0)),
+            }
+            if goal
+            else {}
+        )
         result[name] = _campaign((entered, held_out), rows, goal, groups, holdout=bool(spec and spec.holdout))
         advance(1)
     return result
 
 
-def _campaign(entered_held: tuple[int, int], rows: dict[tuple, dict], goal: Goal | None,
-              groups: dict[bool, tuple[int, int]], holdout: bool) -> dict[str, Any]:
+def _campaign(
+    entered_held: tuple[int, int],
+    rows: dict[tuple, dict],
+    goal: Goal | None,
+    groups: dict[bool, tuple[int, int]],
+    holdout: bool,
+) -> dict[str, Any]:
     """One campaign's figures: its step rows summed, its entries, conversions and lift."""
     entered, held_out = entered_held
     step_rows = [rows[key] for key in sorted(rows, key=lambda k: (k[0], k[1] or ""))]
@@ -178,8 +202,7 @@ def _campaign(entered_held: tuple[int, int], rows: dict[tuple, dict], goal: Goal
 
 
 def _empty_step(step: int, variant: str | None) -> dict[str, Any]:
-    return {"step": step, "variant": variant, **{figure: 0 for figure in SEND_FIGURES}, "skipped": {},
-            "converted": 0}
+    return {"step": step, "variant": variant, **dict.fromkeys(SEND_FIGURES, 0), "skipped": {}, "converted": 0}
 
 
 def _entries(query: Select, scope: Scope) -> Select:
@@ -204,8 +227,9 @@ def _entry_counts(connection: Connection, scope: Scope) -> dict[str, tuple[int, 
     """(entered, held out) per campaign: from the tallies, or with `--since` from the entries."""
     if scope.since is None:
         return tallies.entry_counts(connection, scope.campaign)
-    query = _entries(select(Entry.campaign, func.count(), func.count(case((Entry.held_out, 1))))
-                     .group_by(Entry.campaign), scope)
+    query = _entries(
+        select(Entry.campaign, func.count(), func.count(case((Entry.held_out, 1)))).group_by(Entry.campaign), scope
+    )
     return {name: (entered, held) for name, entered, held in connection.execute(query)}
 
 
@@ -237,8 +261,9 @@ def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[tuple, di
     return rows
 
 
-def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
-                 ) -> tuple[dict[str, dict[tuple, int]], dict[tuple[str, bool], int]]:
+def _conversions(
+    connection: Connection, scope: Scope, goals: dict[str, Goal]
+) -> tuple[dict[str, dict[tuple, int]], dict[tuple[str, bool], int]]:
     """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
     customer did the goal event within its window after the send or the entry, by `now`. Campaigns
@@ -253,17 +278,24 @@ def _conversions(connection: Connection, scope: Scope, goals: dict[str, Goal]
     for (event, within), names in by_goal.items():
         happened = _goal_events(event, scope.now)
         keys = (Send.campaign, Send.step, Send.variant)
-        converted = _sends(select(*keys, func.count(Send.id.distinct()))
-                           .select_from(InOrder(happened, Send, _reached(happened, Send.customer_id, Send.sent_at, within)))
-                           .where(Send.status == "sent").group_by(*keys), scope)
+        converted = _sends(
+            select(*keys, func.count(Send.id.distinct()))
+            .select_from(InOrder(happened, Send, _reached(happened, Send.customer_id, Send.sent_at, within)))
+            .where(Send.status == "sent")
+            .group_by(*keys),
+            scope,
+        )
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
         got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
-        converted = _entries(select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
-                             .select_from(InOrder(happened, Entry, _reached(happened, Entry.customer_id,
-                                                                            Entry.entered_at, within)))
-                             .where(or_(Entry.held_out, got_send)).group_by(Entry.campaign, Entry.held_out), scope)
+        converted = _entries(
+            select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
+            .select_from(InOrder(happened, Entry, _reached(happened, Entry.customer_id, Entry.entered_at, within)))
+            .where(or_(Entry.held_out, got_send))
+            .group_by(Entry.campaign, Entry.held_out),
+            scope,
+        )
         for name, held, n in connection.execute(converted):
             if name in names:
                 entries[(name, bool(held))] = n
@@ -276,9 +308,14 @@ def _goal_events(name: str, now: datetime) -> CTE:
     indexes; taken in time order, each probe jumped across the whole index (1 s against 2.5 s a
     query at 10,000,000 sends, bench/report_10m.py). SQLite is told which index gives that order,
     since it drops an ORDER BY that nothing outside the CTE asks for."""
-    return (select(Event.customer_id, Event.at).where(Event.name == name, Event.at <= now)
-            .order_by(Event.customer_id).with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
-            .cte("goals").prefix_with("MATERIALIZED"))
+    return (
+        select(Event.customer_id, Event.at)
+        .where(Event.name == name, Event.at <= now)
+        .order_by(Event.customer_id)
+        .with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
+        .cte("goals")
+        .prefix_with("MATERIALIZED")
+    )
 
 
 def _reached(goals: CTE, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
@@ -306,7 +343,11 @@ def lift(treated: tuple[int, int], held_out: tuple[int, int]) -> dict[str, Any]:
     result = {
         "treated": {"entries": n_t, "converted": c_t, "rate": rate_t},
         "held_out": {"entries": n_h, "converted": c_h, "rate": rate_h},
-        "difference": None, "ci_low": None, "ci_high": None, "relative": None, "p_value": None,
+        "difference": None,
+        "ci_low": None,
+        "ci_high": None,
+        "relative": None,
+        "p_value": None,
         "confidence": CONFIDENCE,
     }
     if not (n_t and n_h):
@@ -315,9 +356,13 @@ def lift(treated: tuple[int, int], held_out: tuple[int, int]) -> dict[str, Any]:
         low, high = confint_proportions_2indep(c_t, n_t, c_h, n_h, compare="diff", alpha=1 - CONFIDENCE)
         p_value = test_proportions_2indep(c_t, n_t, c_h, n_h, compare="diff").pvalue
     share_t, share_h = c_t / n_t, c_h / n_h
-    result.update(difference=round(100 * (share_t - share_h), 2), ci_low=round(100 * float(low), 2),
-                  ci_high=round(100 * float(high), 2), p_value=_number(p_value, 4),
-                  relative=round(100 * (share_t - share_h) / share_h, 2) if share_h else None)
+    result.update(
+        difference=round(100 * (share_t - share_h), 2),
+        ci_low=round(100 * float(low), 2),
+        ci_high=round(100 * float(high), 2),
+        p_value=_number(p_value, 4),
+        relative=round(100 * (share_t - share_h) / share_h, 2) if share_h else None,
+    )
     return result
 
 
@@ -351,8 +396,11 @@ def activity(connection: Connection, scope: Scope, months: list[datetime], timez
     """Sends that went out, and each outcome by the month of its first provider event, per month of
     the last 12 (for the dashboard's chart): range counts on indexes in time order."""
     times = {"sent": Send.sent_at, **{outcome: first_at(outcome) for outcome in OUTCOMES}}
-    counts = [_count_between(figure, column, start, end, scope)
-              for figure, column in times.items() for start, end in pairwise(months)]
+    counts = [
+        _count_between(figure, column, start, end, scope)
+        for figure, column in times.items()
+        for start, end in pairwise(months)
+    ]
     values = iter(connection.execute(select(*counts)).one())
     series = [{"month": _label(start, timezone)} for start in months[:-1]]
     for figure in times:
@@ -377,20 +425,31 @@ def customer_facts(measures: Measures) -> Subquery:
     on the events (customer_id, name, at), instead of subqueries per customer and measure."""
     name, at = Event.name, Event.at
     or_event = measures.config.risk.red.or_event
-    return (select(Customer.id, Customer.created_at,
-                   func.coalesce(func.max(at), Customer.created_at).label("last_activity"),
-                   func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
-                   func.count(case((name == PURCHASE, 1))).label("purchases"),
-                   func.count(case((name == or_event, 1))).label("red_events"))
-            .select_from(Customer).outerjoin(Event, and_(Event.customer_id == Customer.id, at <= measures.now))
-            .where(Customer.created_at <= measures.now).group_by(Customer.id).subquery())
+    return (
+        select(
+            Customer.id,
+            Customer.created_at,
+            func.coalesce(func.max(at), Customer.created_at).label("last_activity"),
+            func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
+            func.count(case((name == PURCHASE, 1))).label("purchases"),
+            func.count(case((name == or_event, 1))).label("red_events"),
+        )
+        .select_from(Customer)
+        .outerjoin(Event, and_(Event.customer_id == Customer.id, at <= measures.now))
+        .where(Customer.created_at <= measures.now)
+        .group_by(Customer.id)
+        .subquery()
+    )
 
 
 def _facts(customers: Subquery) -> Facts:
     """The measures' facts from `customer_facts`."""
-    return Facts(last_activity=customers.c.last_activity,
-                 recent_purchases=customers.c.recent, purchased=customers.c.purchases > 0,
-                 red_event=customers.c.red_events > 0)
+    return Facts(
+        last_activity=customers.c.last_activity,
+        recent_purchases=customers.c.recent,
+        purchased=customers.c.purchases > 0,
+        red_event=customers.c.red_events > 0,
+    )
 
 
 def customer_counts(connection: Connection, measures: Measures, months: list[datetime]) -> dict[str, Any]:
@@ -416,17 +475,30 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
         # how many boundaries the customer was created at or after, and how many limits they were active after
         _passed(customers.c.created_at, operator.ge, bounds).label("born"),
         _passed(facts.last_activity, operator.gt, limits).label("active"),
-        facts.recent_purchases.label("recent"), facts.purchased.label("purchased"), facts.red_event.label("red_event"),
+        facts.recent_purchases.label("recent"),
+        facts.purchased.label("purchased"),
+        facts.red_event.label("red_event"),
         facts.last_activity.label("last_activity"),
     ).subquery()
     keys = (each.c.born, each.c.active, each.c.recent, each.c.purchased, each.c.red_event)
-    cells = select(*keys, func.max(each.c.last_activity).label("last_activity"), func.count().label("customers")
-                   ).group_by(*keys).subquery()
-    alike = Facts(last_activity=cells.c.last_activity, recent_purchases=cells.c.recent,
-                  purchased=cells.c.purchased, red_event=cells.c.red_event)
-    decided = select(cells.c.born, _passed(cells.c.last_activity, operator.gt, lost_after),
-                     case(*((measures.stage(s, facts=alike), s) for s in STAGES)),
-                     case(*((measures.risk(r, facts=alike), r) for r in RISKS)), cells.c.customers)
+    cells = (
+        select(*keys, func.max(each.c.last_activity).label("last_activity"), func.count().label("customers"))
+        .group_by(*keys)
+        .subquery()
+    )
+    alike = Facts(
+        last_activity=cells.c.last_activity,
+        recent_purchases=cells.c.recent,
+        purchased=cells.c.purchased,
+        red_event=cells.c.red_event,
+    )
+    decided = select(
+        cells.c.born,
+        _passed(cells.c.last_activity, operator.gt, lost_after),
+        case(*((measures.stage(s, facts=alike), s) for s in STAGES)),
+        case(*((measures.risk(r, facts=alike), r) for r in RISKS)),
+        cells.c.customers,
+    )
     alive, new = [0] * len(bounds), [0] * MONTHS
     stages, risks = dict.fromkeys(STAGES, 0), dict.fromkeys(RISKS, 0)
     for born, lost, stage, risk, n in connection.execute(decided):
@@ -445,15 +517,24 @@ def _passed(column: ColumnElement, past: Callable, points: list[datetime]) -> Co
     if not points:
         return literal(0)
     middle = len(points) // 2
-    return case((past(column, points[middle]), middle + 1 + _passed(column, past, points[middle + 1:])),
-                else_=_passed(column, past, points[:middle]))
+    return case(
+        (past(column, points[middle]), middle + 1 + _passed(column, past, points[middle + 1 :])),
+        else_=_passed(column, past, points[:middle]),
+    )
 
 
 def retention(alive: list[int], new: list[int], months: list[datetime], timezone: str) -> list[dict]:
     """CRR per month, oldest first, from the customers counted at each boundary and created in each month."""
-    return [{"month": _label(start, timezone), "start": alive[i], "end": alive[i + 1], "new": new[i],
-             "crr": round(100 * (alive[i + 1] - new[i]) / alive[i], 2) if alive[i] else None}
-            for i, start in enumerate(months[:-1])]
+    return [
+        {
+            "month": _label(start, timezone),
+            "start": alive[i],
+            "end": alive[i + 1],
+            "new": new[i],
+            "crr": round(100 * (alive[i + 1] - new[i]) / alive[i], 2) if alive[i] else None,
+        }
+        for i, start in enumerate(months[:-1])
+    ]
 
 
 def red_customers(connection: Connection, measures: Measures, limit: int = RED_LISTED) -> list[dict[str, Any]]:
@@ -465,11 +546,19 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
     `limit` red ones are found; then come the red customers who never bought (worth 0), in id order,
     which stops at `limit` too.
     """
-    spent = (select(Event.customer_id, func.sum(Event.properties["total"].as_float()).label("value"))
-             .where(Event.name == PURCHASE, Event.at <= measures.now).group_by(Event.customer_id).subquery())
+    spent = (
+        select(Event.customer_id, func.sum(Event.properties["total"].as_float()).label("value"))
+        .where(Event.name == PURCHASE, Event.at <= measures.now)
+        .group_by(Event.customer_id)
+        .subquery()
+    )
     value = func.coalesce(spent.c.value, literal(0.0))
-    ranked = (select(Customer.id, value).select_from(spent).join(Customer, Customer.id == spent.c.customer_id)
-              .order_by(value.desc(), Customer.external_id))
+    ranked = (
+        select(Customer.id, value)
+        .select_from(spent)
+        .join(Customer, Customer.id == spent.c.customer_id)
+        .order_by(value.desc(), Customer.external_id)
+    )
     red: list[tuple[float, Row]] = []
     offset, batch = 0, 4 * limit
     while len(red) < limit:
@@ -479,17 +568,29 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
         found = {r.id: r for r in connection.execute(_red_list(measures).where(Customer.id.in_(values)))}
         red += [(worth, found[customer_id]) for customer_id, worth in values.items() if customer_id in found]
         offset, batch = offset + batch, 2 * batch
-    others = connection.execute(_red_list(measures).where(not_(measures.has_event(PURCHASE)))
-                                .order_by(Customer.external_id).limit(limit))
+    others = connection.execute(
+        _red_list(measures).where(not_(measures.has_event(PURCHASE))).order_by(Customer.external_id).limit(limit)
+    )
     listed = sorted([*red[:limit], *((0.0, r) for r in others)], key=lambda pair: -pair[0])[:limit]  # stable
-    return [{"id": r.external_id, "email": r.email,
-             "name": " ".join(p for p in (r.first_name, r.last_name) if p) or None,
-             "value": round(float(worth), 2), "last_activity": r.last_activity.isoformat()}
-            for worth, r in listed]
+    return [
+        {
+            "id": r.external_id,
+            "email": r.email,
+            "name": " ".join(p for p in (r.first_name, r.last_name) if p) or None,
+            "value": round(float(worth), 2),
+            "last_activity": r.last_activity.isoformat(),
+        }
+        for worth, r in listed
+    ]
 
 
 def _red_list(measures: Measures) -> Select:
     """The red list's columns, for red customers created by `now`."""
-    return (select(Customer.id, Customer.external_id, Customer.email, Customer.first_name, Customer.last_name,
-                   measures.last_activity().label("last_activity"))
-            .where(Customer.created_at <= measures.now, measures.risk("red")))
+    return select(
+        Customer.id,
+        Customer.external_id,
+        Customer.email,
+        Customer.first_name,
+        Customer.last_name,
+        measures.last_activity().label("last_activity"),
+    ).where(Customer.created_at <= measures.now, measures.risk("red"))

@@ -13,19 +13,34 @@ from engine.insights.report import OUTCOMES
 CAMPAIGN_COLUMNS = ("entered", "sent", *OUTCOMES, "converted")
 OTHER_COLUMNS = ("failed", "unknown", "expired", "held_out", "waiting")
 # Short headings so that a campaign row fits an 80-column terminal.
-HEADINGS = {"delivered": "deliv", "opened": "opens", "clicked": "clicks", "bounced": "bounce",
-            "complained": "spam", "unsubscribed": "unsub", "converted": "conv", "held_out": "held out"}
+HEADINGS = {
+    "delivered": "deliv",
+    "opened": "opens",
+    "clicked": "clicks",
+    "bounced": "bounce",
+    "complained": "spam",
+    "unsubscribed": "unsub",
+    "converted": "conv",
+    "held_out": "held out",
+}
 
 
 def report_tables(report: dict[str, Any]) -> list[Table]:
     """Every table of the report, in reading order."""
-    return [campaigns_table(report), other_outcomes_table(report), lift_table(report),
-            retention_table(report), customers_table(report), red_table(report)]
+    return [
+        campaigns_table(report),
+        other_outcomes_table(report),
+        lift_table(report),
+        retention_table(report),
+        customers_table(report),
+        red_table(report),
+    ]
 
 
 def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
     table.add_column(columns[0], no_wrap=True)
     for column in columns[1:]:
         heading = HEADINGS.get(column, column)
@@ -62,17 +77,29 @@ def other_outcomes_table(report: dict[str, Any]) -> Table:
 
 def lift_table(report: dict[str, Any]) -> Table:
     """Campaigns with a holdout: conversion of those who got it against those held out."""
-    table = _table("holdout lift (conversion %, difference in points)", "campaign", "got it", "held out",
-                   "difference", "95% interval", "p-value")
+    table = _table(
+        "holdout lift (conversion %, difference in points)",
+        "campaign",
+        "got it",
+        "held out",
+        "difference",
+        "95% interval",
+        "p-value",
+    )
     for name, figures in report["campaigns"].items():
         lift = figures["lift"]
         if lift is None:
             continue
         treated, held = lift["treated"], lift["held_out"]
         interval = "–" if lift["ci_low"] is None else f"{lift['ci_low']} to {lift['ci_high']}"
-        table.add_row(name, f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
-                      f"{_text(held['rate'])} ({held['converted']}/{held['entries']})",
-                      _text(lift["difference"]), interval, _text(lift["p_value"]))
+        table.add_row(
+            name,
+            f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
+            f"{_text(held['rate'])} ({held['converted']}/{held['entries']})",
+            _text(lift["difference"]),
+            interval,
+            _text(lift["p_value"]),
+        )
     return table
 
 
@@ -94,6 +121,7 @@ def customers_table(report: dict[str, Any]) -> Table:
 def red_table(report: dict[str, Any]) -> Table:
     table = _table("red risk, most valuable first", "customer", "email", "name", "value", "last activity")
     for person in report["red_customers"]:
-        table.add_row(person["id"], person["email"], _text(person["name"]), f"{person['value']:.2f}",
-                      person["last_activity"][:10])
+        table.add_row(
+            person["id"], person["email"], _text(person["name"]), f"{person['value']:.2f}", person["last_activity"][:10]
+        )
     return table

@@ -3,8 +3,9 @@ The scheduler, `preview` and `send-test` all go through here, so what is preview
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
@@ -13,21 +14,50 @@ from engine.mail.message import OutgoingEmail, build_email
 from engine.mail.rendering import Renderer, template_context
 from engine.store.tables import Customer
 
-CUSTOMER_COLUMNS = (Customer.id.label("customer_id"), Customer.external_id, Customer.email, Customer.first_name, Customer.last_name,
-                    Customer.locale, Customer.timezone, Customer.created_at, Customer.confirmed_at,
-                    Customer.unsubscribed_at, Customer.frequency, Customer.attributes)
+CUSTOMER_COLUMNS = (
+    Customer.id.label("customer_id"),
+    Customer.external_id,
+    Customer.email,
+    Customer.first_name,
+    Customer.last_name,
+    Customer.locale,
+    Customer.timezone,
+    Customer.created_at,
+    Customer.confirmed_at,
+    Customer.unsubscribed_at,
+    Customer.frequency,
+    Customer.attributes,
+)
 
 
 def customer_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """What templates see as `customer`: attributes, then the core fields (which win)."""
-    return {**(row["attributes"] or {}), "id": row["external_id"], "email": row["email"],
-            "first_name": row["first_name"], "last_name": row["last_name"], "locale": row["locale"],
-            "timezone": row["timezone"], "created_at": row["created_at"]}
+    return {
+        **(row["attributes"] or {}),
+        "id": row["external_id"],
+        "email": row["email"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "locale": row["locale"],
+        "timezone": row["timezone"],
+        "created_at": row["created_at"],
+    }
 
 
-def compose(config: Config, renderer: Renderer, links: Links, campaign: Campaign, step: int,
-            variant: str | None, customer: Mapping[str, Any], event: dict | None, send_id: int,
-            now: datetime, to: str | None = None, locale: str | None = None) -> OutgoingEmail:
+def compose(
+    config: Config,
+    renderer: Renderer,
+    links: Links,
+    campaign: Campaign,
+    step: int,
+    variant: str | None,
+    customer: Mapping[str, Any],
+    event: dict | None,
+    send_id: int,
+    now: datetime,
+    to: str | None = None,
+    locale: str | None = None,
+) -> OutgoingEmail:
     urls = links.for_customer(customer["customer_id"], campaign.topic)
     choices = campaign.steps[step - 1].choices()
     content = next((v for v in choices if v.name == variant), choices[0])
@@ -36,8 +66,17 @@ def compose(config: Config, renderer: Renderer, links: Links, campaign: Campaign
         context["locale"] = locale
     rendered = renderer.render(content.template, content.subject, context)
     recipient = to or campaign.recipient or customer["email"]
-    to_name = None if (to or campaign.recipient) else " ".join(
-        filter(None, [customer["first_name"], customer["last_name"]]))
-    return build_email(config, send_id=send_id, campaign=campaign.name, marketing=campaign.marketing,
-                       to=recipient, to_name=to_name, rendered=rendered, unsubscribe_url=urls["unsubscribe"],
-                       now=now)
+    to_name = (
+        None if (to or campaign.recipient) else " ".join(filter(None, [customer["first_name"], customer["last_name"]]))
+    )
+    return build_email(
+        config,
+        send_id=send_id,
+        campaign=campaign.name,
+        marketing=campaign.marketing,
+        to=recipient,
+        to_name=to_name,
+        rendered=rendered,
+        unsubscribe_url=urls["unsubscribe"],
+        now=now,
+    )

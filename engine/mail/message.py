@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
-from typing import Sequence
 
 from engine.config.settings import Config
 from engine.mail.rendering import RenderedEmail
@@ -103,13 +103,24 @@ def body_part(subtype: str, pieces: Sequence[str]) -> str:
         encoding, payload = "quoted-printable", b"=\r\n".join(p.quoted for p in parts)
     else:
         encoding, payload = "base64", base64.encodebytes(b"".join(p.data for p in parts)).replace(b"\n", b"\r\n")
-    return (f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
-            f"Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}" + payload.decode("ascii"))
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}" + payload.decode("ascii")
+    )
 
 
-def build_email(config: Config, *, send_id: int, campaign: str, marketing: bool, to: str,
-                to_name: str | None, rendered: RenderedEmail, unsubscribe_url: str | None,
-                now: datetime) -> OutgoingEmail:
+def build_email(
+    config: Config,
+    *,
+    send_id: int,
+    campaign: str,
+    marketing: bool,
+    to: str,
+    to_name: str | None,
+    rendered: RenderedEmail,
+    unsubscribe_url: str | None,
+    now: datetime,
+) -> OutgoingEmail:
     domain = config.from_.email.rpartition("@")[2] or "localhost"
     message_id = make_msgid(idstring=f"send{send_id}", domain=domain)
     headers = {"X-Lifecycle-Campaign": campaign, "X-Lifecycle-Send-Id": str(send_id)}
@@ -119,22 +130,34 @@ def build_email(config: Config, *, send_id: int, campaign: str, marketing: bool,
         headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     boundary = BOUNDARY_PREFIX + secrets.token_hex(12)
-    lines = [f"From: {mailbox(config.from_.name, config.from_.email)}",
-             f"To: {mailbox(to_name, to)}",
-             header("Subject", rendered.subject),
-             f"Date: {format_datetime(now)}",
-             f"Message-ID: {message_id}",
-             *(header(name, value) for name, value in headers.items()),
-             "MIME-Version: 1.0",
-             f'Content-Type: multipart/alternative; boundary="{boundary}"',
-             "",
-             f"--{boundary}",
-             body_part("plain", [rendered.text]),
-             f"--{boundary}",
-             body_part("html", rendered.html_pieces or [rendered.html]),
-             f"--{boundary}--",
-             ""]
-    return OutgoingEmail(send_id=send_id, campaign=campaign, to=one_line(to), from_email=config.from_.email,
-                         from_name=config.from_.name, subject=one_line(rendered.subject), html=rendered.html,
-                         text=rendered.text, message_id=message_id, headers=headers,
-                         raw=CRLF.join(lines).encode("utf-8"), to_name=one_line(to_name) if to_name else None)
+    lines = [
+        f"From: {mailbox(config.from_.name, config.from_.email)}",
+        f"To: {mailbox(to_name, to)}",
+        header("Subject", rendered.subject),
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {message_id}",
+        *(header(name, value) for name, value in headers.items()),
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        body_part("plain", [rendered.text]),
+        f"--{boundary}",
+        body_part("html", rendered.html_pieces or [rendered.html]),
+        f"--{boundary}--",
+        "",
+    ]
+    return OutgoingEmail(
+        send_id=send_id,
+        campaign=campaign,
+        to=one_line(to),
+        from_email=config.from_.email,
+        from_name=config.from_.name,
+        subject=one_line(rendered.subject),
+        html=rendered.html,
+        text=rendered.text,
+        message_id=message_id,
+        headers=headers,
+        raw=CRLF.join(lines).encode("utf-8"),
+        to_name=one_line(to_name) if to_name else None,
+    )

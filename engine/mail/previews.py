@@ -5,19 +5,18 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from engine.campaigns.assignment import pick_variant
 from engine.campaigns.language import Campaign
 from engine.clock import utcnow
-from engine.mail.compose import compose
 from engine.config.settings import Config
 from engine.errors import NotFound
-from engine.campaigns.assignment import pick_variant
-from engine.mail.compose import CUSTOMER_COLUMNS
+from engine.mail.compose import CUSTOMER_COLUMNS, compose
 from engine.mail.links import Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
+from engine.mail.validation import sample_event
 from engine.senders import Sender, SendResult
 from engine.store.tables import Customer, Event
-from engine.mail.validation import sample_event
 
 PREVIEW_SEND_ID = 0
 
@@ -31,8 +30,16 @@ def find_campaign(campaigns: list[Campaign], name: str, step: int) -> Campaign:
     return campaign
 
 
-def render_preview(config: Config, campaigns: list[Campaign], engine: Engine, name: str, customer_id: str | None,
-                   step: int = 1, locale: str | None = None, to: str | None = None) -> OutgoingEmail:
+def render_preview(
+    config: Config,
+    campaigns: list[Campaign],
+    engine: Engine,
+    name: str,
+    customer_id: str | None,
+    step: int = 1,
+    locale: str | None = None,
+    to: str | None = None,
+) -> OutgoingEmail:
     campaign = find_campaign(campaigns, name, step)
     with engine.connect() as connection:
         query = select(*CUSTOMER_COLUMNS)
@@ -41,9 +48,20 @@ def render_preview(config: Config, campaigns: list[Campaign], engine: Engine, na
         if customer is None:
             raise NotFound(f"no customer with id '{customer_id}'" if customer_id else "the store has no customers yet")
         event = _latest_event(connection, campaign, customer["customer_id"])
-    return compose(config, Renderer(config), Links(config), campaign, step,
-                   pick_variant(campaign, step, customer["external_id"]), customer, event,
-                   send_id=PREVIEW_SEND_ID, now=utcnow(), to=to, locale=locale)
+    return compose(
+        config,
+        Renderer(config),
+        Links(config),
+        campaign,
+        step,
+        pick_variant(campaign, step, customer["external_id"]),
+        customer,
+        event,
+        send_id=PREVIEW_SEND_ID,
+        now=utcnow(),
+        to=to,
+        locale=locale,
+    )
 
 
 def _latest_event(connection, campaign: Campaign, customer_id: int) -> dict | None:
@@ -51,14 +69,29 @@ def _latest_event(connection, campaign: Campaign, customer_id: int) -> dict | No
     a customer who never had one sees the sample event `validate` uses."""
     if campaign.trigger.event is None:
         return None
-    row = connection.execute(select(Event.name, Event.at, Event.properties)
-                             .where(Event.customer_id == customer_id, Event.name == campaign.trigger.event)
-                             .order_by(Event.at.desc()).limit(1)).mappings().first()
+    row = (
+        connection.execute(
+            select(Event.name, Event.at, Event.properties)
+            .where(Event.customer_id == customer_id, Event.name == campaign.trigger.event)
+            .order_by(Event.at.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else sample_event(campaign)
 
 
-def send_test(config: Config, campaigns: list[Campaign], engine: Engine, sender: Sender, name: str, to: str,
-              customer_id: str | None, step: int = 1) -> SendResult:
+def send_test(
+    config: Config,
+    campaigns: list[Campaign],
+    engine: Engine,
+    sender: Sender,
+    name: str,
+    to: str,
+    customer_id: str | None,
+    step: int = 1,
+) -> SendResult:
     email = render_preview(config, campaigns, engine, name, customer_id, step, to=to)
     (result,) = sender.send_batch([email])
     return result

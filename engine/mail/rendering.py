@@ -22,19 +22,30 @@ is an MJML error, and a statement split by MJML (half in an attribute it drops) 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache, wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import html2text
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_currency, format_decimal
-from jinja2 import (BaseLoader, Environment, FileSystemLoader, StrictUndefined, Template,
-                    TemplateError as JinjaError, TemplateNotFound, TemplateRuntimeError, TemplateSyntaxError,
-                    Undefined, pass_context)
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+    Undefined,
+    pass_context,
+)
+from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 
@@ -54,8 +65,10 @@ UNSUPPORTED_TAGS = {"import", "from", "macro"}
 PLACEHOLDER = re.compile(r"JINJATAG(\d+)X")
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 JINJA_DELIMITERS = ("{{", "{%", "{#")
-HOLDING_BACK_HINT = ("; while MJML compiles, Jinja tags stand in the text as it is written, so keep them in "
-                     "text, in attribute values, or between the elements of <mj-body>")
+HOLDING_BACK_HINT = (
+    "; while MJML compiles, Jinja tags stand in the text as it is written, so keep them in "
+    "text, in attribute values, or between the elements of <mj-body>"
+)
 
 
 @dataclass
@@ -95,6 +108,7 @@ class Sample(str):
 def _filter(kind: str):
     """A locale-aware filter that fails like Jinja does: an undefined value is an undefined-name
     error, and a value it cannot read is a template error naming the filter, never a crash."""
+
     def decorate(function):
         @pass_context
         @wraps(function)
@@ -107,7 +121,9 @@ def _filter(kind: str):
                 return function(ctx, value, *args)
             except (ValueError, TypeError, AttributeError, AssertionError) as exc:
                 raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}: {exc}") from None
+
         return apply
+
     return decorate
 
 
@@ -125,8 +141,7 @@ def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
     value = _as_datetime(value)
     if not isinstance(value, datetime):
         value = datetime.combine(value, datetime.min.time())
-    return format_datetime(value, format=format, tzinfo=ZoneInfo(ctx.get("timezone") or "UTC"),
-                           locale=_locale(ctx))
+    return format_datetime(value, format=format, tzinfo=ZoneInfo(ctx.get("timezone") or "UTC"), locale=_locale(ctx))
 
 
 @_filter("number")
@@ -140,8 +155,9 @@ def _money_filter(ctx, value: Any, currency: str = "USD") -> str:
 
 
 def _sandbox(loader: BaseLoader, autoescape: bool, **options: Any) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(loader=loader, autoescape=autoescape, undefined=StrictUndefined,
-                                        auto_reload=True, **options)
+    env = ImmutableSandboxedEnvironment(
+        loader=loader, autoescape=autoescape, undefined=StrictUndefined, auto_reload=True, **options
+    )
     env.filters.update(date=_date_filter, datetime=_datetime_filter, number=_number_filter, money=_money_filter)
     return env
 
@@ -170,8 +186,9 @@ def hold_back(source: str, name: str, tags: list[str], lexer_env: Environment) -
             continue
         text, statement = "".join(tag), token == "block_end"
         if statement and keyword in UNSUPPORTED_TAGS:
-            raise TemplateSyntaxError(f"'{keyword}' is not supported in email templates: use include or blocks",
-                                      line, name)
+            raise TemplateSyntaxError(
+                f"'{keyword}' is not supported in email templates: use include or blocks", line, name
+            )
         if keyword in (STRUCTURE_TAGS if statement else STRUCTURE_NAMES):
             pieces.append(text)
         else:
@@ -202,8 +219,10 @@ class HoldingBackLoader(BaseLoader):
 
 # MRML writes `direction:ltr` into every section and column unless told otherwise; the
 # template's own <mj-attributes>, coming later, still win.
-RTL_DEFAULTS = ('<mj-attributes><mj-wrapper direction="rtl" /><mj-section direction="rtl" />'
-                '<mj-column direction="rtl" /><mj-text align="right" /></mj-attributes>')
+RTL_DEFAULTS = (
+    '<mj-attributes><mj-wrapper direction="rtl" /><mj-section direction="rtl" />'
+    '<mj-column direction="rtl" /><mj-text align="right" /></mj-attributes>'
+)
 
 
 def right_to_left(mjml: str, lang: str) -> str:
@@ -218,10 +237,10 @@ def right_to_left(mjml: str, lang: str) -> str:
         attributes += f' lang="{lang}"'
     head = re.compile(r"<mj-head\b[^>]*>").search(mjml, root.end())
     if head:
-        opening, rest = mjml[root.end():head.end()] + RTL_DEFAULTS, mjml[head.end():]
+        opening, rest = mjml[root.end() : head.end()] + RTL_DEFAULTS, mjml[head.end() :]
     else:
-        opening, rest = f"<mj-head>{RTL_DEFAULTS}</mj-head>", mjml[root.end():]
-    return f"{mjml[:root.start()]}<mjml{attributes}>{opening}{rest}"
+        opening, rest = f"<mj-head>{RTL_DEFAULTS}</mj-head>", mjml[root.end() :]
+    return f"{mjml[: root.start()]}<mjml{attributes}>{opening}{rest}"
 
 
 # -- step 3: Jinja templates over the compiled HTML and its text ---------------------------------
@@ -288,8 +307,11 @@ class Renderer:
         compiled = self.compile(mjml_name)
         html = self._run(compiled.html, mjml_name, context)
         subject_text = self._render_string(self.subject_source(subject, locale), context, f"subject of {template}")
-        text = (self._render_file(self.plain, text_name, context) if text_name
-                else re.sub(r"\n{3,}", "\n\n", "".join(self._run(compiled.text, mjml_name, context))).strip() + "\n")
+        text = (
+            self._render_file(self.plain, text_name, context)
+            if text_name
+            else re.sub(r"\n{3,}", "\n\n", "".join(self._run(compiled.text, mjml_name, context))).strip() + "\n"
+        )
         return RenderedEmail(subject=" ".join(subject_text.split()), html="".join(html), text=text, html_pieces=html)
 
     def _files(self, template: str, locale: str) -> tuple[str, str | None]:
@@ -298,8 +320,9 @@ class Renderer:
         if key not in self.files:
             mjml_name = self.template_file(template, locale)
             if mjml_name is None:
-                raise TemplateError([Problem(f"{self.folder}/{template}.mjml", 1, 1,
-                                             f"template '{template}' does not exist")])
+                raise TemplateError(
+                    [Problem(f"{self.folder}/{template}.mjml", 1, 1, f"template '{template}' does not exist")]
+                )
             self.files[key] = (mjml_name, self.template_file(template, locale, "txt"))
         return self.files[key]
 
@@ -324,15 +347,27 @@ class Renderer:
         try:
             html = mjml2html(mjml, disable_comments=True)
         except Exception as exc:  # mrml reports its own error type
-            raise TemplateError([Problem(self._path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]) from None
+            raise TemplateError(
+                [Problem(self._path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]
+            ) from None
         text = self._text_maker.handle(uncommented(html))
         try:
-            return CompiledEmail(html=self.markup.from_string(put_back(html, loader.tags)),
-                                 text=self.plain.from_string(put_back(text, loader.tags)),
-                                 uptodate=loader.uptodate)
+            return CompiledEmail(
+                html=self.markup.from_string(put_back(html, loader.tags)),
+                text=self.plain.from_string(put_back(text, loader.tags)),
+                uptodate=loader.uptodate,
+            )
         except TemplateSyntaxError as exc:
-            raise TemplateError([Problem(self._path(name), 1, 1, f"MJML dropped or moved part of a Jinja "
-                                         f"statement ({exc.message}){HOLDING_BACK_HINT}")]) from None
+            raise TemplateError(
+                [
+                    Problem(
+                        self._path(name),
+                        1,
+                        1,
+                        f"MJML dropped or moved part of a Jinja statement ({exc.message}){HOLDING_BACK_HINT}",
+                    )
+                ]
+            ) from None
 
     def _language(self, name: str) -> str:
         """The language a file is written in: NAME.<locale>.mjml, else the default locale."""
@@ -374,8 +409,9 @@ class Renderer:
 
 
 @lru_cache(maxsize=16)
-def _shared(folder: Path) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment,
-                                   dict[tuple[str, str], CompiledEmail]]:
+def _shared(
+    folder: Path,
+) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment, dict[tuple[str, str], CompiledEmail]]:
     """One markup and one plain environment and one compiled cache per template folder, shared by
     every Renderer of the process: a daemon compiles each file once, not once per tick."""
     files = FileSystemLoader(str(folder))
@@ -397,15 +433,25 @@ def _line_of(exc: Exception, name: str) -> int:
     return line
 
 
-def template_context(config: Config, campaign: Campaign, step: int, customer: dict[str, Any],
-                     event: dict[str, Any] | None, links: dict[str, str]) -> dict[str, Any]:
+def template_context(
+    config: Config,
+    campaign: Campaign,
+    step: int,
+    customer: dict[str, Any],
+    event: dict[str, Any] | None,
+    links: dict[str, str],
+) -> dict[str, Any]:
     """What every template sees (campaigns.md, "Steps and templates")."""
     locale = customer.get("locale") if customer.get("locale") in config.locales else config.default_locale
     return {
         "customer": customer,
         "event": event,
-        "campaign": {"name": campaign.name, "description": campaign.description, "type": campaign.type,
-                     "topic": campaign.topic},
+        "campaign": {
+            "name": campaign.name,
+            "description": campaign.description,
+            "type": campaign.type,
+            "topic": campaign.topic,
+        },
         "step": {"number": step, "of": len(campaign.steps)},
         "brand": config.brand.model_dump(),
         "links": links,

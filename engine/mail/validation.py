@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from typing import Any
 
@@ -46,10 +46,12 @@ def validate_all(config_file: str | None) -> tuple[Config | None, list[Campaign]
 def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
     """Render every step of every campaign in every locale against sample data."""
     renderer = Renderer(config)
-    customers, _ = _sample_store(datetime.now(timezone.utc).date())
-    links = {"preferences": f"{config.public_url}/preferences/TOKEN-P",
-             "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
-             "confirm": f"{config.public_url}/confirm/TOKEN-C"}
+    customers, _ = _sample_store(datetime.now(UTC).date())
+    links = {
+        "preferences": f"{config.public_url}/preferences/TOKEN-P",
+        "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
+        "confirm": f"{config.public_url}/confirm/TOKEN-C",
+    }
     problems: dict[str, Problem] = {}
     for campaign in campaigns:
         event = sample_event(campaign)
@@ -71,8 +73,9 @@ def check_templates(config: Config, campaigns: list[Campaign]) -> list[Problem]:
     return list(problems.values())
 
 
-def _compliance(config: Config, renderer: Renderer, template: str, locale: str, html: str,
-                links: dict[str, str]) -> list[Problem]:
+def _compliance(
+    config: Config, renderer: Renderer, template: str, locale: str, html: str, links: dict[str, str]
+) -> list[Problem]:
     """What every marketing email must carry: a way out (unsubscribe or preferences) and the
     brand's postal address."""
     file = display_path(renderer.folder / (renderer.template_file(template, locale) or template), config.root)
@@ -92,8 +95,11 @@ def _from_campaign(problem: Problem, campaign: Campaign) -> Problem:
 
 
 def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
-    chosen = max((c for c in customers if c.get("locale") == locale), default=customers[0],
-                 key=lambda c: len(c.get("attributes", c)))
+    chosen = max(
+        (c for c in customers if c.get("locale") == locale),
+        default=customers[0],
+        key=lambda c: len(c.get("attributes", c)),
+    )
     record = SampleRecord({k: v for k, v in chosen.items() if k not in ("topics", "attributes")})
     record.update(chosen.get("attributes", {}))
     record["locale"] = locale
@@ -103,7 +109,7 @@ def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
 @lru_cache(maxsize=1)
 def _sample_store(day: date) -> tuple[list[dict], list[dict]]:
     """The demo store's customers and events, made once a day rather than once per campaign."""
-    now = datetime.combine(day, time(12), timezone.utc)
+    now = datetime.combine(day, time(12), UTC)
     customers = sample_customers(now, count=40)
     return customers, sample_events(customers, now)
 
@@ -113,7 +119,7 @@ def sample_event(campaign: Campaign) -> SampleRecord | None:
     name = campaign.trigger.event
     if name is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     _, events = _sample_store(now.date())
     sample = next((e for e in events if e["event"] == name), {"at": now.isoformat()})
     return SampleRecord(name=name, at=sample["at"], properties=SampleRecord(sample.get("properties", {})))

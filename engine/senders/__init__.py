@@ -22,13 +22,29 @@ def load_sender(config: Config) -> Sender:
     try:
         cls = getattr(import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError([Problem(str(config.root / "config.yaml"), 1, 1,
-                                   f"sender.backend: '{config.sender.backend}' is not file, smtp, sendgrid, null "
-                                   "or an importable package.module:Class")]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    str(config.root / "config.yaml"),
+                    1,
+                    1,
+                    f"sender.backend: '{config.sender.backend}' is not file, smtp, sendgrid, null "
+                    "or an importable package.module:Class",
+                )
+            ]
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Sender)):
-        raise ConfigError([Problem(str(config.root / "config.yaml"), 1, 1,
-                                   f"sender.backend: {target} is not a subclass of engine.senders.Sender")])
+        raise ConfigError(
+            [
+                Problem(
+                    str(config.root / "config.yaml"),
+                    1,
+                    1,
+                    f"sender.backend: {target} is not a subclass of engine.senders.Sender",
+                )
+            ]
+        )
     return cls(config)
 
 
-__all__ = ["Sender", "SendResult", "load_sender"]
+__all__ = ["SendResult", "Sender", "load_sender"]

@@ -6,9 +6,10 @@ import http.client
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr, parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 
 import sendgrid
 from python_http_client.exceptions import HTTPError
@@ -23,8 +24,20 @@ TIMEOUT = 30.0  # seconds for one API call; a hung socket must not stall the sch
 PAYLOAD_TOO_LARGE = 413
 
 # SendGrid refuses these in `headers`; From, To, Subject and Reply-To have fields of their own.
-RESERVED_HEADERS = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type",
-                    "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc"}
+RESERVED_HEADERS = {
+    "x-sg-id",
+    "x-sg-eid",
+    "received",
+    "dkim-signature",
+    "content-type",
+    "content-transfer-encoding",
+    "to",
+    "from",
+    "subject",
+    "reply-to",
+    "cc",
+    "bcc",
+}
 
 
 @dataclass
@@ -44,8 +57,7 @@ class Chunk:
 
 def content_key(email: OutgoingEmail) -> tuple:
     """What must be equal for two emails to share a request; headers may differ per recipient."""
-    return (email.from_email, email.from_name, email.subject, email.html, email.text,
-            email.headers.get("Reply-To"))
+    return (email.from_email, email.from_name, email.subject, email.html, email.text, email.headers.get("Reply-To"))
 
 
 def plan_requests(emails: list[OutgoingEmail]) -> list[list[OutgoingEmail]]:
@@ -63,8 +75,9 @@ def plan_requests(emails: list[OutgoingEmail]) -> list[list[OutgoingEmail]]:
 
 def clean_headers(email: OutgoingEmail) -> dict[str, str]:
     """The email's custom headers and Message-ID, each on one line (no CR/LF can reach SendGrid)."""
-    headers = {one_line(name): one_line(value) for name, value in email.headers.items()
-               if name.lower() not in RESERVED_HEADERS}
+    headers = {
+        one_line(name): one_line(value) for name, value in email.headers.items() if name.lower() not in RESERVED_HEADERS
+    }
     headers["Message-ID"] = one_line(email.message_id)
     return headers
 
@@ -82,11 +95,13 @@ def request_body(emails: list[OutgoingEmail], sandbox: bool) -> dict[str, Any]:
     """A v3 mail/send body; headers equal for all recipients go once, the rest per personalization."""
     first = emails[0]
     per_email = [clean_headers(email) for email in emails]
-    shared = {name: value for name, value in per_email[0].items()
-              if all(headers.get(name) == value for headers in per_email[1:])}
+    shared = {
+        name: value
+        for name, value in per_email[0].items()
+        if all(headers.get(name) == value for headers in per_email[1:])
+    }
     body: dict[str, Any] = {
-        "personalizations": [personalization(email, headers, shared)
-                             for email, headers in zip(emails, per_email)],
+        "personalizations": [personalization(email, headers, shared) for email, headers in zip(emails, per_email)],
         "from": address(first.from_email, first.from_name),
         "subject": one_line(first.subject),
         "content": content(first),
@@ -119,8 +134,9 @@ def error_text(status: int, body: bytes | str | None) -> str:
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     try:
         errors = json.loads(raw)["errors"]
-        detail = "; ".join(f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-                           for e in errors)
+        detail = "; ".join(
+            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message")) for e in errors
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         detail = " ".join(raw.split())[:500]
     return f"sendgrid {status}: {detail}" if detail else f"sendgrid {status}"
@@ -171,8 +187,10 @@ class SendgridSender(Sender):
         settings = config.sender.sendgrid
         api_key = os.environ.get(settings.api_key_env)
         if not api_key:
-            raise self._problem(f"sender.sendgrid.api_key_env: the environment variable {settings.api_key_env} "
-                                "is not set; it holds the SendGrid API key")
+            raise self._problem(
+                f"sender.sendgrid.api_key_env: the environment variable {settings.api_key_env} "
+                "is not set; it holds the SendGrid API key"
+            )
         if not settings.base_url.startswith(("https://", "http://")):
             raise self._problem(f"sender.sendgrid.base_url: '{settings.base_url}' is not an http(s) URL")
         self.sandbox = settings.sandbox
@@ -190,16 +208,19 @@ class SendgridSender(Sender):
     def _post(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         """One API call; a failure is sorted out from its status into results for each email."""
         try:
-            response = self.client.client.mail.send.post(request_body=request_body(emails, self.sandbox),
-                                                         timeout=TIMEOUT)
+            response = self.client.client.mail.send.post(
+                request_body=request_body(emails, self.sandbox), timeout=TIMEOUT
+            )
         except HTTPError as exc:
             return self._refused(emails, exc)
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short
             error = f"sendgrid unreachable: {exc or type(exc).__name__}"
             return [SendResult(e.send_id, ok=False, error=error, transient=True) for e in emails]
         message_id = response.headers.get("X-Message-Id") if response.headers else None
-        return [SendResult(e.send_id, ok=True, message_id=f"{message_id}.{e.send_id}" if message_id
-                           else e.message_id) for e in emails]
+        return [
+            SendResult(e.send_id, ok=True, message_id=f"{message_id}.{e.send_id}" if message_id else e.message_id)
+            for e in emails
+        ]
 
     def _refused(self, emails: list[OutgoingEmail], exc: HTTPError) -> list[SendResult]:
         status, body, headers = exc.status_code, exc.body, exc.headers
@@ -216,11 +237,16 @@ class SendgridSender(Sender):
             return [SendResult(e.send_id, ok=False, error=error, transient=True, retry_after=wait) for e in emails]
         return [SendResult(e.send_id, ok=False, error=error) for e in emails]
 
-    def _without_blamed(self, emails: list[OutgoingEmail],
-                        blamed: dict[int, tuple[str, str]]) -> list[SendResult]:
+    def _without_blamed(self, emails: list[OutgoingEmail], blamed: dict[int, tuple[str, str]]) -> list[SendResult]:
         """One bad address must not fail the other 999: fail those SendGrid named, resend the rest."""
-        failed = [SendResult(emails[i].send_id, ok=False, error=f"sendgrid 400: {path}: {message}",
-                             invalid_address=path.endswith(".email") and ".to." in path)
-                  for i, (path, message) in blamed.items()]
+        failed = [
+            SendResult(
+                emails[i].send_id,
+                ok=False,
+                error=f"sendgrid 400: {path}: {message}",
+                invalid_address=path.endswith(".email") and ".to." in path,
+            )
+            for i, (path, message) in blamed.items()
+        ]
         rest = [email for i, email in enumerate(emails) if i not in blamed]
         return failed + (self._post(rest) if rest else [])

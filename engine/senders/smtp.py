@@ -37,8 +37,7 @@ def reply_result(send_id: int, code: int, reply: bytes | str, *, recipient: bool
     """5xx is final, anything else (4xx, garbled) is worth another try later."""
     error = f"smtp {code} {decode(reply)}"
     if 500 <= code < 600:
-        return SendResult(send_id, ok=False, error=error,
-                          invalid_address=recipient and code in INVALID_ADDRESS_CODES)
+        return SendResult(send_id, ok=False, error=error, invalid_address=recipient and code in INVALID_ADDRESS_CODES)
     return SendResult(send_id, ok=False, error=error, transient=True)
 
 
@@ -60,13 +59,17 @@ class SmtpSender(Sender):
         if not self.settings.username:
             return None
         if not self.settings.password_env:
-            raise self._problem("sender.smtp.username is set but sender.smtp.password_env is not: "
-                                "name the environment variable that holds the SMTP password")
+            raise self._problem(
+                "sender.smtp.username is set but sender.smtp.password_env is not: "
+                "name the environment variable that holds the SMTP password"
+            )
         password = os.environ.get(self.settings.password_env)
         if password is None:
-            raise self._problem(f"sender.smtp.password_env: the environment variable "
-                                f"{self.settings.password_env} is not set; it holds the SMTP password "
-                                f"for {self.settings.username}")
+            raise self._problem(
+                f"sender.smtp.password_env: the environment variable "
+                f"{self.settings.password_env} is not set; it holds the SMTP password "
+                f"for {self.settings.username}"
+            )
         return password
 
     def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
@@ -76,8 +79,7 @@ class SmtpSender(Sender):
                 results.append(self._send_with_retry(email))
             except ConnectFailed as exc:
                 # Trying the server again for every remaining message would only multiply the wait.
-                results.extend(SendResult(e.send_id, ok=False, error=str(exc), transient=True)
-                               for e in emails[index:])
+                results.extend(SendResult(e.send_id, ok=False, error=str(exc), transient=True) for e in emails[index:])
                 break
         return results
 
@@ -101,8 +103,9 @@ class SmtpSender(Sender):
             return self._send(email)
         except Disconnected as exc:
             self._drop()
-            return SendResult(email.send_id, ok=False, transient=True,
-                              error=f"smtp connection lost: {exc or type(exc).__name__}")
+            return SendResult(
+                email.send_id, ok=False, transient=True, error=f"smtp connection lost: {exc or type(exc).__name__}"
+            )
 
     def _send(self, email: OutgoingEmail) -> SendResult:
         """One message; every reply the server can give maps to a result, broken links propagate."""
@@ -128,8 +131,9 @@ class SmtpSender(Sender):
 
     def _unsendable(self, email: OutgoingEmail, exc: Exception) -> SendResult:
         if isinstance(exc, UnicodeEncodeError):
-            return SendResult(email.send_id, ok=False,
-                              error=f"smtp: {email.to} needs SMTPUTF8, which the server does not offer")
+            return SendResult(
+                email.send_id, ok=False, error=f"smtp: {email.to} needs SMTPUTF8, which the server does not offer"
+            )
         return SendResult(email.send_id, ok=False, transient=True, error=f"smtp: {exc}")
 
     def _connect(self) -> smtplib.SMTP:
@@ -140,13 +144,14 @@ class SmtpSender(Sender):
         try:
             self.connection = self._open(host, port)
         except smtplib.SMTPAuthenticationError as exc:
-            raise ConnectFailed(f"smtp login as {self.settings.username} refused by {host}:{port}: "
-                                f"{exc.smtp_code} {decode(exc.smtp_error)}") from exc
+            raise ConnectFailed(
+                f"smtp login as {self.settings.username} refused by {host}:{port}: "
+                f"{exc.smtp_code} {decode(exc.smtp_error)}"
+            ) from exc
         except smtplib.SMTPNotSupportedError as exc:
             raise ConnectFailed(f"smtp server {host}:{port}: {exc}") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectFailed(f"cannot connect to smtp server {host}:{port}: "
-                                f"{exc or type(exc).__name__}") from exc
+            raise ConnectFailed(f"cannot connect to smtp server {host}:{port}: {exc or type(exc).__name__}") from exc
         return self.connection
 
     def _open(self, host: str, port: int) -> smtplib.SMTP:

@@ -86,8 +86,10 @@ def upsert(dialect: str, table, conflict: list[str]):
     """`INSERT ... ON CONFLICT DO UPDATE` of every other column, for the database named `dialect`:
     one statement sets a row whether or not it exists."""
     statement = _insert(dialect)(table)
-    return statement.on_conflict_do_update(index_elements=conflict, set_={
-        column.name: statement.excluded[column.name] for column in table.columns if column.name not in conflict})
+    return statement.on_conflict_do_update(
+        index_elements=conflict,
+        set_={column.name: statement.excluded[column.name] for column in table.columns if column.name not in conflict},
+    )
 
 
 def _insert(dialect: str):
@@ -131,5 +133,7 @@ def _sqlite(element, compiler, **kw):
     moved = compiler.process(instant, **kw)
     # SQLAlchemy stores SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' and SQLite's own arithmetic keeps
     # only milliseconds: move the first 19 characters by whole seconds and keep the fraction as it is.
-    return (f"(strftime('%Y-%m-%d %H:%M:%S', substr({moved}, 1, 19), {compiler.process(seconds, **kw)} "
-            f"|| ' seconds') || substr({moved}, 20))")
+    return (
+        f"(strftime('%Y-%m-%d %H:%M:%S', substr({moved}, 1, 19), {compiler.process(seconds, **kw)} "
+        f"|| ' seconds') || substr({moved}, 20))"
+    )

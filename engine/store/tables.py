@@ -7,7 +7,7 @@ that conditions on them run in the database (`json_extract` on SQLite, `->>` on 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -17,28 +17,30 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Customer(SQLModel, table=True):
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     external_id: str = Field(unique=True, index=True, max_length=200)
     email: str = Field(index=True, max_length=320)
-    first_name: Optional[str] = None
-    last_name: Optional[str] = None
-    locale: Optional[str] = Field(default=None, max_length=20)
-    timezone: Optional[str] = Field(default=None, max_length=64)
+    first_name: str | None = None
+    last_name: str | None = None
+    locale: str | None = Field(default=None, max_length=20)
+    timezone: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(index=True)
-    confirmed_at: Optional[datetime] = None
-    confirmed_source: Optional[str] = None
-    unsubscribed_at: Optional[datetime] = None
+    confirmed_at: datetime | None = None
+    confirmed_source: str | None = None
+    unsubscribed_at: datetime | None = None
     # The customer's own frequency choice, lower than the marketing cap: `weekly` or `monthly`.
-    frequency: Optional[str] = None
+    frequency: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType, nullable=False))
 
 
 class Event(SQLModel, table=True):
-    __table_args__ = (Index("ix_event_customer_name_at", "customer_id", "name", "at"),
-                      Index("ix_event_customer_at_name", "customer_id", "at", "name"),
-                      Index("ix_event_name_at", "name", "at"))
-    id: Optional[int] = Field(default=None, primary_key=True)
-    uid: Optional[str] = Field(default=None, unique=True, max_length=200)
+    __table_args__ = (
+        Index("ix_event_customer_name_at", "customer_id", "name", "at"),
+        Index("ix_event_customer_at_name", "customer_id", "at", "name"),
+        Index("ix_event_name_at", "name", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str | None = Field(default=None, unique=True, max_length=200)
     customer_id: int = Field(foreign_key="customer.id")
     name: str = Field(max_length=100)
     at: datetime
@@ -58,10 +60,10 @@ class Subscription(SQLModel, table=True):
 class Consent(SQLModel, table=True):
     """An append-only record of every consent change: what, when and through which channel."""
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     customer_id: int = Field(foreign_key="customer.id", index=True)
     action: str = Field(max_length=50)  # subscribe, unsubscribe, unsubscribe_all, confirm, ...
-    topic: Optional[str] = None
+    topic: str | None = None
     at: datetime
     source: str = Field(max_length=100)
 
@@ -75,19 +77,21 @@ class Suppression(SQLModel, table=True):
 class Entry(SQLModel, table=True):
     """A customer entering a campaign once per entry key: the database forbids a second one."""
 
-    __table_args__ = (UniqueConstraint("campaign", "customer_id", "entry_key", name="uq_entry_key"),
-                      Index("ix_entry_campaign_customer", "campaign", "customer_id", "entered_at"),
-                      Index("ix_entry_unscheduled", "scheduled"),
-                      # the report's entries and holdouts, read from the index alone, and its
-                      # conversions, found from each goal event
-                      Index("ix_entry_campaign_held", "campaign", "held_out", "entered_at"),
-                      Index("ix_entry_customer_entered", "customer_id", "entered_at"))
-    id: Optional[int] = Field(default=None, primary_key=True)
+    __table_args__ = (
+        UniqueConstraint("campaign", "customer_id", "entry_key", name="uq_entry_key"),
+        Index("ix_entry_campaign_customer", "campaign", "customer_id", "entered_at"),
+        Index("ix_entry_unscheduled", "scheduled"),
+        # the report's entries and holdouts, read from the index alone, and its
+        # conversions, found from each goal event
+        Index("ix_entry_campaign_held", "campaign", "held_out", "entered_at"),
+        Index("ix_entry_customer_entered", "customer_id", "entered_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
     campaign: str = Field(max_length=100)
     customer_id: int = Field(foreign_key="customer.id")
     entry_key: str = Field(max_length=100)
     entered_at: datetime
-    event_id: Optional[int] = Field(default=None, foreign_key="event.id")
+    event_id: int | None = Field(default=None, foreign_key="event.id")
     held_out: bool = False
     scheduled: bool = False
     # active, completed, exited, stopped (a step was skipped), expired, held_out
@@ -108,8 +112,12 @@ OUTCOME_KINDS = {
 def _first_at_index(outcome: str) -> Index:
     """Only the sends that have the outcome, in the order of its first time (the report's months)."""
     column = f"{outcome}_at"
-    return Index(f"ix_send_{column}", column, sqlite_where=text(f"{column} IS NOT NULL"),
-                 postgresql_where=text(f"{column} IS NOT NULL"))
+    return Index(
+        f"ix_send_{column}",
+        column,
+        sqlite_where=text(f"{column} IS NOT NULL"),
+        postgresql_where=text(f"{column} IS NOT NULL"),
+    )
 
 
 class Send(SQLModel, table=True):
@@ -118,40 +126,42 @@ class Send(SQLModel, table=True):
     `outcomes` and the `*_at` columns summarise the provider's events about the send
     (engine/delivery/outcomes.py): a bit per outcome and the time of its first event."""
 
-    __table_args__ = (UniqueConstraint("entry_id", "step", name="uq_send_step"),
-                      Index("ix_send_status_next", "status", "next_attempt_at"),
-                      Index("ix_send_customer_sent", "customer_id", "sent_at"),
-                      Index("ix_send_campaign_status", "campaign", "status"),
-                      # the report's figures: one ordered pass over this index, never the table
-                      Index("ix_send_figures", "status", "campaign", "step", "variant", "outcomes", "reason"),
-                      Index("ix_send_status_sent", "status", "sent_at"),
-                      *(_first_at_index(outcome) for outcome in OUTCOME_KINDS))
-    id: Optional[int] = Field(default=None, primary_key=True)
+    __table_args__ = (
+        UniqueConstraint("entry_id", "step", name="uq_send_step"),
+        Index("ix_send_status_next", "status", "next_attempt_at"),
+        Index("ix_send_customer_sent", "customer_id", "sent_at"),
+        Index("ix_send_campaign_status", "campaign", "status"),
+        # the report's figures: one ordered pass over this index, never the table
+        Index("ix_send_figures", "status", "campaign", "step", "variant", "outcomes", "reason"),
+        Index("ix_send_status_sent", "status", "sent_at"),
+        *(_first_at_index(outcome) for outcome in OUTCOME_KINDS),
+    )
+    id: int | None = Field(default=None, primary_key=True)
     entry_id: int = Field(foreign_key="entry.id")
     campaign: str = Field(max_length=100)
     customer_id: int = Field(foreign_key="customer.id")
     step: int
     marketing: bool = True
     priority: int = 0
-    variant: Optional[str] = None
+    variant: str | None = None
     due_at: datetime
     next_attempt_at: datetime
     status: str = Field(default="scheduled", max_length=20)
-    reason: Optional[str] = None
+    reason: str | None = None
     attempts: int = 0
-    to_email: Optional[str] = None
-    sent_at: Optional[datetime] = None
-    message_id: Optional[str] = None
-    updated_at: Optional[datetime] = None
+    to_email: str | None = None
+    sent_at: datetime | None = None
+    message_id: str | None = None
+    updated_at: datetime | None = None
     # The worker that claimed the send; if it dies mid-send, the send becomes `unknown`.
-    claimed_by: Optional[str] = Field(default=None, max_length=40)
+    claimed_by: str | None = Field(default=None, max_length=40)
     outcomes: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
-    delivered_at: Optional[datetime] = None
-    opened_at: Optional[datetime] = None
-    clicked_at: Optional[datetime] = None
-    bounced_at: Optional[datetime] = None
-    complained_at: Optional[datetime] = None
-    unsubscribed_at: Optional[datetime] = None
+    delivered_at: datetime | None = None
+    opened_at: datetime | None = None
+    clicked_at: datetime | None = None
+    bounced_at: datetime | None = None
+    complained_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
 
 
 class SendTally(SQLModel, table=True):
@@ -173,7 +183,7 @@ class SendTallyChange(SQLModel, table=True):
     """+1 or -1 for a key of `SendTally`, appended by a trigger when a send enters or leaves it."""
 
     __tablename__ = "send_tally_change"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     campaign: str = Field(max_length=100)
     step: int
     variant: str
@@ -194,7 +204,7 @@ class EntryTally(SQLModel, table=True):
 
 class EntryTallyChange(SQLModel, table=True):
     __tablename__ = "entry_tally_change"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     campaign: str = Field(max_length=100)
     held_out: bool
     change: int
@@ -215,8 +225,8 @@ class Delivery(SQLModel, table=True):
     """What the provider told us after the send: delivered, open, click, bounce, spamreport, ..."""
 
     __table_args__ = (UniqueConstraint("provider_event_id", name="uq_delivery_event"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     send_id: int = Field(foreign_key="send.id", index=True)
     kind: str = Field(max_length=30)
     at: datetime
-    provider_event_id: Optional[str] = Field(default=None, max_length=200)
+    provider_event_id: str | None = Field(default=None, max_length=200)

@@ -25,9 +25,12 @@ ENTRY_KEY = ("campaign", "held_out")
 def send_counts(connection: Connection, campaign: str | None = None) -> list[tuple]:
     """(status, campaign, step, variant, outcomes, reason, sends) for each key with sends; variant
     and reason None where there is none."""
-    return [(status, name, step, variant or None, outcomes, reason or None, n)
-            for status, name, step, variant, outcomes, reason, n
-            in _counts(connection, SendTally, SendTallyChange, SEND_KEY, "sends", campaign)]
+    return [
+        (status, name, step, variant or None, outcomes, reason or None, n)
+        for status, name, step, variant, outcomes, reason, n in _counts(
+            connection, SendTally, SendTallyChange, SEND_KEY, "sends", campaign
+        )
+    ]
 
 
 def entry_counts(connection: Connection, campaign: str | None = None) -> dict[str, tuple[int, int]]:
@@ -39,8 +42,9 @@ def entry_counts(connection: Connection, campaign: str | None = None) -> dict[st
     return counts
 
 
-def _counts(connection: Connection, tally, changes, key: tuple[str, ...], count: str,
-            campaign: str | None) -> list[tuple]:
+def _counts(
+    connection: Connection, tally, changes, key: tuple[str, ...], count: str, campaign: str | None
+) -> list[tuple]:
     """The folded counts and the changes since, summed per key; keys that add up to 0 are left out."""
     parts = []
     for table, n in ((tally, getattr(tally, count)), (changes, changes.change)):
@@ -49,25 +53,35 @@ def _counts(connection: Connection, tally, changes, key: tuple[str, ...], count:
     both = union_all(*parts).subquery()
     columns = [both.c[c] for c in key]
     total = func.sum(both.c.n)
-    return [(*row[:-1], int(row[-1]))
-            for row in connection.execute(select(*columns, total).group_by(*columns).having(total != 0))]
+    return [
+        (*row[:-1], int(row[-1]))
+        for row in connection.execute(select(*columns, total).group_by(*columns).having(total != 0))
+    ]
 
 
 def fold(connection: Connection) -> None:
     """Move the changes appended so far into the counts, in the caller's transaction."""
     postgresql = connection.dialect.name == "postgresql"
-    if postgresql and not connection.execute(text("SELECT pg_try_advisory_xact_lock(:lock)"),
-                                             {"lock": FOLD_LOCK}).scalar_one():
+    if (
+        postgresql
+        and not connection.execute(text("SELECT pg_try_advisory_xact_lock(:lock)"), {"lock": FOLD_LOCK}).scalar_one()
+    ):
         return  # another fold is under way
     for table, key, count in (("send_tally", SEND_KEY, "sends"), ("entry_tally", ENTRY_KEY, "entries")):
         columns = ", ".join(key)
-        add = (f"INSERT INTO {table} ({columns}, {count}) SELECT {columns}, sum(change) FROM {{source}} "
-               f"WHERE true GROUP BY {columns} "
-               f"ON CONFLICT ({columns}) DO UPDATE SET {count} = {table}.{count} + excluded.{count}")
+        add = (
+            f"INSERT INTO {table} ({columns}, {count}) SELECT {columns}, sum(change) FROM {{source}} "
+            f"WHERE true GROUP BY {columns} "
+            f"ON CONFLICT ({columns}) DO UPDATE SET {count} = {table}.{count} + excluded.{count}"
+        )
         if postgresql:
             # what another transaction appends meanwhile is not deleted here: it waits for the next fold
-            connection.execute(text(f"WITH gone AS (DELETE FROM {table}_change RETURNING {columns}, change) "
-                                    + add.format(source="gone")))
+            connection.execute(
+                text(
+                    f"WITH gone AS (DELETE FROM {table}_change RETURNING {columns}, change) "
+                    + add.format(source="gone")
+                )
+            )
         else:  # SQLite's one writer: nobody appends while this transaction runs
             connection.execute(text(add.format(source=f"{table}_change")))
             connection.execute(text(f"DELETE FROM {table}_change"))

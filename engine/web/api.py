@@ -29,8 +29,9 @@ async def events(request: Request) -> JSONResponse:
 async def ingest(request: Request, kind: str) -> JSONResponse:
     s = services(request)
     if not bearer_ok(request, s.api_keys):
-        raise HTTPException(401, "a valid 'Authorization: Bearer KEY' header is required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "a valid 'Authorization: Bearer KEY' header is required", headers={"WWW-Authenticate": "Bearer"}
+        )
     try:
         body = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -39,9 +40,13 @@ async def ingest(request: Request, kind: str) -> JSONResponse:
     importer = Importer(s.engine, s.config, utcnow(), source="api")
     result = await s.run(importer.all_or_nothing, kind, records, f"/api/{kind}")
     if result.problems:
-        return JSONResponse({"error": f"nothing stored: {len(result.problems)} bad items",
-                             "items": [{"index": p.line, "reason": p.message} for p in result.problems]},
-                            status_code=422)
+        return JSONResponse(
+            {
+                "error": f"nothing stored: {len(result.problems)} bad items",
+                "items": [{"index": p.line, "reason": p.message} for p in result.problems],
+            },
+            status_code=422,
+        )
     return JSONResponse({"stored": result.stored, "skipped": result.skipped})
 
 

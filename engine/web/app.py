@@ -10,10 +10,10 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from engine.store import schema
 from engine.config.settings import Config
-from engine.mail.links import Links
 from engine.customers.preferences import Preferences
+from engine.mail.links import Links
+from engine.store import schema
 from engine.web import api, dashboard, ops, pages, webhooks
 from engine.web.security import BodyLimit, Csrf, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
@@ -45,8 +45,14 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
         loop_reader=LoopReader(engine),
     )
     app = Starlette(
-        routes=[*pages.routes, *api.routes, *webhooks.routes, *ops.routes, *dashboard.routes,
-                Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
+        routes=[
+            *pages.routes,
+            *api.routes,
+            *webhooks.routes,
+            *ops.routes,
+            *dashboard.routes,
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
         middleware=[Middleware(ops.RequestMetrics), Middleware(SecurityHeaders), Middleware(BodyLimit)],
         exception_handlers={HTTPException: pages.http_error},
     )

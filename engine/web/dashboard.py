@@ -16,15 +16,21 @@ from engine.web.services import services
 
 # The page carries its charting library inline (it works offline), so it may run inline scripts;
 # it still loads nothing from anywhere.
-DASHBOARD_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-                 "img-src data:; font-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+    "img-src data:; font-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 async def dashboard(request: Request) -> Response:
     s = services(request)
     if not bearer_ok(request, s.api_keys):
-        return Response("an API key is required: Authorization: Bearer KEY", status_code=401,
-                        headers={"www-authenticate": "Bearer"}, media_type="text/plain")
+        return Response(
+            "an API key is required: Authorization: Bearer KEY",
+            status_code=401,
+            headers={"www-authenticate": "Bearer"},
+            media_type="text/plain",
+        )
     page = await s.run(_page, s)
     return HTMLResponse(page, headers={"content-security-policy": DASHBOARD_CSP})
 

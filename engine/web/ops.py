@@ -17,9 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
 from engine.web.services import services
 
-HTTP_SECONDS = Histogram("lifecycle_http_request_duration_seconds", "HTTP requests by route, method and status",
-                         ["route", "method", "status"],
-                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+HTTP_SECONDS = Histogram(
+    "lifecycle_http_request_duration_seconds",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 class RequestMetrics:

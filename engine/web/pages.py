@@ -7,7 +7,8 @@ that no longer exists, gets the same 404 page.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.datastructures import FormData
@@ -63,8 +64,11 @@ async def preference_page(request: Request) -> Response:
     choices = await _found(s.read(s.preferences.load, customer_id))
     csrf, new_cookie = s.csrf.issue(request)
     saved = request.query_params.get("saved") == "1"
-    form = _cached(s, ("preferences", choices.locale, choices.frequency, choices.unsubscribed,
-                       tuple(choices.topics.items()), saved), lambda: _preference_form(s, choices, saved))
+    form = _cached(
+        s,
+        ("preferences", choices.locale, choices.frequency, choices.unsubscribed, tuple(choices.topics.items()), saved),
+        lambda: _preference_form(s, choices, saved),
+    )
     response = HTMLResponse(_filled(form, token=request.path_params["token"], csrf=csrf))
     if new_cookie:
         s.csrf.set_cookie(response, new_cookie, request)
@@ -73,14 +77,22 @@ async def preference_page(request: Request) -> Response:
 
 def _preference_form(s: Services, choices: Choices, saved: bool) -> str:
     t = texts(choices.locale)
-    return _page_text(s, "preferences.html", choices.locale, token=_mark("token"), csrf=_mark("csrf"),
-                      choices=choices, saved=saved,
-                      topics=[(name, topic.title_in(choices.locale, s.config.default_locale), choices.topics[name])
-                              for name, topic in s.config.topics.items()],
-                      frequencies=[(ANY_FREQUENCY, t["frequency_any"]),
-                                   *((value, t[f"frequency_{value}"]) for value in FREQUENCIES)],
-                      frequency=choices.frequency or ANY_FREQUENCY,
-                      locales=[(code, language_name(code)) for code in s.config.locales])
+    return _page_text(
+        s,
+        "preferences.html",
+        choices.locale,
+        token=_mark("token"),
+        csrf=_mark("csrf"),
+        choices=choices,
+        saved=saved,
+        topics=[
+            (name, topic.title_in(choices.locale, s.config.default_locale), choices.topics[name])
+            for name, topic in s.config.topics.items()
+        ],
+        frequencies=[(ANY_FREQUENCY, t["frequency_any"]), *((value, t[f"frequency_{value}"]) for value in FREQUENCIES)],
+        frequency=choices.frequency or ANY_FREQUENCY,
+        locales=[(code, language_name(code)) for code in s.config.locales],
+    )
 
 
 # The customer's pages differ from one customer to the next only by what they chose and by signed
@@ -128,9 +140,12 @@ def parse_choices(form: FormData, config: Config) -> Choices:
     if frequency not in (ANY_FREQUENCY, *FREQUENCIES) or locale not in config.locales:
         raise HTTPException(400)
     ticked = set(form.getlist("topic"))
-    return Choices(topics={name: name in ticked for name in config.topics},
-                   frequency=None if frequency == ANY_FREQUENCY else frequency,
-                   locale=locale, unsubscribed=form.get("unsubscribe_all") == "yes")
+    return Choices(
+        topics={name: name in ticked for name in config.topics},
+        frequency=None if frequency == ANY_FREQUENCY else frequency,
+        locale=locale,
+        unsubscribed=form.get("unsubscribe_all") == "yes",
+    )
 
 
 # -- unsubscribe and confirm -------------------------------------------------------------------
@@ -173,8 +188,9 @@ def _unsubscribe_text(s: Services, topic: str | None, locale: str, done: bool) -
     declared = s.config.topics.get(topic) if topic else None
     title = declared.title_in(locale, s.config.default_locale) if declared else topic
     key = ("unsubscribed_" if done else "unsubscribe_") + ("topic" if topic else "everything")
-    return _page_text(s, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title),
-                      preferences=_mark("preferences"))
+    return _page_text(
+        s, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title), preferences=_mark("preferences")
+    )
 
 
 async def confirm(request: Request) -> Response:
@@ -183,8 +199,14 @@ async def confirm(request: Request) -> Response:
     customer_id, _ = _customer(request, "confirm")
     choices = await _found(s.write(s.preferences.confirm, customer_id, "confirm_link", utcnow()))
     t = texts(choices.locale)
-    return _render(request, "message.html", choices.locale, title=t["confirmed"], message=t["confirmed_text"],
-                   preferences=f"/preferences/{s.links.token('preferences', customer_id)}")
+    return _render(
+        request,
+        "message.html",
+        choices.locale,
+        title=t["confirmed"],
+        message=t["confirmed_text"],
+        preferences=f"/preferences/{s.links.token('preferences', customer_id)}",
+    )
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -197,8 +219,15 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     locale = services(request).config.default_locale
     t = texts(locale)
-    return _render(request, "message.html", locale, status_code=exc.status_code, title=t["error"],
-                   message=t.get(f"error_{exc.status_code}", exc.detail), preferences=None)
+    return _render(
+        request,
+        "message.html",
+        locale,
+        status_code=exc.status_code,
+        title=t["error"],
+        message=t.get(f"error_{exc.status_code}", exc.detail),
+        preferences=None,
+    )
 
 
 routes = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from itsdangerous import BadSignature, TimestampSigner
 from starlette.requests import Request
@@ -16,8 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # No script, no frames, styles and forms only from this site; tokens in URLs never leak
 # through Referer.
 HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                                 b"frame-ancestors 'none'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -131,8 +134,15 @@ class Csrf:
         return self.signer.sign(cookie or new).decode(), new
 
     def set_cookie(self, response: Response, cookie: str, request: Request) -> None:
-        response.set_cookie(self.COOKIE, cookie, max_age=self.MAX_AGE, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        response.set_cookie(
+            self.COOKIE,
+            cookie,
+            max_age=self.MAX_AGE,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
 
     def valid(self, request: Request, field: object) -> bool:
         cookie = request.cookies.get(self.COOKIE)

@@ -4,9 +4,10 @@ uses the store (`read`, `write`, `run`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from sendgrid.helpers.eventwebhook import EventWebhook
@@ -15,8 +16,8 @@ from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
 from engine.config.settings import Config
-from engine.mail.links import Links
 from engine.customers.preferences import Preferences
+from engine.mail.links import Links
 from engine.web.security import Csrf
 from engine.web.writes import GroupCommit
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
@@ -27,11 +27,11 @@ from starlette.routing import Route
 
 from engine.clock import utcnow
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
-from engine.delivery.outcomes import record_deliveries
-from engine.store.tables import Send, Suppression
-from engine.store.dialect import insert_rows_new
 from engine.customers.suppressions import normalise
+from engine.delivery.outcomes import record_deliveries
+from engine.errors import ConfigError, Problem
+from engine.store.dialect import insert_rows_new
+from engine.store.tables import Send, Suppression
 from engine.web.services import services
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
@@ -41,8 +41,12 @@ MAX_AGE = 300  # seconds, either way, between SendGrid's timestamp and our clock
 RECORDED = {"delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe"}
 # `dropped` reasons that say the address itself must not be mailed; other drops (e.g. a bad
 # SMTPAPI header) are about the request, not the recipient.
-DROP_SUPPRESSES = {"invalid": "invalid", "bounced address": "bounce", "spam reporting address": "spamreport",
-                   "unsubscribed address": "unsubscribe"}
+DROP_SUPPRESSES = {
+    "invalid": "invalid",
+    "bounced address": "bounce",
+    "spam reporting address": "spamreport",
+    "unsubscribed address": "unsubscribe",
+}
 
 
 def verifier(config: Config) -> EventWebhook | None:
@@ -55,13 +59,20 @@ def verifier(config: Config) -> EventWebhook | None:
     try:
         return EventWebhook(key)
     except ValueError:
-        raise ConfigError([Problem(str(config.root / "config.yaml"), 1, 1,
-                                   f"sender.sendgrid.webhook_public_key_env: {env} does not hold an EC public key "
-                                   "(paste the verification key SendGrid shows, without PEM lines)")]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    str(config.root / "config.yaml"),
+                    1,
+                    1,
+                    f"sender.sendgrid.webhook_public_key_env: {env} does not hold an EC public key "
+                    "(paste the verification key SendGrid shows, without PEM lines)",
+                )
+            ]
+        ) from None
 
 
-def signed(webhook: EventWebhook | None, body: bytes, signature: str | None, timestamp: str | None,
-           now: float) -> bool:
+def signed(webhook: EventWebhook | None, body: bytes, signature: str | None, timestamp: str | None, now: float) -> bool:
     """A fresh post signed by SendGrid's key."""
     if webhook is None or not signature or not timestamp or not timestamp.isdigit():
         return False
@@ -95,12 +106,25 @@ def record_events(engine: Engine, events: list[dict[str, Any]]) -> tuple[int, in
     ids = {_int(e.get("send_id")) for e in wanted} - {None}
     with engine.begin() as connection:
         sends = dict(connection.execute(select(Send.id, Send.to_email).where(Send.id.in_(ids))).all()) if ids else {}
-        deliveries = [{"send_id": _int(e.get("send_id")), "kind": e["event"], "at": _when(e),
-                       "provider_event_id": str(e["sg_event_id"])[:200]}
-                      for e in wanted if _int(e.get("send_id")) in sends and e.get("sg_event_id")]
-        suppressions = [{"email": normalise(str(e.get("email") or sends.get(_int(e.get("send_id"))) or "")),
-                         "reason": reason, "created_at": utcnow()}
-                        for e in wanted if (reason := suppression_reason(e))]
+        deliveries = [
+            {
+                "send_id": _int(e.get("send_id")),
+                "kind": e["event"],
+                "at": _when(e),
+                "provider_event_id": str(e["sg_event_id"])[:200],
+            }
+            for e in wanted
+            if _int(e.get("send_id")) in sends and e.get("sg_event_id")
+        ]
+        suppressions = [
+            {
+                "email": normalise(str(e.get("email") or sends.get(_int(e.get("send_id"))) or "")),
+                "reason": reason,
+                "created_at": utcnow(),
+            }
+            for e in wanted
+            if (reason := suppression_reason(e))
+        ]
         suppressions = [s for s in suppressions if s["email"]]
         recorded = record_deliveries(connection, deliveries)
         suppressed = insert_rows_new(connection, Suppression.__table__, ["email"], suppressions)
@@ -127,7 +151,7 @@ def _int(value: Any) -> int | None:
 def _when(event: dict[str, Any]) -> datetime:
     """The event's own unix timestamp; the time it arrived when it has none."""
     try:
-        return datetime.fromtimestamp(int(event["timestamp"]), timezone.utc)
+        return datetime.fromtimestamp(int(event["timestamp"]), UTC)
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return utcnow()
 

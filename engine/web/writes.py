@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.engine import Connection, Engine
@@ -41,7 +42,9 @@ class GroupCommit:
     def __init__(self, engine: Engine):
         self.on_loop = engine.dialect.name == "sqlite"
         # SQLite: a pool of its own whose connections never wait for the write lock.
-        self.engine = make_engine(engine.url.render_as_string(hide_password=False), lock_timeout=0) if self.on_loop else engine
+        self.engine = (
+            make_engine(engine.url.render_as_string(hide_password=False), lock_timeout=0) if self.on_loop else engine
+        )
         self.waiting: list[_Write] = []
         self.committing = False
 

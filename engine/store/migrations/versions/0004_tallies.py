@@ -18,20 +18,22 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02 15:00:00.000000
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def send_key(row: str) -> str:
     """The tally key of a send (row NEW, OLD or send): no variant is '', and only a skip keeps its reason."""
-    return (f"{row}.campaign, {row}.step, coalesce({row}.variant, ''), {row}.status, {row}.outcomes, "
-            f"CASE WHEN {row}.status = 'skipped' THEN coalesce({row}.reason, '') ELSE '' END")
+    return (
+        f"{row}.campaign, {row}.step, coalesce({row}.variant, ''), {row}.status, {row}.outcomes, "
+        f"CASE WHEN {row}.status = 'skipped' THEN coalesce({row}.reason, '') ELSE '' END"
+    )
 
 
 def entry_key(row: str) -> str:
@@ -42,9 +44,15 @@ TALLIES = {  # tally: (counted table, count column, key columns, key of a row)
     "send_tally": ("send", "sends", ("campaign", "step", "variant", "status", "outcomes", "reason"), send_key),
     "entry_tally": ("entry", "entries", ("campaign", "held_out"), entry_key),
 }
-KEY_TYPES = {"campaign": sa.String(length=100), "step": sa.Integer(), "variant": sa.String(),
-             "status": sa.String(length=20), "outcomes": sa.Integer(), "reason": sa.String(),
-             "held_out": sa.Boolean()}
+KEY_TYPES = {
+    "campaign": sa.String(length=100),
+    "step": sa.Integer(),
+    "variant": sa.String(),
+    "status": sa.String(length=20),
+    "outcomes": sa.Integer(),
+    "reason": sa.String(),
+    "held_out": sa.Boolean(),
+}
 
 
 def append(tally: str, row: str, change: int) -> str:
@@ -55,9 +63,12 @@ def append(tally: str, row: str, change: int) -> str:
 def moved(tally: str, differ: str) -> str:
     """An update that moves the row to another key (`differ` is the dialect's IS NOT)."""
     _, _, key, _ = TALLIES[tally]
-    return " OR ".join(f"OLD.{column} {differ} NEW.{column}" if column != "reason" else
-                       f"(OLD.status = 'skipped' OR NEW.status = 'skipped') AND OLD.reason {differ} NEW.reason"
-                       for column in key)
+    return " OR ".join(
+        f"OLD.{column} {differ} NEW.{column}"
+        if column != "reason"
+        else f"(OLD.status = 'skipped' OR NEW.status = 'skipped') AND OLD.reason {differ} NEW.reason"
+        for column in key
+    )
 
 
 def sqlite_triggers(tally: str) -> list[str]:
@@ -88,24 +99,32 @@ def postgresql_triggers(tally: str) -> list[str]:
 def upgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     for tally, (table, count, key, key_of) in TALLIES.items():
-        op.create_table(tally, *(sa.Column(column, KEY_TYPES[column], nullable=False) for column in key),
-                        sa.Column(count, sa.BigInteger(), nullable=False), sa.PrimaryKeyConstraint(*key),
-                        sqlite_with_rowid=False)
-        op.create_table(f"{tally}_change", sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                                                      primary_key=True),
-                        *(sa.Column(column, KEY_TYPES[column], nullable=False) for column in key),
-                        sa.Column("change", sa.Integer(), nullable=False))
-        op.execute(f"INSERT INTO {tally} ({', '.join(key)}, {count}) "
-                   f"SELECT {key_of(table)}, count(*) FROM {table} GROUP BY {key_of(table)}")
+        op.create_table(
+            tally,
+            *(sa.Column(column, KEY_TYPES[column], nullable=False) for column in key),
+            sa.Column(count, sa.BigInteger(), nullable=False),
+            sa.PrimaryKeyConstraint(*key),
+            sqlite_with_rowid=False,
+        )
+        op.create_table(
+            f"{tally}_change",
+            sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+            *(sa.Column(column, KEY_TYPES[column], nullable=False) for column in key),
+            sa.Column("change", sa.Integer(), nullable=False),
+        )
+        op.execute(
+            f"INSERT INTO {tally} ({', '.join(key)}, {count}) "
+            f"SELECT {key_of(table)}, count(*) FROM {table} GROUP BY {key_of(table)}"
+        )
         for statement in (postgresql_triggers if postgresql else sqlite_triggers)(tally):
             op.execute(statement)
-    op.create_index('ix_event_customer_at_name', 'event', ['customer_id', 'at', 'name'], unique=False)
-    op.drop_index('ix_event_customer_at', table_name='event')
+    op.create_index("ix_event_customer_at_name", "event", ["customer_id", "at", "name"], unique=False)
+    op.drop_index("ix_event_customer_at", table_name="event")
 
 
 def downgrade() -> None:
-    op.create_index('ix_event_customer_at', 'event', ['customer_id', 'at'], unique=False)
-    op.drop_index('ix_event_customer_at_name', table_name='event')
+    op.create_index("ix_event_customer_at", "event", ["customer_id", "at"], unique=False)
+    op.drop_index("ix_event_customer_at_name", table_name="event")
     postgresql = op.get_bind().dialect.name == "postgresql"
     for tally, (table, _, _, _) in TALLIES.items():
         for event in ("insert", "update", "delete"):
