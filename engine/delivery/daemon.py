@@ -67,10 +67,10 @@ class Daemon:
             },
         )
         try:
-            self.scheduler.start()
+            with self.sender:
+                self.scheduler.start()
         finally:
             self._retire()
-            self.sender.close()
             log.info("daemon stopped")
 
     def _on_signal(self, signum, _frame) -> None:
