@@ -182,12 +182,8 @@ def tick(
     with user_errors():
         cfg, campaigns = _load(config)
         moment = parse_now(now, cfg)
-        sender = load_sender(cfg)
-        try:
-            with progress_bar("sending", None) as advance:
-                report = run_tick(cfg, campaigns, store(cfg), sender, moment, dry_run=dry_run, progress=advance)
-        finally:
-            sender.close()
+        with load_sender(cfg) as sender, progress_bar("sending", None) as advance:
+            report = run_tick(cfg, campaigns, store(cfg), sender, moment, dry_run=dry_run, progress=advance)
     if as_json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
         return
@@ -262,11 +258,8 @@ def send_test(
 
     with user_errors():
         cfg, campaigns = _load(config)
-        sender = load_sender(cfg)
-        try:
+        with load_sender(cfg) as sender:
             result = deliver_test(cfg, campaigns, store(cfg), sender, campaign, to, customer, step)
-        finally:
-            sender.close()
     if not result.ok:
         fail(UserError(f"send-test failed: {result.error}"))
     out.print(f"sent {campaign} step {step} to {to} (message id {result.message_id})", markup=False)

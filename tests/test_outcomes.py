@@ -12,7 +12,8 @@ from conftest import customer
 from sqlalchemy import Boolean, Integer, String, column, select, table
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from engine.delivery.outcomes import OUTCOMES, bit, first_at, record_deliveries
+from engine.delivery.events import EventType, ProviderEvent, record_deliveries
+from engine.delivery.outcomes import OUTCOMES, bit, first_at
 from engine.store.dialect import make_engine
 from engine.store.schema import upgrade
 from engine.store.tables import Customer, Delivery, Entry, Send
@@ -31,16 +32,13 @@ def summary(project, send_id: int) -> tuple[int, dict[str, datetime | None]]:
         row = connection.execute(
             select(Send.outcomes, *(first_at(o) for o in OUTCOMES)).where(Send.id == send_id)
         ).one()
-    return row[0], dict(zip(OUTCOMES, row[1:]))
+    return row[0], dict(zip(OUTCOMES, row[1:], strict=True))
 
 
-def record(project, send_id: int, *events: tuple[str, str, datetime]) -> int:
-    """Store provider events (id, kind, time) for one send as the webhook does; returns how many were new."""
+def record(project, send_id: int, *events: tuple[str, EventType, datetime]) -> int:
+    """Store provider events (id, type, time) for one send as the webhook does; returns how many were new."""
     with project.db.begin() as connection:
-        return record_deliveries(
-            connection,
-            [{"send_id": send_id, "kind": kind, "at": at, "provider_event_id": uid} for uid, kind, at in events],
-        )
+        return record_deliveries(connection, [ProviderEvent(kind, kind, send_id, uid, at) for uid, kind, at in events])
 
 
 def test_each_outcome_is_marked_once_with_its_earliest_time(store_project):
@@ -52,18 +50,17 @@ def test_each_outcome_is_marked_once_with_its_earliest_time(store_project):
     [(send_id,)] = project.query("SELECT id FROM send WHERE status = 'sent'")
     later = T0 + timedelta(hours=2)
     batch = [
-        ("e1", "delivered", T0),
-        ("e2", "open", later),
-        ("e3", "open", later + timedelta(hours=1)),
-        ("e4", "bounce", T0),
-        ("e5", "dropped", T0 + timedelta(minutes=1)),
-        ("e6", "processed", T0),
+        ("e1", EventType.DELIVERED, T0),
+        ("e2", EventType.OPENED, later),
+        ("e3", EventType.OPENED, later + timedelta(hours=1)),
+        ("e4", EventType.BOUNCED, T0),
+        ("e5", EventType.REJECTED, T0 + timedelta(minutes=1)),
     ]
-    assert record(project, send_id, *batch) == 6
+    assert record(project, send_id, *batch) == 5
     marked = summary(project, send_id)
     assert record(project, send_id, *batch) == 0  # a replay
     assert summary(project, send_id) == marked
-    assert record(project, send_id, ("e7", "open", T0 + timedelta(hours=1))) == 1  # arrives late, happened earlier
+    assert record(project, send_id, ("e7", EventType.OPENED, T0 + timedelta(hours=1))) == 1  # late, happened earlier
     mask, times = summary(project, send_id)
     assert mask == bit("delivered") | bit("opened") | bit("bounced")
     assert times == {

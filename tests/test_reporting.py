@@ -12,7 +12,7 @@ from conftest import customer
 from sqlalchemy import event, select
 
 from engine.campaigns.language import Goal
-from engine.delivery.outcomes import record_deliveries
+from engine.delivery.events import EventType, ProviderEvent, record_deliveries
 from engine.insights.html import report_page
 from engine.insights.report import Scope, _conversions, month_starts
 from engine.store.dialect import make_engine
@@ -46,8 +46,8 @@ ZERO_OUTCOMES = {"delivered": 0, "opened": 0, "clicked": 0, "bounced": 0, "compl
 
 
 def deliver(project, name: str, step: int, *kinds: str) -> None:
-    """Provider events for one customer's offer send, stamped with its send time, stored as the
-    webhook stores them."""
+    """Provider events (neutral kinds: opened, clicked, ...) for one customer's offer send, stamped
+    with its send time, stored as the webhook stores them."""
     with project.db.begin() as connection:
         send_id, sent_at = connection.execute(
             select(Send.id, Send.sent_at)
@@ -57,7 +57,7 @@ def deliver(project, name: str, step: int, *kinds: str) -> None:
         record_deliveries(
             connection,
             [
-                {"send_id": send_id, "kind": kind, "at": sent_at, "provider_event_id": f"{name}-{step}-{i}-{kind}"}
+                ProviderEvent(EventType(kind), kind, send_id, f"{name}-{step}-{i}-{kind}", sent_at)
                 for i, kind in enumerate(kinds)
             ],
         )
@@ -86,15 +86,15 @@ def store(store_project):
     project.tick("2026-03-03T10:00:00Z")
     for name in VARIANT:
         deliver(project, name, 1, "delivered")
-    deliver(project, "ann", 1, "open", "open", "click")
-    deliver(project, "bob", 1, "open")
-    deliver(project, "dan", 1, "open")
-    deliver(project, "eve", 1, "bounce")
-    deliver(project, "jon", 1, "dropped")
-    deliver(project, "fay", 1, "spamreport")
-    deliver(project, "gus", 1, "unsubscribe")
+    deliver(project, "ann", 1, "opened", "opened", "clicked")
+    deliver(project, "bob", 1, "opened")
+    deliver(project, "dan", 1, "opened")
+    deliver(project, "eve", 1, "bounced")
+    deliver(project, "jon", 1, "rejected")
+    deliver(project, "fay", 1, "complained")
+    deliver(project, "gus", 1, "unsubscribed")
     deliver(project, "ann", 2, "delivered")
-    deliver(project, "dan", 2, "delivered", "open")
+    deliver(project, "dan", 2, "delivered", "opened")
     return project
 
 

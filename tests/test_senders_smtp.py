@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from prometheus_client import REGISTRY
 
 from engine.config.settings import Config
 from engine.errors import ConfigError
@@ -30,6 +31,7 @@ class Handler:
     def __init__(self) -> None:
         self.envelopes = []
         self.connections = 0
+        self.quits = 0
         self.drop_after_first = False
         self.say_421_after_first = False
         self.always_421 = False
@@ -40,6 +42,10 @@ class Handler:
             self.connections += 1
         session.host_name = hostname
         return responses
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quits += 1
+        return "221 Bye"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.drop_after_first and getattr(session, "delivered", 0) >= 1:
@@ -53,7 +59,7 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("bad"):
-            return "550 5.1.1 <%s>: no such user" % address
+            return f"550 5.1.1 <{address}>: no such user"
         if address.startswith("later"):
             return "451 4.3.0 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
@@ -136,7 +142,7 @@ def test_every_message_arrives_whole_with_its_headers(server, sender):
     assert all(r.ok for r in results)
     assert by_id(results)[2].message_id == emails[1].message_id
     assert len(server.envelopes) == 3
-    for email, envelope in zip(emails, server.envelopes):
+    for email, envelope in zip(emails, server.envelopes, strict=True):
         assert envelope.mail_from == "shop@example.com"
         assert envelope.rcpt_tos == [email.to]
         assert envelope.original_content == email.raw  # byte for byte
@@ -165,6 +171,20 @@ def test_close_quits_and_the_next_batch_opens_a_new_connection(server, sender):
     sender.close()  # twice is harmless
     assert sender.send_batch([make_email(sender.config, 2, "b@example.com")])[0].ok
     assert server.connections == 2
+
+
+def batches_timed() -> float:
+    return REGISTRY.get_sample_value("lifecycle_sender_latency_seconds_count", {"backend": "smtp"}) or 0.0
+
+
+def test_a_with_block_times_each_batch_and_quits_once_at_its_end(server):
+    before = batches_timed()
+    with SmtpSender(make_config(server.port)) as sender:
+        for send_id in (1, 2):
+            assert sender.send_batch([make_email(sender.config, send_id, f"user{send_id}@example.com")])[0].ok
+        assert server.quits == 0  # the connection outlives each batch
+    assert server.quits == 1 and server.connections == 1
+    assert batches_timed() == before + 2
 
 
 def test_a_rejected_recipient_fails_only_its_own_message(server, sender):

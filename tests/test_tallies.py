@@ -12,7 +12,7 @@ import pytest
 from conftest import customer
 from sqlalchemy import text
 
-from engine.delivery.outcomes import record_deliveries
+from engine.delivery.events import EventType, ProviderEvent, record_deliveries
 from engine.store import tallies
 from engine.store.dialect import make_engine
 from engine.store.schema import upgrade
@@ -64,11 +64,11 @@ def busy_store(project) -> None:
         record_deliveries(
             connection,
             [
-                {"send_id": send_id, "kind": kind, "at": T0, "provider_event_id": f"{kind}{send_id}"}
+                ProviderEvent(kind, kind, send_id, f"{kind}{send_id}", T0)
                 for send_id in sent[:10]
-                for kind in ("delivered", "open")
+                for kind in (EventType.DELIVERED, EventType.OPENED)
             ]
-            + [{"send_id": sent[10], "kind": "bounce", "at": T0, "provider_event_id": "b"}],
+            + [ProviderEvent(EventType.BOUNCED, "bounce", sent[10], "b", T0)],
         )
     project.tick("2026-03-05T10:00:00Z")  # step 2 was due on the 3rd: expired
 

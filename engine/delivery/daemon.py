@@ -14,9 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import FrameType
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine import metrics
@@ -33,7 +35,12 @@ MAX_BACKOFF = timedelta(minutes=5)
 
 class Daemon:
     def __init__(
-        self, config: Config, campaigns: list[Campaign], engine, sender: Sender, clock: Callable[[], datetime] = utcnow
+        self,
+        config: Config,
+        campaigns: list[Campaign],
+        engine: Engine,
+        sender: Sender,
+        clock: Callable[[], datetime] = utcnow,
     ):
         self.config = config
         self.campaigns = campaigns
@@ -67,13 +74,13 @@ class Daemon:
             },
         )
         try:
-            self.scheduler.start()
+            with self.sender:
+                self.scheduler.start()
         finally:
             self._retire()
-            self.sender.close()
             log.info("daemon stopped")
 
-    def _on_signal(self, signum, _frame) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping: finishing the batch in hand", extra={"signal": signal.Signals(signum).name})
         self.stopping.set()
         threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
@@ -119,7 +126,7 @@ class Daemon:
             self.scheduler.modify_job("tick", next_run_time=utcnow() + delay)
 
     def _record(self, report: TickReport, seconds: float) -> None:
-        totals: Counter = Counter()
+        totals: Counter[str] = Counter()
         for campaign, counts in report.counts.items():
             for status, n in counts.items():
                 totals[status] += n

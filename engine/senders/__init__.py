@@ -6,7 +6,7 @@ from importlib import import_module
 
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
-from engine.senders.base import Sender, SendResult
+from engine.senders.base import Sender, SendResult, Unreachable
 
 BUILT_IN = {
     "file": "engine.senders.file:FileSender",
@@ -47,4 +47,4 @@ def load_sender(config: Config) -> Sender:
     return cls(config)
 
 
-__all__ = ["SendResult", "Sender", "load_sender"]
+__all__ = ["SendResult", "Sender", "Unreachable", "load_sender"]

@@ -1,12 +1,21 @@
-"""The one small interface every sender implements (after django-anymail's backends)."""
+"""The base class every sender extends (after django-anymail's backends).
+
+`Sender.send_batch` runs every send the same way: open the provider's connection if it has one,
+hand the batch to the backend's `deliver`, time the call under the backend's `name`. A backend only
+says how to talk to its provider. Closing is left to the caller's `with` block, because a
+connection is worth keeping across the batches of one tick."""
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar, Self
 
 from engine.config.settings import Config
 from engine.mail.message import OutgoingEmail
+from engine.metrics import SENDER_SECONDS
 
 
 @dataclass
@@ -22,15 +31,50 @@ class SendResult:
     invalid_address: bool = False
 
 
+class Unreachable(Exception):
+    """The provider cannot be reached or refused us: no message of the batch can go now."""
+
+    def results(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        """A transient failure for each message, since trying each would only multiply the wait."""
+        return [SendResult(email.send_id, ok=False, error=str(self), transient=True) for email in emails]
+
+
 class Sender(ABC):
     """Delivers a batch of rendered messages; one bad recipient never fails the rest."""
+
+    name: ClassVar[str] = "custom"  # the backend's label in metrics; a backend from elsewhere may keep this one
 
     def __init__(self, config: Config):
         self.config = config
 
-    @abstractmethod
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
     def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         """Deliver each message; return one result per message, in any order."""
+        if not emails:
+            return []
+        started = time.perf_counter()
+        try:
+            self.open()
+        except Unreachable as exc:
+            results = exc.results(emails)
+        else:
+            results = self.deliver(emails)
+        SENDER_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        return results
 
-    def close(self) -> None:
-        """Release connections held across batches."""
+    @abstractmethod
+    def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        """The backend's own part of `send_batch`: talk to the provider, once the connection is open."""
+
+    def open(self) -> None:  # noqa: B027 - a hook: most providers hold no connection
+        """Connect unless connected; raise Unreachable when the provider cannot be reached."""
+
+    def close(self) -> None:  # noqa: B027 - a hook: most providers hold no connection
+        """Release the connection held across batches; harmless when there is none."""

@@ -5,18 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.config.settings import Config
 from engine.mail.message import OutgoingEmail
 from engine.senders.base import Sender, SendResult
 
 
 class FileSender(Sender):
-    def __init__(self, config):
+    name = "file"
+
+    def __init__(self, config: Config):
         super().__init__(config)
         directory = Path(config.sender.file.directory)
         self.directory = directory if directory.is_absolute() else config.root / directory
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+    def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         return [self._write(email) for email in emails]
 
     def _write(self, email: OutgoingEmail) -> SendResult:

@@ -7,5 +7,7 @@ from engine.senders.base import Sender, SendResult
 
 
 class NullSender(Sender):
-    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+    name = "null"
+
+    def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         return [SendResult(email.send_id, ok=True, message_id=email.message_id) for email in emails]

@@ -55,14 +55,17 @@ class Chunk:
         self.addresses.add(email.to.lower())
 
 
-def content_key(email: OutgoingEmail) -> tuple:
+ContentKey = tuple[str | None, ...]
+
+
+def content_key(email: OutgoingEmail) -> ContentKey:
     """What must be equal for two emails to share a request; headers may differ per recipient."""
     return (email.from_email, email.from_name, email.subject, email.html, email.text, email.headers.get("Reply-To"))
 
 
 def plan_requests(emails: list[OutgoingEmail]) -> list[list[OutgoingEmail]]:
     """Group identical content into requests of up to 1000 personalizations."""
-    groups: dict[tuple, list[Chunk]] = {}
+    groups: dict[ContentKey, list[Chunk]] = {}
     for email in emails:
         chunks = groups.setdefault(content_key(email), [])
         chunk = next((c for c in chunks if c.takes(email)), None)
@@ -101,7 +104,9 @@ def request_body(emails: list[OutgoingEmail], sandbox: bool) -> dict[str, Any]:
         if all(headers.get(name) == value for headers in per_email[1:])
     }
     body: dict[str, Any] = {
-        "personalizations": [personalization(email, headers, shared) for email, headers in zip(emails, per_email)],
+        "personalizations": [
+            personalization(email, headers, shared) for email, headers in zip(emails, per_email, strict=True)
+        ],
         "from": address(first.from_email, first.from_name),
         "subject": one_line(first.subject),
         "content": content(first),
@@ -182,6 +187,8 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 class SendgridSender(Sender):
+    name = "sendgrid"
+
     def __init__(self, config: Config):
         super().__init__(config)
         settings = config.sender.sendgrid
@@ -199,7 +206,7 @@ class SendgridSender(Sender):
     def _problem(self, message: str) -> ConfigError:
         return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
-    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+    def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         results: list[SendResult] = []
         for request in plan_requests(emails):
             results.extend(self._post(request))

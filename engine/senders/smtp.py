@@ -1,4 +1,4 @@
-"""Sends over SMTP with smtplib: one connection, opened on first use and kept across batches."""
+"""Sends over SMTP with smtplib: one connection, opened before a batch and kept across batches until `close`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ssl
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail
-from engine.senders.base import Sender, SendResult
+from engine.senders.base import Sender, SendResult, Unreachable
 
 # Replies to RCPT that say the mailbox does not exist or cannot be named: suppress the address.
 INVALID_ADDRESS_CODES = {550, 551, 553}
@@ -17,10 +17,6 @@ INVALID_ADDRESS_CODES = {550, 551, 553}
 # The connection broke under us (dropped, reset, timed out: all OSError); a fresh one may well
 # deliver the same message.
 Disconnected = (smtplib.SMTPServerDisconnected, OSError)
-
-
-class ConnectFailed(Exception):
-    """The server could not be reached or refused us: no message of the batch can go now."""
 
 
 def tls_context() -> ssl.SSLContext:
@@ -46,6 +42,8 @@ def needs_smtputf8(email: OutgoingEmail) -> bool:
 
 
 class SmtpSender(Sender):
+    name = "smtp"
+
     def __init__(self, config: Config):
         super().__init__(config)
         self.settings = config.sender.smtp
@@ -72,14 +70,16 @@ class SmtpSender(Sender):
             )
         return password
 
-    def send_batch(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+    def open(self) -> None:
+        self._connect()
+
+    def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         results: list[SendResult] = []
         for index, email in enumerate(emails):
             try:
                 results.append(self._send_with_retry(email))
-            except ConnectFailed as exc:
-                # Trying the server again for every remaining message would only multiply the wait.
-                results.extend(SendResult(e.send_id, ok=False, error=str(exc), transient=True) for e in emails[index:])
+            except Unreachable as exc:  # a reconnection failed mid-batch
+                results.extend(exc.results(emails[index:]))
                 break
         return results
 
@@ -144,14 +144,14 @@ class SmtpSender(Sender):
         try:
             self.connection = self._open(host, port)
         except smtplib.SMTPAuthenticationError as exc:
-            raise ConnectFailed(
+            raise Unreachable(
                 f"smtp login as {self.settings.username} refused by {host}:{port}: "
                 f"{exc.smtp_code} {decode(exc.smtp_error)}"
             ) from exc
         except smtplib.SMTPNotSupportedError as exc:
-            raise ConnectFailed(f"smtp server {host}:{port}: {exc}") from exc
+            raise Unreachable(f"smtp server {host}:{port}: {exc}") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectFailed(f"cannot connect to smtp server {host}:{port}: {exc or type(exc).__name__}") from exc
+            raise Unreachable(f"cannot connect to smtp server {host}:{port}: {exc or type(exc).__name__}") from exc
         return self.connection
 
     def _open(self, host: str, port: int) -> smtplib.SMTP:

@@ -98,15 +98,9 @@ class Entry(SQLModel, table=True):
     status: str = Field(default="active", max_length=20)
 
 
-# Provider events (Delivery.kind) behind each outcome of a send (engine/delivery/outcomes.py).
-OUTCOME_KINDS = {
-    "delivered": ("delivered",),
-    "opened": ("open",),
-    "clicked": ("click",),
-    "bounced": ("bounce", "dropped"),
-    "complained": ("spamreport",),
-    "unsubscribed": ("unsubscribe",),
-}
+# What became of a send after it left, as its provider told (engine/delivery/outcomes.py): each has a
+# bit in Send.outcomes, 1 << its index here, and a first-time column `<outcome>_at`. Append only.
+OUTCOMES = ("delivered", "opened", "clicked", "bounced", "complained", "unsubscribed")
 
 
 def _first_at_index(outcome: str) -> Index:
@@ -134,7 +128,7 @@ class Send(SQLModel, table=True):
         # the report's figures: one ordered pass over this index, never the table
         Index("ix_send_figures", "status", "campaign", "step", "variant", "outcomes", "reason"),
         Index("ix_send_status_sent", "status", "sent_at"),
-        *(_first_at_index(outcome) for outcome in OUTCOME_KINDS),
+        *(_first_at_index(outcome) for outcome in OUTCOMES),
     )
     id: int | None = Field(default=None, primary_key=True)
     entry_id: int = Field(foreign_key="entry.id")

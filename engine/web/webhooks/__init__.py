@@ -1,0 +1,11 @@
+"""Providers' event webhooks, one module a provider. Each says how to tell that a post is really
+the provider's and how to parse it into provider-neutral events (engine/delivery/events.py);
+`flow.endpoint` does the rest the same way for all: verify, parse, record. Replaying a post changes
+nothing."""
+
+from starlette.routing import Route
+
+from engine.web.webhooks import sendgrid
+from engine.web.webhooks.flow import endpoint
+
+routes = [Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"])]
