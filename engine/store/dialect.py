@@ -170,7 +170,8 @@ class shifted(FunctionElement[datetime]):
     type = UTCDateTime()
     inherit_cache = True
 
-    def __init__(self, instant: ColumnElement[datetime], delta: timedelta):
+    def __init__(self, instant: ColumnElement[datetime] | datetime, delta: timedelta):
+        # `datetime` too: a SQLModel column reads as one to a type checker (and a value works as well)
         if delta.microseconds:
             raise ValueError(f"shifted moves by whole seconds, not {delta}")
         super().__init__(instant, literal(int(delta.total_seconds()), Integer))
