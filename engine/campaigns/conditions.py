@@ -3,11 +3,14 @@ audience is selected set-wise in the database rather than customer by customer i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, false, func, literal, not_, or_, select, true
 from sqlalchemy.sql import ColumnElement
+from sqlmodel import col
 
 from engine.campaigns.language import Comparison, Condition
 from engine.campaigns.measures import Measures
@@ -32,10 +35,10 @@ class ConditionCompiler:
         self.now = now
         self.measures = Measures(config, now)
 
-    def all_of(self, conditions: list[Condition], customer=Customer) -> ColumnElement:
+    def all_of(self, conditions: list[Condition], customer: type[Customer] = Customer) -> ColumnElement[bool]:
         return and_(true(), *(self.condition(c, customer) for c in conditions))
 
-    def condition(self, c: Condition, customer=Customer) -> ColumnElement:
+    def condition(self, c: Condition, customer: type[Customer] = Customer) -> ColumnElement[bool]:
         if c.any is not None:
             return or_(false(), *(self.condition(x, customer) for x in c.any))
         if c.not_ is not None:
@@ -48,51 +51,51 @@ class ConditionCompiler:
             return self.subscribed(c.subscribed, customer)
         if c.event is not None:
             return self.history(c, customer)
+        assert c.attribute is not None  # a condition names exactly one kind (Condition._one_kind)
         return self.attribute(c.attribute, c.comparison(), customer)
 
-    def subscribed(self, topic: str, customer=Customer) -> ColumnElement:
+    def subscribed(self, topic: str, customer: type[Customer] = Customer) -> ColumnElement[bool]:
         declared = self.config.topics.get(topic)
         default = declared is None or declared.default == "subscribed"
         choice = (
-            select(Subscription.subscribed)
-            .where(Subscription.customer_id == customer.id, Subscription.topic == topic)
+            select(col(Subscription.subscribed))
+            .where(col(Subscription.customer_id) == customer.id, col(Subscription.topic) == topic)
             .scalar_subquery()
         )
         return func.coalesce(choice, literal(default)) == true()
 
-    def history(self, c: Condition, customer=Customer) -> ColumnElement:
-        query = select(func.count(Event.id)).where(self.measures.seen_events(customer), Event.name == c.event)
+    def history(self, c: Condition, customer: type[Customer] = Customer) -> ColumnElement[bool]:
+        query = select(func.count(col(Event.id))).where(self.measures.seen_events(customer), col(Event.name) == c.event)
         if c.within is not None:
-            query = query.where(Event.at > self.now - c.within)
+            query = query.where(col(Event.at) > self.now - c.within)
         query = query.where(self.where(c.where))
         count = query.scalar_subquery()
         if c.at_least is None and c.at_most is None:
             return count >= 1
-        checks = []
+        checks: list[ColumnElement[bool]] = []
         if c.at_least is not None:
             checks.append(count >= c.at_least)
         if c.at_most is not None:
             checks.append(count <= c.at_most)
         return and_(*checks)
 
-    def where(self, where: dict[str, Comparison] | None, table=Event) -> ColumnElement:
+    def where(self, where: dict[str, Comparison] | None, table: type[Event] = Event) -> ColumnElement[bool]:
         """Filters on the properties of an event (`where:` of triggers, exits and history)."""
         if not where:
             return true()
         return and_(
-            *(
-                self.compare(lambda kind, name=name: _json(table.properties, name, kind), comparison)
-                for name, comparison in where.items()
-            )
+            *(self.compare(partial(_json, table.properties, name), comparison) for name, comparison in where.items())
         )
 
-    def attribute(self, name: str, comparison: Comparison, customer=Customer) -> ColumnElement:
+    def attribute(self, name: str, comparison: Comparison, customer: type[Customer] = Customer) -> ColumnElement[bool]:
         if name in CORE_FIELDS:
             column = getattr(customer, name)
             return self.compare(lambda kind: column, comparison, native_dates=name.endswith("_at"))
         return self.compare(lambda kind: _json(customer.attributes, name, kind), comparison)
 
-    def compare(self, value_of, comparison: Comparison, native_dates: bool = False) -> ColumnElement:
+    def compare(
+        self, value_of: Callable[[str], ColumnElement[Any]], comparison: Comparison, native_dates: bool = False
+    ) -> ColumnElement[bool]:
         """One operator applied to a value; `value_of(kind)` extracts it typed as the operand."""
         ((operator, operand),) = comparison.operators().items()
         if operator == "exists":
@@ -107,7 +110,7 @@ class ConditionCompiler:
         sample = operand[0] if isinstance(operand, list) and operand else operand
         value = value_of(_kind(sample))
         operand = _operand(operand, native_dates)
-        return {
+        tests: dict[str, Callable[[], ColumnElement[bool]]] = {
             "equals": lambda: value == operand,
             "not_equals": lambda: or_(value.is_(None), value != operand),
             "in": lambda: value.in_(operand),
@@ -116,7 +119,8 @@ class ConditionCompiler:
             "gte": lambda: value >= operand,
             "lt": lambda: value < operand,
             "lte": lambda: value <= operand,
-        }[operator]()
+        }
+        return tests[operator]()
 
 
 def _kind(sample: Any) -> str:
@@ -137,10 +141,14 @@ def _operand(operand: Any, native_dates: bool) -> Any:
     return operand
 
 
-def _json(column, name: str, kind: str) -> ColumnElement:
+def _json(column: Any, name: str, kind: str) -> ColumnElement[Any]:
+    """The JSON column's value at `name`, read as `kind`. (SQLAlchemy's types know a JSON column's
+    index as a plain expression, without these readers: hence `column: Any`.)"""
     element = column[name]
     if kind == "number":
-        return element.as_float()
-    if kind == "boolean":
-        return element.as_boolean()
-    return element.as_string()
+        value: ColumnElement[Any] = element.as_float()
+    elif kind == "boolean":
+        value = element.as_boolean()
+    else:
+        value = element.as_string()
+    return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -17,7 +17,7 @@ from engine.errors import CampaignError, Problem, display_path
 STAGES = ("prospect", "current", "loyal", "lost")
 RISKS = ("green", "yellow", "red")
 OPERATORS = ("equals", "not_equals", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "within_last", "within_next")
-Scalar = Union[bool, int, float, str, datetime]
+Scalar = bool | int | float | str | datetime
 
 
 class Strict(BaseModel):
@@ -56,7 +56,7 @@ def _shorthand_equals(value: Any) -> Any:
 Where = dict[str, Comparison]
 
 
-def _where(values: dict | None) -> dict | None:
+def _where(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if values is None else {k: _shorthand_equals(v) for k, v in values.items()}
 
 
@@ -166,7 +166,7 @@ class Trigger(Strict):
         )
 
 
-Subject = Union[str, dict[str, str]]
+Subject = str | dict[str, str]
 
 
 class Variant(Strict):
@@ -280,7 +280,9 @@ def load_campaigns(config: Config) -> list[Campaign]:
     folder = config.campaigns_path
     if not folder.is_dir():
         raise CampaignError([Problem(str(folder), 1, 1, "the campaigns folder does not exist")])
-    campaigns, problems, seen = [], [], {}
+    campaigns: list[Campaign] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}  # campaign name: the file that has it
     for path in sorted(folder.glob("*.y*ml")):
         campaign, file_problems = load_campaign(path, config, display=display_path(path, config.root))
         problems += file_problems

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, false, func, not_, or_, select
 from sqlalchemy.sql import ColumnElement
+from sqlmodel import col
 
 from engine.config.settings import Config
 from engine.store.tables import Customer, Event
@@ -24,10 +26,10 @@ PURCHASE = "purchase"
 class Facts:
     """What stage and risk are decided from, as SQL over one customer, as of `now`."""
 
-    last_activity: ColumnElement  # the latest event, else created_at
-    recent_purchases: ColumnElement  # purchases within stages.loyal.within
-    purchased: ColumnElement  # a purchase ever
-    red_event: ColumnElement  # an event named by risk.red.or_event
+    last_activity: ColumnElement[Any]  # the latest event, else created_at
+    recent_purchases: ColumnElement[Any]  # purchases within stages.loyal.within
+    purchased: ColumnElement[Any]  # a purchase ever
+    red_event: ColumnElement[Any]  # an event named by risk.red.or_event
 
 
 class Measures:
@@ -35,29 +37,31 @@ class Measures:
         self.config = config
         self.now = now
 
-    def seen_events(self, customer=Customer):
+    def seen_events(self, customer: type[Customer] = Customer) -> ColumnElement[bool]:
         """Events of the customer that have happened by `now` (later ones are not seen yet)."""
-        return and_(Event.customer_id == customer.id, Event.at <= self.now)
+        return and_(col(Event.customer_id) == customer.id, col(Event.at) <= self.now)
 
-    def last_activity(self, customer=Customer) -> ColumnElement:
+    def last_activity(self, customer: type[Customer] = Customer) -> ColumnElement[datetime]:
         latest = select(func.max(Event.at)).where(self.seen_events(customer)).scalar_subquery()
         return func.coalesce(latest, customer.created_at)
 
-    def has_event(self, name: str, customer=Customer, since: datetime | None = None) -> ColumnElement:
-        query = select(Event.id).where(self.seen_events(customer), Event.name == name)
+    def has_event(
+        self, name: str, customer: type[Customer] = Customer, since: datetime | None = None
+    ) -> ColumnElement[bool]:
+        query = select(col(Event.id)).where(self.seen_events(customer), col(Event.name) == name)
         if since is not None:
-            query = query.where(Event.at > since)
+            query = query.where(col(Event.at) > since)
         return exists(query)
 
     def loyal_since(self) -> datetime:
         """Purchases after this count towards `loyal`."""
         return self.now - self.config.stages.loyal.within
 
-    def facts(self, customer=Customer) -> Facts:
+    def facts(self, customer: type[Customer] = Customer) -> Facts:
         """The facts as correlated subqueries on the customer row."""
         recent = (
-            select(func.count(Event.id))
-            .where(self.seen_events(customer), Event.name == PURCHASE, Event.at > self.loyal_since())
+            select(func.count(col(Event.id)))
+            .where(self.seen_events(customer), col(Event.name) == PURCHASE, col(Event.at) > self.loyal_since())
             .scalar_subquery()
         )
         or_event = self.config.risk.red.or_event
@@ -74,14 +78,14 @@ class Measures:
         stages, risk = self.config.stages, self.config.risk
         return {"lost": stages.lost.inactive_for, "red": risk.red.inactive_for, "yellow": risk.yellow.inactive_for}
 
-    def inactive(self, rule: str, facts: Facts) -> ColumnElement:
+    def inactive(self, rule: str, facts: Facts) -> ColumnElement[bool]:
         return facts.last_activity <= self.now - self.inactivity()[rule]
 
     def activity_limits(self) -> list[datetime]:
         """Every instant the rules compare a customer's last activity with."""
         return [self.now - duration for duration in self.inactivity().values()]
 
-    def stage(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+    def stage(self, name: str, customer: type[Customer] = Customer, facts: Facts | None = None) -> ColumnElement[bool]:
         facts = facts or self.facts(customer)
         stages = self.config.stages
         lost = self.inactive("lost", facts)
@@ -93,7 +97,7 @@ class Measures:
             "prospect": and_(not_(lost), not_(facts.purchased)),
         }[name]
 
-    def risk(self, name: str, customer=Customer, facts: Facts | None = None) -> ColumnElement:
+    def risk(self, name: str, customer: type[Customer] = Customer, facts: Facts | None = None) -> ColumnElement[bool]:
         facts = facts or self.facts(customer)
         red = or_(self.inactive("red", facts), facts.red_event)
         yellow = and_(not_(red), self.inactive("yellow", facts))

@@ -236,7 +236,7 @@ def load_config(path: str | Path | None = None) -> Config:
     if not isinstance(located.data, dict):
         raise ConfigError([located.problem((), "config.yaml must be a mapping of settings")])
     config, problems = located.validate(Config)
-    if problems:
+    if config is None:
         raise ConfigError(problems)
     config.root = file.parent
     return config

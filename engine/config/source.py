@@ -8,22 +8,24 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from engine.errors import Problem
 
 Location = tuple[int, int]
+KeyPath = tuple[Any, ...]  # the keys and indices from the document's root to a value
 Model = TypeVar("Model", bound=BaseModel)
 
 
 class Located:
     """A parsed YAML document with the (line, column) of each value by its path of keys/indices."""
 
-    def __init__(self, file: str, data: Any, positions: dict[tuple, Location]):
+    def __init__(self, file: str, data: Any, positions: dict[KeyPath, Location]):
         self.file = file
         self.data = data
         self.positions = positions
 
-    def problem(self, path: tuple, message: str) -> Problem:
+    def problem(self, path: KeyPath, message: str) -> Problem:
         """A problem located at the deepest known position along `path`."""
         path = tuple(path)
         while path and path not in self.positions:
@@ -31,7 +33,7 @@ class Located:
         line, column = self.positions.get(path, (1, 1))
         return Problem(self.file, line, column, message)
 
-    def validate(self, model: type[Model], context: dict | None = None) -> tuple[Model | None, list[Problem]]:
+    def validate(self, model: type[Model], context: dict[str, Any] | None = None) -> tuple[Model | None, list[Problem]]:
         """Validate against a pydantic model; return the instance or the located problems."""
         try:
             return model.model_validate(self.data, context=context), []
@@ -52,7 +54,7 @@ def load_located(path: Path, display: str | None = None) -> tuple[Located | None
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         return None, [Problem(name, line, col, f"invalid YAML: {exc.problem or exc}")]
-    positions: dict[tuple, Location] = {}
+    positions: dict[KeyPath, Location] = {}
     try:
         data = _convert(node, (), positions) if node is not None else {}
     except _DuplicateKey as exc:
@@ -67,28 +69,28 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.column = key, line, column
 
 
-def _convert(node: yaml.Node, path: tuple, positions: dict[tuple, Location]) -> Any:
+def _convert(node: yaml.Node, path: KeyPath, positions: dict[KeyPath, Location]) -> Any:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        result: dict = {}
+        result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.SafeLoader(" ").construct_object(key_node)  # scalars only in our files
             if key in result:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _convert(value_node, path + (key,), positions)
+            result[key] = _convert(value_node, (*path, key), positions)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), positions) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), positions) for i, item in enumerate(node.value)]
     loader = yaml.SafeLoader("")
     return loader.construct_object(node, deep=True)
 
 
-def _clean_loc(loc: tuple) -> tuple:
+def _clean_loc(loc: KeyPath) -> KeyPath:
     """Drop pydantic's union/tag markers so the path matches YAML keys."""
     return tuple(part for part in loc if not (isinstance(part, str) and ("[" in part or part.startswith("function-"))))
 
 
-def _message(error: dict) -> str:
+def _message(error: ErrorDetails) -> str:
     loc = _clean_loc(error["loc"])
     field = ".".join(str(p) for p in loc) or "the document"
     kind = error["type"]

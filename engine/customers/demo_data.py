@@ -27,6 +27,7 @@ import random
 import re
 import zlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["sample_customers", "sample_events"]
 
@@ -291,7 +292,7 @@ class _Plan:
             self.purchases.append((at, f"{customer_id.upper()}-{number:02d}", total, product))
         self.recent_purchase = recent_purchase
 
-    def _timeline(self, rng: random.Random, now: datetime):
+    def _timeline(self, rng: random.Random, now: datetime) -> tuple[datetime, datetime, list[datetime], bool]:
         """(created_at, last activity, purchase times, fresh): `fresh` when the last purchase is
         the recent one this profile exists for (it gets no survey answer yet)."""
         profile = self.profile
@@ -362,7 +363,7 @@ class _Plan:
         return self.created_at + timedelta(seconds=rng.randint(30, int(limit.total_seconds())))
 
 
-def sample_customers(now: datetime, count: int = 400, seed: int = 7) -> list[dict]:
+def sample_customers(now: datetime, count: int = 400, seed: int = 7) -> list[dict[str, Any]]:
     """`count` customers in the JSONL import shape: core fields, `confirmed_at`, `topics`, and the
     attributes `points`, `points_expire_at`, `favourite_product`, `plan`, `last_order_total` as
     top-level fields (any field the import does not know becomes an attribute)."""
@@ -381,7 +382,7 @@ def sample_customers(now: datetime, count: int = 400, seed: int = 7) -> list[dic
             tz = rng.choice(_EN_TIMEZONES)
         local_part = f"{first_latin}.{last_latin}".replace(" ", "")
         domain = "example.com" if rng.random() < 0.6 else "example.org"
-        customer: dict = {
+        customer: dict[str, Any] = {
             "id": customer_id,
             "email": f"{local_part}{number}@{domain}",
             "first_name": first,
@@ -425,7 +426,7 @@ def sample_customers(now: datetime, count: int = 400, seed: int = 7) -> list[dic
     return customers
 
 
-def sample_events(customers: list[dict], now: datetime, seed: int = 7) -> list[dict]:
+def sample_events(customers: list[dict[str, Any]], now: datetime, seed: int = 7) -> list[dict[str, Any]]:
     """The history of `customers` (from `sample_customers` with the same `now` and `seed`), in the
     JSONL import shape, oldest first: signups, confirmations, purchases, logins, feedback and
     complaints. Every event is before `now`; every `id` is unique."""
@@ -437,7 +438,7 @@ def sample_events(customers: list[dict], now: datetime, seed: int = 7) -> list[d
         rng = _rng(seed, customer_id, "events")
         created = _parse(customer["created_at"]) if customer.get("created_at") else plan.created_at
         locale = customer.get("locale") or plan.locale
-        mine: list[tuple[datetime, str, dict]] = []
+        mine: list[tuple[datetime, str, dict[str, Any]]] = []
         mine.append((created, "signed_up", {"source": rng.choice(["web", "web", "app", "store"])}))
         if customer.get("confirmed_at"):
             mine.append((_parse(customer["confirmed_at"]), "confirmed", {}))

@@ -24,11 +24,17 @@ from engine.clock import parse_instant, utcnow
 from engine.config.settings import Config
 from engine.errors import Problem
 from engine.store.dialect import insert_rows_new
-from engine.store.tables import Consent, Customer, Event, Subscription
+from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
 BATCH = 1000
 NEW_CUSTOMER = {"first_name": None, "last_name": None, "locale": None, "timezone": None, "confirmed_at": None}
+CUSTOMERS, SUBSCRIPTIONS, CONSENTS = table_of(Customer), table_of(Subscription), table_of(Consent)
+EVENTS = table_of(Event)
+Row = dict[str, Any]  # a record, checked and converted for the store
+Batch = list[tuple[int, Row]]  # (line or index, row)
+Clean = Callable[[dict[str, Any]], Row]
+Progress = Callable[[int], None] | None
 
 
 @dataclass
@@ -36,6 +42,9 @@ class ImportResult:
     stored: int = 0
     skipped: int = 0  # events whose id was already stored
     problems: list[Problem] = field(default_factory=list)
+
+
+Store = Callable[[Connection, Batch, str, ImportResult], None]  # stores a batch in the caller's transaction
 
 
 class BadRecord(ValueError):
@@ -189,10 +198,11 @@ class Importer:
         """The API's import: every record is checked first and then all are stored in ONE
         transaction, or none is. A problem's `line` is the record's index in the list.
         `kind` is "customers" or "events"."""
-        clean = {
+        cleaners: dict[str, Clean] = {
             "customers": lambda r: clean_customer(r, self.config, self.now),
             "events": lambda r: clean_event(r, self.config),
-        }[kind]
+        }
+        clean = cleaners[kind]
         store = {"customers": self._store_customers, "events": self._store_events}[kind]
         result, batch = ImportResult(), []
         for index, record in enumerate(records):
@@ -213,7 +223,9 @@ class Importer:
             result.stored = result.skipped = 0
         return result
 
-    def _run(self, records, label, clean, store, progress) -> ImportResult:
+    def _run(
+        self, records: Iterable[tuple[int, Any]], label: str, clean: Clean, store: Store, progress: Progress
+    ) -> ImportResult:
         result, batch = ImportResult(), []
         for line, record in records:
             try:
@@ -231,19 +243,19 @@ class Importer:
             self._flush(store, batch, label, result, progress)
         return result
 
-    def _flush(self, store, batch, label, result, progress) -> None:
+    def _flush(self, store: Store, batch: Batch, label: str, result: ImportResult, progress: Progress) -> None:
         with self.engine.begin() as connection:
             store(connection, batch, label, result)
         if progress:
             progress(len(batch))
 
-    def _store_customers(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
+    def _store_customers(self, connection: Connection, batch: Batch, label: str, result: ImportResult) -> None:
         latest = {row["external_id"]: row for _, row in batch}  # the last line for an id wins
-        existing = dict(
-            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(latest))).all()
-        )
-        attrs = dict(
-            connection.execute(select(Customer.id, Customer.attributes).where(Customer.id.in_(existing.values()))).all()
+        existing = _customer_ids(connection, latest)
+        attrs: dict[int, dict[str, Any]] = dict(
+            connection.execute(
+                select(CUSTOMERS.c.id, CUSTOMERS.c.attributes).where(CUSTOMERS.c.id.in_(existing.values()))
+            ).all()
         )
         new = [
             {**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
@@ -251,20 +263,18 @@ class Importer:
             if key not in existing
         ]
         if new:
-            connection.execute(Customer.__table__.insert(), new)
+            connection.execute(CUSTOMERS.insert(), new)
         for key, row in latest.items():
             if key in existing:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
-                connection.execute(update(Customer).where(Customer.id == existing[key]).values(values))
-        ids = dict(
-            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(latest))).all()
-        )
-        self._consents(connection, latest, ids)
+                connection.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == existing[key]).values(values))
+        self._consents(connection, latest, _customer_ids(connection, latest))
         result.stored += len(batch)
 
-    def _consents(self, connection: Connection, latest: dict, ids: dict) -> None:
+    def _consents(self, connection: Connection, latest: dict[str, Row], ids: dict[str, int]) -> None:
         """Topic choices and confirmations from the file, each with a consent record."""
-        choices, consents = [], []
+        choices: list[Row] = []
+        consents: list[Row] = []
         for key, row in latest.items():
             for topic, subscribed in row["topics"].items():
                 choices.append(
@@ -299,19 +309,16 @@ class Importer:
             keys = [(c["customer_id"], c["topic"]) for c in choices]
             for customer_id, topic in keys:
                 connection.execute(
-                    Subscription.__table__.delete().where(
-                        Subscription.customer_id == customer_id, Subscription.topic == topic
+                    SUBSCRIPTIONS.delete().where(
+                        SUBSCRIPTIONS.c.customer_id == customer_id, SUBSCRIPTIONS.c.topic == topic
                     )
                 )
-            connection.execute(Subscription.__table__.insert(), choices)
+            connection.execute(SUBSCRIPTIONS.insert(), choices)
         if consents:
-            connection.execute(Consent.__table__.insert(), consents)
+            connection.execute(CONSENTS.insert(), consents)
 
-    def _store_events(self, connection: Connection, batch, label: str, result: ImportResult) -> None:
-        wanted = {row["customer"] for _, row in batch}
-        ids = dict(
-            connection.execute(select(Customer.external_id, Customer.id).where(Customer.external_id.in_(wanted))).all()
-        )
+    def _store_events(self, connection: Connection, batch: Batch, label: str, result: ImportResult) -> None:
+        ids = _customer_ids(connection, {row["customer"] for _, row in batch})
         rows = []
         for line, row in batch:
             if row["customer"] not in ids:
@@ -330,12 +337,18 @@ class Importer:
         without = [r for r in rows if r["uid"] is None]
         stored = 0
         if with_uid:
-            stored += insert_rows_new(connection, Event.__table__, ["uid"], with_uid)
+            stored += insert_rows_new(connection, EVENTS, ["uid"], with_uid)
         if without:
-            connection.execute(Event.__table__.insert(), without)
+            connection.execute(EVENTS.insert(), without)
             stored += len(without)
         result.stored += stored
         result.skipped += len(rows) - stored
+
+
+def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
+    """The store's id of each customer of `external_ids` that exists."""
+    found = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(CUSTOMERS.c.external_id.in_(external_ids))
+    return dict(connection.execute(found).all())
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:

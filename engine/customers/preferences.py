@@ -7,17 +7,20 @@ The web service calls this module; it knows nothing of HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.engine.interfaces import Compiled
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 
 from engine.config.settings import Config
 from engine.store.dialect import insert_new, upsert
-from engine.store.tables import Consent, Customer, Event, Subscription
+from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 FREQUENCY_CHOICES = {"weekly": timedelta(days=7), "monthly": timedelta(days=30)}  # a customer's own cap of 1 per
 FREQUENCIES = tuple(FREQUENCY_CHOICES)  # besides None: as often as the campaigns allow
@@ -25,7 +28,7 @@ CONFIRMED_EVENT = "confirmed"  # the welcome campaign starts on it
 
 # Built once: the preference centre runs these on every page view, and composing a statement
 # costs several times more than SQLite takes to answer it.
-CUSTOMERS, SUBSCRIPTIONS, CONSENTS = Customer.__table__, Subscription.__table__, Consent.__table__
+CUSTOMERS, SUBSCRIPTIONS, CONSENTS = table_of(Customer), table_of(Subscription), table_of(Consent)
 CHOICES = (
     select(
         CUSTOMERS.c.locale,
@@ -78,12 +81,12 @@ class Preferences:
         current = self.load(connection, customer_id)
         if current is None:
             return None
-        actions = []
+        actions: list[tuple[str, str | None]] = []
         for topic, subscribed in wanted.topics.items():
             if topic in current.topics and current.topics[topic] != subscribed:
                 _choose_topic(connection, customer_id, topic, subscribed, source, now)
                 actions.append(("subscribe" if subscribed else "unsubscribe", topic))
-        columns = {}
+        columns: dict[str, Any] = {}
         if wanted.frequency != current.frequency:
             columns["frequency"] = wanted.frequency
             actions.append((f"frequency:{wanted.frequency or 'any'}", None))
@@ -130,7 +133,7 @@ class Preferences:
         if changed:
             _record(connection, customer_id, [("confirm", None)], source, now)
             connection.execute(
-                insert_new(connection, Event.__table__, ["uid"]),
+                insert_new(connection, table_of(Event), ["uid"]),
                 {
                     "uid": f"{CONFIRMED_EVENT}:{customer_id}",
                     "customer_id": customer_id,
@@ -142,7 +145,7 @@ class Preferences:
         return current
 
 
-def _fetch_choices(connection: Connection, customer_id: int) -> list[tuple]:
+def _fetch_choices(connection: Connection, customer_id: int) -> Sequence[Any]:
     """The rows of CHOICES, run on the driver's cursor of the caller's connection (and transaction).
     Every preference page and unsubscribe starts here, and SQLAlchemy's execution machinery costs
     several times what the query itself does (bench/web_latency.py)."""
@@ -150,16 +153,15 @@ def _fetch_choices(connection: Connection, customer_id: int) -> list[tuple]:
     params = compiled.construct_params({"customer_id": customer_id})
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(
-            compiled.string, [params[name] for name in compiled.positiontup] if compiled.positional else params
-        )
+        names = compiled.positiontup  # None unless the driver takes parameters by position
+        cursor.execute(compiled.string, params if names is None else [params[name] for name in names])
         return cursor.fetchall()
     finally:
         cursor.close()
 
 
 @cache
-def _compiled_choices(dialect: Dialect) -> Compiled:
+def _compiled_choices(dialect: Dialect) -> SQLCompiler:
     return CHOICES.compile(dialect=dialect)
 
 
@@ -168,13 +170,13 @@ def _choose_topic(
 ) -> None:
     """Set the customer's current row for the topic."""
     connection.execute(
-        _topic_choice(connection.dialect.name),
+        _topic_choice(connection.dialect),
         {"customer_id": customer_id, "topic": topic, "subscribed": subscribed, "updated_at": now, "source": source},
     )
 
 
 @cache
-def _topic_choice(dialect: str):
+def _topic_choice(dialect: Dialect) -> Insert:
     """Built once per database, like CHOICES."""
     return upsert(dialect, SUBSCRIPTIONS, ["customer_id", "topic"])
 

@@ -6,9 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from engine.store.dialect import insert_new
-from engine.store.tables import Suppression
+from engine.store.tables import Suppression, table_of
 
 
 def normalise(email: str) -> str:
@@ -17,7 +18,7 @@ def normalise(email: str) -> str:
 
 def add_suppression(engine: Engine, email: str, reason: str, now: datetime) -> bool:
     with engine.begin() as connection:
-        statement = insert_new(connection, Suppression.__table__, ["email"])
+        statement = insert_new(connection, table_of(Suppression), ["email"])
         return bool(
             connection.execute(statement, {"email": normalise(email), "reason": reason, "created_at": now}).rowcount
         )
@@ -25,4 +26,4 @@ def add_suppression(engine: Engine, email: str, reason: str, now: datetime) -> b
 
 def remove_suppression(engine: Engine, email: str) -> bool:
     with engine.begin() as connection:
-        return bool(connection.execute(delete(Suppression).where(Suppression.email == normalise(email))).rowcount)
+        return bool(connection.execute(delete(Suppression).where(col(Suppression.email) == normalise(email))).rowcount)

@@ -1,18 +1,28 @@
 """The differences between SQLite and PostgreSQL, in one place: the engine and its
-connection settings, INSERT ... ON CONFLICT, the report's join hints, and `instant + N seconds`
-in SQL, the one piece of date arithmetic that differs by database.
+connection settings, INSERT ... ON CONFLICT, the report's join hints, `instant + N seconds`
+in SQL (the one piece of date arithmetic that differs by database), and what each database can do
+at once: how many write, where short reads run best, advisory locks, planner settings.
+The rest of the engine asks these functions, by what differs, rather than the database's name.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Integer, event, literal
+from sqlalchemy import ColumnElement, Integer, Table, event, func, literal, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
-from sqlalchemy.sql.selectable import Join
+from sqlalchemy.sql.selectable import FromClause, Join
 from sqlmodel import create_engine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -31,14 +41,15 @@ class _SQLiteCompiler(SQLiteCompiler):
     `with_hint(table, "INDEXED BY ix", "sqlite")` is written after its name (the dialect leaves it
     out), and an `InOrder` join is written as CROSS JOIN."""
 
-    def get_from_hint_text(self, table, text):
+    def get_from_hint_text(self, table: FromClause, text: str | None) -> str | None:
         return text
 
-    def visit_join(self, join, asfrom=False, from_linter=None, **kwargs):
-        text = super().visit_join(join, asfrom=asfrom, from_linter=from_linter, **kwargs)
+    def visit_join(self, join: Join, asfrom: bool = False, from_linter: Any = None, **kwargs: Any) -> str:
+        joined = cast(Callable[..., str], super().visit_join)  # SQLAlchemy leaves it unannotated
+        text: str = joined(join, asfrom=asfrom, from_linter=from_linter, **kwargs)
         if not isinstance(join, InOrder):
             return text
-        left = join.left._compiler_dispatch(self, asfrom=True, from_linter=from_linter, **kwargs)
+        left: str = join.left._compiler_dispatch(self, asfrom=True, from_linter=from_linter, **kwargs)
         return left + " CROSS JOIN " + text.removeprefix(left).removeprefix(" JOIN ")
 
 
@@ -57,7 +68,7 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
         engine.dialect.statement_compiler = _SQLiteCompiler
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):
+        def _sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -67,40 +78,37 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):
+        def _sqlite_begin(connection: Connection) -> None:
             # Readers (`read_only` connections) need no write lock: WAL lets them run beside a writer.
             read_only = connection.get_execution_options().get("read_only")
-            connection.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+            driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def insert_new(connection, table, conflict: list[str]):
+def insert_new(connection: Connection, table: Table, conflict: list[str]) -> postgresql.Insert | sqlite.Insert:
     """`INSERT ... ON CONFLICT DO NOTHING` for the connection's database: the unique keys, not
     the code, decide what already exists, so concurrent or repeated evaluation adds nothing twice."""
-    return _insert(connection.dialect.name)(table).on_conflict_do_nothing(index_elements=conflict)
+    return _insert(connection.dialect, table).on_conflict_do_nothing(index_elements=conflict)
 
 
-def upsert(dialect: str, table, conflict: list[str]):
-    """`INSERT ... ON CONFLICT DO UPDATE` of every other column, for the database named `dialect`:
+def upsert(dialect: Dialect, table: Table, conflict: list[str]) -> postgresql.Insert | sqlite.Insert:
+    """`INSERT ... ON CONFLICT DO UPDATE` of every other column, for `dialect`'s database:
     one statement sets a row whether or not it exists."""
-    statement = _insert(dialect)(table)
+    statement = _insert(dialect, table)
     return statement.on_conflict_do_update(
         index_elements=conflict,
         set_={column.name: statement.excluded[column.name] for column in table.columns if column.name not in conflict},
     )
 
 
-def _insert(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+def _insert(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
 
 
-def insert_rows_new(connection, table, conflict: list[str], rows: list[dict]) -> int:
+def insert_rows_new(connection: Connection, table: Table, conflict: list[str], rows: list[dict[str, Any]]) -> int:
     """Insert the rows whose unique key is not taken yet; return how many went in. Counted with
     RETURNING, since drivers differ in what rowcount says for a batch."""
     if not rows:
@@ -109,26 +117,74 @@ def insert_rows_new(connection, table, conflict: list[str], rows: list[dict]) ->
     return len(connection.execute(statement, rows).all())
 
 
-class shifted(FunctionElement):
+def one_writer(bind: Engine | Connection) -> bool:
+    """Whether one write transaction runs at a time: SQLite's, which the store begins with the write
+    lock (BEGIN IMMEDIATE). Then nothing else writes while a transaction runs, and more threads
+    writing at once only queue for the lock. PostgreSQL runs many, row locks keeping them apart."""
+    return bind.dialect.name == "sqlite"
+
+
+def lock_taken(error: Exception) -> bool:
+    """Whether `error` says SQLite's write lock is held by another connection (with `lock_timeout=0`,
+    at once). The store's BEGIN runs on the driver's connection, so the error may come unwrapped."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+
+
+def on_event_loop(engine: Engine) -> bool:
+    """Whether short store work is quicker done right on the web server's event loop than handed to
+    a worker thread: SQLite works on a local file, and in WAL mode a read never waits for a writer.
+    Other databases answer over the network, so a worker thread waits for them."""
+    return engine.dialect.name == "sqlite"
+
+
+def concurrent_reads(engine: Engine, reads: int) -> int:
+    """How many of `reads` long, independent reads to run at once. PostgreSQL: all of them, each in
+    a server process of its own. SQLite: one, as two readers of one large file at once took longer
+    than the two in turn (bench/report_10m.py)."""
+    return 1 if engine.dialect.name == "sqlite" else reads
+
+
+def try_advisory_lock(connection: Connection, key: int) -> bool:
+    """Take the lock `key` until the transaction ends, or return False at once if another
+    transaction holds it: PostgreSQL's advisory lock, so that machines sharing the store take turns.
+    On SQLite always True: its write transactions already run one at a time."""
+    if one_writer(connection):
+        return True
+    return bool(connection.execute(select(func.pg_try_advisory_xact_lock(key))).scalar())
+
+
+def plan_for_index_probes(connection: Connection) -> None:
+    """PostgreSQL: for the rest of the transaction, price an index probe near a sequential read
+    (random_page_cost 1.1, the usual setting for a store on SSD or in memory) and compile no query
+    to machine code (JIT). SQLite has no such settings: its planner is told with `InOrder` and
+    index hints instead."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL random_page_cost = 1.1"))
+        connection.execute(text("SET LOCAL jit = off"))
+
+
+class shifted(FunctionElement[datetime]):
     """A timestamp column moved by a fixed duration of whole seconds (as campaign durations are)."""
 
     type = UTCDateTime()
     inherit_cache = True
 
-    def __init__(self, instant, delta: timedelta):
+    def __init__(self, instant: ColumnElement[datetime] | datetime, delta: timedelta):
+        # `datetime` too: a SQLModel column reads as one to a type checker (and a value works as well)
         if delta.microseconds:
             raise ValueError(f"shifted moves by whole seconds, not {delta}")
         super().__init__(instant, literal(int(delta.total_seconds()), Integer))
 
 
 @compiles(shifted)
-def _postgresql(element, compiler, **kw):
+def _postgresql(element: shifted, compiler: SQLCompiler, **kw: Any) -> str:
     instant, seconds = element.clauses
     return f"({compiler.process(instant, **kw)} + make_interval(secs => {compiler.process(seconds, **kw)}))"
 
 
 @compiles(shifted, "sqlite")
-def _sqlite(element, compiler, **kw):
+def _sqlite(element: shifted, compiler: SQLCompiler, **kw: Any) -> str:
     instant, seconds = element.clauses
     moved = compiler.process(instant, **kw)
     # SQLAlchemy stores SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff' and SQLite's own arithmetic keeps

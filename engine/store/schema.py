@@ -8,12 +8,12 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _alembic_config(connection) -> AlembicConfig:
+def _alembic_config(connection: Connection | None) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -21,8 +21,9 @@ def _alembic_config(connection) -> AlembicConfig:
 
 
 def head_revision() -> str:
-    script = ScriptDirectory.from_config(_alembic_config(None))
-    return script.get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    assert head is not None, "the package ships its migrations"
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -1,7 +1,8 @@
 """The customer store and the ledger tables (SQLModel on SQLAlchemy 2).
 
-Times are aware datetimes in UTC (timestamptz on PostgreSQL). Free-form customer attributes and event properties are JSON, so
-that conditions on them run in the database (`json_extract` on SQLite, `->>` on PostgreSQL).
+Times are aware datetimes in UTC (timestamptz on PostgreSQL). Free-form customer attributes and event
+properties are JSON, so that conditions on them run in the database (`json_extract` on SQLite, `->>` on
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -224,3 +225,10 @@ class Delivery(SQLModel, table=True):
     kind: str = Field(max_length=30)
     at: datetime
     provider_event_id: str | None = Field(default=None, max_length=200)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements that skip the ORM. SQLModel sets `__table__` on
+    every table model but does not declare it, so a type checker cannot see it."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table

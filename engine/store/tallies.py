@@ -12,17 +12,21 @@ counts, and the tick calls it once it has sent, so the changes stay few.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select, text, union_all
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
+from engine.store.dialect import one_writer, try_advisory_lock
 from engine.store.tables import EntryTally, EntryTallyChange, SendTally, SendTallyChange
 
-FOLD_LOCK = 0x7A11E5  # PostgreSQL: the advisory lock a fold holds, so that two folds never cross
+FOLD_LOCK = 0x7A11E5  # the advisory lock a fold holds, so that two folds never cross
 SEND_KEY = ("status", "campaign", "step", "variant", "outcomes", "reason")
 ENTRY_KEY = ("campaign", "held_out")
 
 
-def send_counts(connection: Connection, campaign: str | None = None) -> list[tuple]:
+def send_counts(connection: Connection, campaign: str | None = None) -> list[tuple[Any, ...]]:
     """(status, campaign, step, variant, outcomes, reason, sends) for each key with sends; variant
     and reason None where there is none."""
     return [
@@ -43,13 +47,18 @@ def entry_counts(connection: Connection, campaign: str | None = None) -> dict[st
 
 
 def _counts(
-    connection: Connection, tally, changes, key: tuple[str, ...], count: str, campaign: str | None
-) -> list[tuple]:
+    connection: Connection,
+    tally: type[SendTally | EntryTally],
+    changes: type[SendTallyChange | EntryTallyChange],
+    key: tuple[str, ...],
+    count: str,
+    campaign: str | None,
+) -> list[tuple[Any, ...]]:
     """The folded counts and the changes since, summed per key; keys that add up to 0 are left out."""
     parts = []
-    for table, n in ((tally, getattr(tally, count)), (changes, changes.change)):
-        part = select(*(getattr(table, c) for c in key), n.label("n"))
-        parts.append(part if campaign is None else part.where(table.campaign == campaign))
+    for table, n in ((tally, count), (changes, "change")):
+        part = select(*(getattr(table, c) for c in key), getattr(table, n).label("n"))
+        parts.append(part if campaign is None else part.where(col(table.campaign) == campaign))
     both = union_all(*parts).subquery()
     columns = [both.c[c] for c in key]
     total = func.sum(both.c.n)
@@ -61,11 +70,7 @@ def _counts(
 
 def fold(connection: Connection) -> None:
     """Move the changes appended so far into the counts, in the caller's transaction."""
-    postgresql = connection.dialect.name == "postgresql"
-    if (
-        postgresql
-        and not connection.execute(text("SELECT pg_try_advisory_xact_lock(:lock)"), {"lock": FOLD_LOCK}).scalar_one()
-    ):
+    if not try_advisory_lock(connection, FOLD_LOCK):
         return  # another fold is under way
     for table, key, count in (("send_tally", SEND_KEY, "sends"), ("entry_tally", ENTRY_KEY, "entries")):
         columns = ", ".join(key)
@@ -74,7 +79,10 @@ def fold(connection: Connection) -> None:
             f"WHERE true GROUP BY {columns} "
             f"ON CONFLICT ({columns}) DO UPDATE SET {count} = {table}.{count} + excluded.{count}"
         )
-        if postgresql:
+        if one_writer(connection):  # nobody appends while this transaction runs
+            connection.execute(text(add.format(source=f"{table}_change")))
+            connection.execute(text(f"DELETE FROM {table}_change"))
+        else:
             # what another transaction appends meanwhile is not deleted here: it waits for the next fold
             connection.execute(
                 text(
@@ -82,7 +90,4 @@ def fold(connection: Connection) -> None:
                     + add.format(source="gone")
                 )
             )
-        else:  # SQLite's one writer: nobody appends while this transaction runs
-            connection.execute(text(add.format(source=f"{table}_change")))
-            connection.execute(text(f"DELETE FROM {table}_change"))
         connection.execute(text(f"DELETE FROM {table} WHERE {count} = 0"))

@@ -54,7 +54,8 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(ops.RequestMetrics), Middleware(SecurityHeaders), Middleware(BodyLimit)],
-        exception_handlers={HTTPException: pages.http_error},
+        # Starlette types a handler as taking any Exception, not the class it is registered for
+        exception_handlers={HTTPException: pages.http_error},  # type: ignore[dict-item]
     )
     app.state.services = services
     return app

@@ -12,7 +12,7 @@ from engine.clock import utcnow
 from engine.insights.html import report_page
 from engine.insights.report import build_report
 from engine.web.security import bearer_ok
-from engine.web.services import services
+from engine.web.services import Services, services
 
 # The page carries its charting library inline (it works offline), so it may run inline scripts;
 # it still loads nothing from anywhere.
@@ -35,7 +35,7 @@ async def dashboard(request: Request) -> Response:
     return HTMLResponse(page, headers={"content-security-policy": DASHBOARD_CSP})
 
 
-def _page(s) -> str:
+def _page(s: Services) -> str:
     return report_page(build_report(s.engine, s.config, load_campaigns(s.config), utcnow()))
 
 

@@ -107,7 +107,7 @@ def _mark(name: str) -> str:
     return f"\ue000{name}\ue000"
 
 
-def _cached(s: Services, key: tuple, render: Callable[[], str]) -> str:
+def _cached(s: Services, key: tuple[Any, ...], render: Callable[[], str]) -> str:
     page = s.page_cache.get(key)
     if page is None:
         if len(s.page_cache) >= PAGES_KEPT:

@@ -130,8 +130,10 @@ class Csrf:
     def issue(self, request: Request) -> tuple[str, str | None]:
         """(form field value, a new cookie to give the browser, or None when it has one)."""
         cookie = request.cookies.get(self.COOKIE)
-        new = None if cookie else secrets.token_urlsafe(32)
-        return self.signer.sign(cookie or new).decode(), new
+        if cookie:
+            return self.signer.sign(cookie).decode(), None
+        new = secrets.token_urlsafe(32)
+        return self.signer.sign(new).decode(), new
 
     def set_cookie(self, response: Response, cookie: str, request: Request) -> None:
         response.set_cookie(
@@ -158,5 +160,5 @@ class Csrf:
 def bearer_ok(request: Request, keys: set[str]) -> bool:
     """`Authorization: Bearer KEY` with one of the configured keys, compared in constant time."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    given = given.strip().encode()
-    return scheme.lower() == "bearer" and any(hmac.compare_digest(given, key.encode()) for key in keys)
+    token = given.strip().encode()
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token, key.encode()) for key in keys)

@@ -18,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from engine.config.settings import Config
 from engine.customers.preferences import Preferences
 from engine.mail.links import Links
+from engine.store.dialect import on_event_loop, one_writer
 from engine.web.security import Csrf
 from engine.web.writes import GroupCommit
 
@@ -39,14 +40,14 @@ class Services:
     store_threads: anyio.CapacityLimiter
     group_commit: GroupCommit
     loop_reader: LoopReader
-    page_cache: dict[tuple, str] = field(default_factory=dict)  # see pages._preference_form
+    page_cache: dict[tuple[Any, ...], str] = field(default_factory=dict)  # see pages._preference_form
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """`work(connection, *args)` for a short read. On SQLite it runs right here on the event
         loop: a point read of a local file in WAL mode never waits for a writer, and takes less
         time than handing it to a thread would (the handoff also makes two threads take turns at
         the GIL). Other databases answer over the network, so a worker thread waits for them."""
-        if self.engine.dialect.name == "sqlite":
+        if on_event_loop(self.engine):
             return self.loop_reader(work, *args)
         return await self.run(_read, self.engine, work, *args)
 
@@ -93,8 +94,9 @@ def store_threads(engine: Engine) -> anyio.CapacityLimiter:
     begins every write with the write lock (BEGIN IMMEDIATE), so there one thread does it all:
     requests queue here, cheaply, rather than in SQLite's sleeping busy handler.
     Other databases get as many threads as SQLAlchemy's default pool has connections."""
-    return anyio.CapacityLimiter(1 if engine.dialect.name == "sqlite" else POOL_CONNECTIONS)
+    return anyio.CapacityLimiter(1 if one_writer(engine) else POOL_CONNECTIONS)
 
 
 def services(request: Request) -> Services:
-    return request.app.state.services
+    found: Services = request.app.state.services
+    return found

@@ -15,16 +15,14 @@ finds it taken sleeps a moment without blocking the loop and tries again.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
-from engine.store.dialect import make_engine
+from engine.store.dialect import lock_taken, make_engine, on_event_loop
 
 T = TypeVar("T")
 LOCK_RETRY = 0.001  # seconds before a batch tries SQLite's write lock again
@@ -35,27 +33,28 @@ Outcome = tuple[Any, BaseException | None]  # a write's result, or what it raise
 class _Write:
     work: Callable[..., Any]
     args: tuple[Any, ...]
-    done: asyncio.Future
+    done: asyncio.Future[Any]
 
 
 class GroupCommit:
     def __init__(self, engine: Engine):
-        self.on_loop = engine.dialect.name == "sqlite"
+        self.on_loop = on_event_loop(engine)
         # SQLite: a pool of its own whose connections never wait for the write lock.
         self.engine = (
             make_engine(engine.url.render_as_string(hide_password=False), lock_timeout=0) if self.on_loop else engine
         )
         self.waiting: list[_Write] = []
         self.committing = False
+        self.committer: asyncio.Task[None] | None = None  # held, so the loop cannot drop the task midway
 
     async def __call__(self, work: Callable[..., T], *args: Any) -> T:
         """Runs `work(connection, *args)` in a transaction, shared with the writes waiting beside it;
         returns once that transaction has committed."""
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.waiting.append(_Write(work, args, done))
         if not self.committing:
             self.committing = True
-            asyncio.create_task(self._commit_waiting())
+            self.committer = asyncio.create_task(self._commit_waiting())
         return await done
 
     async def _commit_waiting(self) -> None:
@@ -66,13 +65,13 @@ class GroupCommit:
                     outcomes = await self._commit(batch)
                 except Exception as error:  # the database is gone: every write of the batch fails
                     outcomes = [(None, error)] * len(batch)
-                for write, (result, error) in zip(batch, outcomes):
+                for write, (result, failure) in zip(batch, outcomes, strict=True):
                     if write.done.cancelled():  # the client went away; its write stands
                         continue
-                    if error is None:
+                    if failure is None:
                         write.done.set_result(result)
                     else:
-                        write.done.set_exception(error)
+                        write.done.set_exception(failure)
         finally:
             self.committing = False
 
@@ -83,7 +82,7 @@ class GroupCommit:
             try:
                 return self._transaction(batch)
             except Exception as error:
-                if not _lock_taken(error):
+                if not lock_taken(error):
                     raise
             await asyncio.sleep(LOCK_RETRY)
 
@@ -93,17 +92,10 @@ class GroupCommit:
                 with connection.begin():
                     return [(_run(connection, write), None) for write in batch]
             except Exception as error:
-                if _lock_taken(error):
+                if lock_taken(error):
                     raise
             with connection.begin():
                 return [_alone(connection, write) for write in batch]
-
-
-def _lock_taken(error: Exception) -> bool:
-    """SQLite's write lock is held by another connection (with `lock_timeout=0`, at once). The
-    store's BEGIN runs on the driver's connection, so its error may come unwrapped."""
-    cause = error.orig if isinstance(error, DBAPIError) else error
-    return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
 
 
 def _run(connection: Connection, write: _Write) -> Any:
