@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from engine.clock import utcnow
 from engine.customers.suppressions import normalise
 from engine.delivery.outcomes import SEND, mark_outcomes
 from engine.store.dialect import insert_new, insert_rows_new
-from engine.store.tables import Delivery, Suppression
+from engine.store.tables import Delivery, Suppression, table_of
 
-# SQLModel sets `__table__` on every table model without declaring it.
-DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
-SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
+DELIVERY = table_of(Delivery)
+SUPPRESSION = table_of(Suppression)
 
 
 class EventType(StrEnum):

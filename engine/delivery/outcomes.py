@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, update
+from sqlalchemy import bindparam, case, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from engine.store.tables import OUTCOMES, Send
+from engine.store.tables import OUTCOMES, Send, table_of
 
-SEND: Table = Send.__table__  # type: ignore[attr-defined]  # SQLModel sets it without declaring it
+SEND = table_of(Send)
 
 
 def bit(outcome: str) -> int:
