@@ -30,15 +30,19 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from engine.campaigns.assignment import pick_variant, share
+from engine.campaigns.assignment import share
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign
 from engine.clock import as_utc
 from engine.config.settings import Config
+from engine.delivery import ledger
+from engine.delivery.ledger import NewSend
+from engine.delivery.statuses import EntryStatus
 from engine.store.dialect import insert_new, shifted
-from engine.store.tables import Customer, Entry, Event, Send
+from engine.store.tables import Customer, Entry, Event
 
 _scratch = MetaData()
 # Candidates computed in Python (dates in each customer's timezone) wait here for the same
@@ -223,7 +227,7 @@ class Evaluator:
             rows.c.event_id,
             literal(False),
             literal(False),
-            literal("active"),
+            literal(EntryStatus.ACTIVE),
         ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
         # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
         return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
@@ -253,57 +257,13 @@ class Evaluator:
             .limit(self.batch_size)
         )
         while rows := self.connection.execute(query).all():
-            sends, held = [], []
-            for entry_id, customer_id, entered_at, external_id in rows:
-                held_out = share(campaign.name, "holdout", external_id) * 100 < campaign.holdout
-                if held_out:
-                    held.append(entry_id)
-                due = entered_at + first.delay
-                sends.append(
-                    new_send(
-                        campaign,
-                        1,
-                        entry_id,
-                        customer_id,
-                        external_id,
-                        due,
-                        status="held_out" if held_out else "scheduled",
-                        reason="holdout" if held_out else None,
-                        now=self.now,
-                    )
-                )
-            self.connection.execute(insert_new(self.connection, Send.__table__, ["entry_id", "step"]), sends)
-            ids = [r[0] for r in rows]
-            self.connection.execute(update(Entry).where(Entry.id.in_(ids)).values(scheduled=True))
-            if held:
-                self.connection.execute(
-                    update(Entry).where(Entry.id.in_(held)).values(held_out=True, status="held_out")
-                )
-
-
-def new_send(
-    campaign: Campaign,
-    step: int,
-    entry_id: int,
-    customer_id: int,
-    external_id: str,
-    due: datetime,
-    now: datetime,
-    status: str = "scheduled",
-    reason: str | None = None,
-) -> dict:
-    return {
-        "entry_id": entry_id,
-        "campaign": campaign.name,
-        "customer_id": customer_id,
-        "step": step,
-        "marketing": campaign.marketing,
-        "priority": campaign.priority,
-        "variant": pick_variant(campaign, step, external_id),
-        "due_at": due,
-        "next_attempt_at": due,
-        "status": status,
-        "reason": reason,
-        "attempts": 0,
-        "updated_at": now,
-    }
+            sends = [
+                NewSend(entry_id, customer_id, external_id, entered_at + first.delay)
+                for entry_id, customer_id, entered_at, external_id in rows
+            ]
+            held = {
+                s.entry_id for s in sends if share(campaign.name, "holdout", s.external_id) * 100 < campaign.holdout
+            }
+            ledger.schedule(self.connection, campaign, 1, sends, self.now, held)
+            ids = [s.entry_id for s in sends]
+            self.connection.execute(update(Entry).where(col(Entry.id).in_(ids)).values(scheduled=True))

@@ -1,27 +1,79 @@
 """The ledger of sends: which are due, what each customer has already had, and every status
-change. A send is claimed (`sending`) in its own commit before it leaves, and marked `sent`
-after, so a crash in between leaves evidence rather than a blind resend."""
+change of a send or an entry (engine/delivery/statuses.py); no other module writes one. A send is
+claimed (`sending`) in its own commit before it leaves, and marked `sent` after, so a crash in
+between leaves evidence rather than a blind resend.
+
+Each change is set-wise: one statement (an executemany) for a kind of change to a batch of sends."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, exists, false, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, func, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
+from engine.campaigns.assignment import pick_variant
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
+from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
-from engine.store.dialect import shifted
+from engine.store.dialect import insert_new, shifted
 from engine.store.tables import Customer, Entry, Event, Send, Suppression
 
-WAITING = ("scheduled", "deferred")
-COUNTED = ("sent", "sending", "unknown")  # what counts towards a frequency cap
-
-
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
+CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class DueSend:
+    """A due send with its entry, its customer and the send-time checks, as `due_sends` reads it."""
+
+    id: int
+    step: int
+    due_at: datetime
+    variant: str | None
+    attempts: int
+    entry_id: int
+    entered_at: datetime
+    event_id: int | None
+    # the customer (engine/mail/compose.py CUSTOMER_COLUMNS)
+    customer_id: int
+    external_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    locale: str | None
+    timezone: str | None
+    created_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    frequency: str | None
+    attributes: dict[str, Any]
+    # the checks, evaluated in the same query
+    suppressed: bool
+    in_audience: bool
+    exited: bool
+    subscribed: bool = True  # read for marketing campaigns only: transactional mail asks no consent
+
+    @property
+    def customer(self) -> dict[str, Any]:
+        """The customer's columns, as composing a message reads them."""
+        return {name: getattr(self, name) for name in CUSTOMER_FIELDS}
+
+
+class NewSend(NamedTuple):
+    """A send to create: for which entry and customer, and when it is due."""
+
+    entry_id: int
+    customer_id: int
+    external_id: str  # picks the A/B variant
+    due_at: datetime
 
 
 def lock_evaluation(connection: Connection) -> bool:
@@ -33,26 +85,18 @@ def lock_evaluation(connection: Connection) -> bool:
     return bool(connection.execute(select(func.pg_try_advisory_xact_lock(EVALUATION_LOCK))).scalar())
 
 
-def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
-    """Steps that could not go out by due + expire_after are dropped, and their entries end."""
-    overdue = and_(Send.campaign == campaign.name, Send.status.in_(WAITING), Send.due_at < now - campaign.expire_after)
-    entries = select(Send.entry_id).where(overdue).scalar_subquery()
-    connection.execute(update(Entry).where(Entry.id.in_(entries), Entry.status == "active").values(status="expired"))
-    return (
-        connection.execute(
-            update(Send).where(overdue).values(status="expired", reason="expired", updated_at=now)
-        ).rowcount
-        or 0
-    )
+# -- reading ---------------------------------------------------------------------------------------
 
 
-def due_sends(connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int):
+def due_sends(
+    connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int
+) -> list[DueSend]:
     """The next due sends of one step, with everything the send-time checks need, in one query."""
     conditions = ConditionCompiler(config, now)
     step_spec = campaign.steps[step - 1]
-    recipient_email = campaign.recipient if campaign.recipient else Customer.email
+    recipient_email = campaign.recipient if campaign.recipient else col(Customer.email)
     checks = [
-        exists(select(Suppression.email).where(Suppression.email == recipient_email)).label("suppressed"),
+        exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
         conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
         _exited(conditions, campaign, now).label("exited"),
     ]
@@ -60,38 +104,43 @@ def due_sends(connection: Connection, config: Config, campaign: Campaign, step: 
         checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
     query = (
         select(
-            Send.id,
-            Send.step,
-            Send.due_at,
-            Send.variant,
-            Send.attempts,
-            Send.entry_id,
-            Entry.entered_at,
-            Entry.event_id,
+            col(Send.id),
+            col(Send.step),
+            col(Send.due_at),
+            col(Send.variant),
+            col(Send.attempts),
+            col(Send.entry_id),
+            col(Entry.entered_at),
+            col(Entry.event_id),
             *CUSTOMER_COLUMNS,
             *checks,
         )
-        .join(Entry, Entry.id == Send.entry_id)
-        .join(Customer, Customer.id == Send.customer_id)
-        .where(Send.campaign == campaign.name, Send.step == step, Send.status.in_(WAITING), Send.next_attempt_at <= now)
-        .order_by(Send.due_at, Send.id)
+        .join(Entry, col(Entry.id) == col(Send.entry_id))
+        .join(Customer, col(Customer.id) == col(Send.customer_id))
+        .where(
+            col(Send.campaign) == campaign.name,
+            col(Send.step) == step,
+            col(Send.status).in_(CLAIMABLE),
+            col(Send.next_attempt_at) <= now,
+        )
+        .order_by(col(Send.due_at), col(Send.id))
         .limit(limit)
         # PostgreSQL: workers skip each other's rows instead of waiting; SQLite has one writer
         .with_for_update(skip_locked=True, of=Send)
     )
-    return connection.execute(query).mappings().all()
+    return [DueSend(**row) for row in connection.execute(query).mappings()]
 
 
-def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime):
+def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime) -> ColumnElement[bool]:
     """An exit event after the entry; for an inactivity trigger, the activity coming back."""
     rules = [(rule.event, rule.where) for rule in campaign.exit]
     checks = [
         exists(
-            select(Event.id).where(
-                Event.customer_id == Customer.id,
-                Event.name == name,
-                Event.at > Entry.entered_at,
-                Event.at <= now,
+            select(col(Event.id)).where(
+                col(Event.customer_id) == col(Customer.id),
+                col(Event.name) == name,
+                col(Event.at) > col(Entry.entered_at),
+                col(Event.at) <= now,
                 conditions.where(where),
             )
         )
@@ -99,22 +148,24 @@ def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime):
     ]
     inactivity = campaign.trigger.inactivity
     if inactivity is not None:
-        back = select(Event.id).where(
-            Event.customer_id == Customer.id, Event.at <= now, Event.at > shifted(Entry.entered_at, -inactivity.for_)
+        back = select(col(Event.id)).where(
+            col(Event.customer_id) == col(Customer.id),
+            col(Event.at) <= now,
+            col(Event.at) > shifted(Entry.entered_at, -inactivity.for_),
         )
         if inactivity.event:
-            back = back.where(Event.name == inactivity.event)
+            back = back.where(col(Event.name) == inactivity.event)
         checks.append(exists(back))
     return or_(false(), *checks)
 
 
 def recent_marketing(connection: Connection, customer_ids: list[int], since: datetime) -> dict[int, list[datetime]]:
     """When each customer was last sent marketing, for the frequency cap (one query a batch)."""
-    query = select(Send.customer_id, Send.sent_at).where(
-        Send.customer_id.in_(customer_ids),
-        Send.marketing == True,  # noqa: E712
-        Send.status.in_(COUNTED),
-        Send.sent_at > since,
+    query = select(col(Send.customer_id), col(Send.sent_at)).where(
+        col(Send.customer_id).in_(customer_ids),
+        col(Send.marketing) == True,  # noqa: E712
+        col(Send.status).in_(COUNTED_FOR_CAP),
+        col(Send.sent_at) > since,
     )
     times: dict[int, list[datetime]] = defaultdict(list)
     for customer_id, sent_at in connection.execute(query):
@@ -122,57 +173,186 @@ def recent_marketing(connection: Connection, customer_ids: list[int], since: dat
     return times
 
 
-def events_by_id(connection: Connection, ids: list[int]) -> dict[int, dict]:
+def events_by_id(connection: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
     if not ids:
         return {}
-    rows = connection.execute(select(Event.id, Event.name, Event.at, Event.properties).where(Event.id.in_(ids)))
+    rows = connection.execute(
+        select(col(Event.id), col(Event.name), col(Event.at), col(Event.properties)).where(col(Event.id).in_(ids))
+    )
     return {r.id: {"name": r.name, "at": r.at, "properties": r.properties} for r in rows}
 
 
-def mark(connection: Connection, changes: list[dict]) -> None:
-    """Apply changes [{id, field: value, ...}]: one executemany per set of fields changed."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for change in changes:
-        groups[tuple(sorted(k for k in change if k != "id"))].append(change)
-    table = Send.__table__
-    for fields, rows in groups.items():
-        statement = (
-            update(table).where(table.c.id == bindparam("send_id")).values({f: bindparam(f"new_{f}") for f in fields})
+# -- writing: every status change ------------------------------------------------------------------
+
+
+def schedule(
+    connection: Connection,
+    campaign: Campaign,
+    step: int,
+    sends: Sequence[NewSend],
+    now: datetime,
+    held: Collection[int] = (),
+) -> None:
+    """Create one step's sends, `scheduled`; an entry in `held` (the holdout) gets a `held_out`
+    record instead, and the entry is held out too."""
+    rows = [
+        {
+            "entry_id": send.entry_id,
+            "campaign": campaign.name,
+            "customer_id": send.customer_id,
+            "step": step,
+            "marketing": campaign.marketing,
+            "priority": campaign.priority,
+            "variant": pick_variant(campaign, step, send.external_id),
+            "due_at": send.due_at,
+            "next_attempt_at": send.due_at,
+            "status": SendStatus.HELD_OUT if send.entry_id in held else SendStatus.SCHEDULED,
+            "reason": "holdout" if send.entry_id in held else None,
+            "attempts": 0,
+            "updated_at": now,
+        }
+        for send in sends
+    ]
+    if rows:
+        connection.execute(insert_new(connection, Send, ["entry_id", "step"]), rows)
+    if held:
+        connection.execute(
+            update(Entry).where(col(Entry.id).in_(held)).values(held_out=True, status=EntryStatus.HELD_OUT)
         )
-        connection.execute(statement, [{"send_id": r["id"], **{f"new_{f}": r[f] for f in fields}} for r in rows])
+
+
+def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
+    """Steps that could not go out by due + expire_after are dropped, and their entries end."""
+    overdue = and_(
+        col(Send.campaign) == campaign.name,
+        col(Send.status).in_(CLAIMABLE),
+        col(Send.due_at) < now - campaign.expire_after,
+    )
+    entries = select(col(Send.entry_id)).where(overdue).scalar_subquery()
+    connection.execute(
+        update(Entry)
+        .where(col(Entry.id).in_(entries), col(Entry.status) == EntryStatus.ACTIVE)
+        .values(status=EntryStatus.EXPIRED)
+    )
+    statement = update(Send).where(overdue).values(status=SendStatus.EXPIRED, reason="expired", updated_at=now)
+    return connection.execute(statement).rowcount or 0
+
+
+def skip(connection: Connection, skipped: Sequence[tuple[DueSend, SkipReason]], now: datetime) -> None:
+    """Sends that will never go out, with why; their entries end: `exited` on an exit event,
+    `stopped` for any other reason."""
+    _change(
+        connection,
+        [{"id": send.id, "status": SendStatus.SKIPPED, "reason": why, "updated_at": now} for send, why in skipped],
+    )
+    ended: dict[EntryStatus, list[int]] = defaultdict(list)
+    for send, why in skipped:
+        ended[EntryStatus.EXITED if why == SkipReason.EXIT else EntryStatus.STOPPED].append(send.entry_id)
+    _end_entries(connection, ended)
+
+
+def defer(connection: Connection, deferred: Sequence[tuple[DueSend, str, datetime]], now: datetime) -> None:
+    """Sends that wait again, with why, until the time given: (send, reason, until)."""
+    _change(
+        connection,
+        [
+            {"id": send.id, "status": SendStatus.DEFERRED, "reason": why, "next_attempt_at": until, "updated_at": now}
+            for send, why, until in deferred
+        ],
+    )
 
 
 def claim(
-    connection: Connection, ids: list[int], now: datetime, emails: dict[int, str], worker: str | None
+    connection: Connection, ids: list[int], now: datetime, emails: Mapping[int, str], worker: str | None
 ) -> set[int]:
     """Mark sends `sending`; only those still waiting are claimed, so two workers never both send."""
     if not ids:
         return set()
-    claimed = (
-        connection.execute(
-            update(Send)
-            .where(Send.id.in_(ids), Send.status.in_(WAITING))
-            .values(
-                status="sending",
-                reason=None,
-                attempts=Send.attempts + 1,
-                sent_at=now,
-                updated_at=now,
-                claimed_by=worker,
-            )
-            .returning(Send.id)
+    statement = (
+        update(Send)
+        .where(col(Send.id).in_(ids), col(Send.status).in_(CLAIMABLE))
+        .values(
+            status=SendStatus.SENDING,
+            reason=None,
+            attempts=col(Send.attempts) + 1,
+            sent_at=now,
+            updated_at=now,
+            claimed_by=worker,
         )
-        .scalars()
-        .all()
+        .returning(col(Send.id))
     )
-    claimed = set(claimed)
-    mark(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
+    claimed = set(connection.execute(statement).scalars())
+    _change(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
     return claimed
 
 
-def end_entries(connection: Connection, entry_status: dict[int, str]) -> None:
-    by_status: dict[str, list[int]] = defaultdict(list)
-    for entry_id, status in entry_status.items():
-        by_status[status].append(entry_id)
-    for status, ids in by_status.items():
-        connection.execute(update(Entry).where(Entry.id.in_(ids), Entry.status == "active").values(status=status))
+def mark_sent(
+    connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[DueSend, str | None]], now: datetime
+) -> None:
+    """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
+    its delay from now, or after the last step the entry is completed."""
+    _change(
+        connection,
+        [
+            {"id": send.id, "status": SendStatus.SENT, "message_id": message_id, "sent_at": now, "updated_at": now}
+            for send, message_id in sent
+        ],
+    )
+    if step < len(campaign.steps):
+        due = now + campaign.steps[step].delay
+        following = [NewSend(send.entry_id, send.customer_id, send.external_id, due) for send, _ in sent]
+        schedule(connection, campaign, step + 1, following, now)
+    else:
+        _end_entries(connection, {EntryStatus.COMPLETED: [send.entry_id for send, _ in sent]})
+
+
+def mark_failed(connection: Connection, failed: Sequence[tuple[DueSend, str | None]], now: datetime) -> None:
+    """Sends the provider refused for good, with its error; their entries stop."""
+    _change(
+        connection,
+        [{"id": send.id, "status": SendStatus.FAILED, "reason": error, "updated_at": now} for send, error in failed],
+    )
+    _end_entries(connection, {EntryStatus.STOPPED: [send.entry_id for send, _ in failed]})
+
+
+def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetime) -> None:
+    """Addresses the provider called invalid are never mailed again."""
+    if emails:
+        rows = [{"email": email, "reason": "invalid", "created_at": now} for email in emails]
+        connection.execute(insert_new(connection, Suppression, ["email"]), rows)
+
+
+def mark_unknown(connection: Connection, dead: Sequence[str], stale_before: datetime, now: datetime) -> int:
+    """Sends in flight (`sending`) claimed by a dead worker, or by no worker and untouched since
+    `stale_before`, become `unknown`: they may or may not have gone out."""
+    unowned_and_old = col(Send.claimed_by).is_(None) & (col(Send.updated_at) < stale_before)
+    lost = or_(col(Send.claimed_by).in_(dead), unowned_and_old) if dead else unowned_and_old
+    statement = (
+        update(Send)
+        .where(col(Send.status) == SendStatus.SENDING, lost)
+        .values(status=SendStatus.UNKNOWN, reason="in flight when its worker stopped", updated_at=now)
+    )
+    return connection.execute(statement).rowcount or 0
+
+
+def _change(connection: Connection, changes: Iterable[Mapping[str, Any]]) -> None:
+    """Apply changes [{id, field: value, ...}]: one executemany per set of fields changed."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for change in changes:
+        groups[tuple(sorted(k for k in change if k != "id"))].append(change)
+    for fields, rows in groups.items():
+        statement = (
+            update(Send).where(col(Send.id) == bindparam("send_id")).values({f: bindparam(f"new_{f}") for f in fields})
+        )
+        connection.execute(statement, [{"send_id": r["id"], **{f"new_{f}": r[f] for f in fields}} for r in rows])
+
+
+def _end_entries(connection: Connection, ended: Mapping[EntryStatus, list[int]]) -> None:
+    """End the entries still active: one statement for each status they take."""
+    for status, ids in ended.items():
+        if ids:
+            connection.execute(
+                update(Entry)
+                .where(col(Entry.id).in_(ids), col(Entry.status) == EntryStatus.ACTIVE)
+                .values(status=status)
+            )

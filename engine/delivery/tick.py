@@ -14,15 +14,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
-from engine.customers.preferences import FREQUENCY_CHOICES
-from engine.delivery import ledger, workers
-from engine.delivery.evaluation import Evaluator, new_send
+from engine.delivery import ledger, policy, workers
+from engine.delivery.evaluation import Evaluator
+from engine.delivery.ledger import DueSend
+from engine.delivery.policy import Action, Decision
+from engine.delivery.statuses import DeferReason, SendStatus, SkipReason
 from engine.errors import TemplateError
 from engine.mail.compose import compose
 from engine.mail.links import Links
@@ -30,15 +31,13 @@ from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
 from engine.senders import Sender, SendResult
 from engine.store import tallies
-from engine.store.dialect import insert_new
-from engine.store.tables import Send, Suppression
 
 
 @dataclass
 class TickReport:
     now: datetime
     dry_run: bool
-    counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     planned: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
 
@@ -50,13 +49,6 @@ class TickReport:
             "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
             **({"planned": self.planned} if self.dry_run else {}),
         }
-
-
-@dataclass
-class Decision:
-    action: str  # send | skip | defer
-    reason: str | None = None
-    until: datetime | None = None
 
 
 class Tick:
@@ -73,6 +65,7 @@ class Tick:
         stop: Callable[[], bool] = lambda: False,
     ):
         self.config = config
+        self.rules = policy.Rules.of(config)
         self.campaigns = campaigns
         self.engine = engine
         self.sender = sender
@@ -139,190 +132,126 @@ class Tick:
             with self._transaction(connection):
                 if self.worker:
                     workers.heartbeat(connection, self.worker)
-                rows = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)
-                if not rows:
+                due = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)
+                if not due:
                     return
-                outgoing_rows = self._decide_batch(connection, campaign, rows)
-                emails = {r["id"]: campaign.recipient or r["email"] for r in outgoing_rows}
+                to_send = self._decide(connection, campaign, due)
+                emails = {send.id: campaign.recipient or send.email for send in to_send}
                 claimed = ledger.claim(connection, list(emails), self.now, emails, self.worker)
-                outgoing = [r for r in outgoing_rows if r["id"] in claimed]
-                events = ledger.events_by_id(connection, [r["event_id"] for r in outgoing if r["event_id"]])
+                outgoing = [send for send in to_send if send.id in claimed]
+                events = ledger.events_by_id(connection, [s.event_id for s in outgoing if s.event_id])
             if outgoing:
                 self._deliver(connection, campaign, step, outgoing, events)
-            self.progress(len(rows))
+            self.progress(len(due))
 
-    def _decide_batch(self, connection: Connection, campaign: Campaign, rows) -> list:
-        """Record skips and deferrals; return the rows that may be sent now."""
-        lookback = max([per for _, per in self._caps(None)] + list(FREQUENCY_CHOICES.values()))
+    def _decide(self, connection: Connection, campaign: Campaign, due: list[DueSend]) -> list[DueSend]:
+        """Decide each send (engine/delivery/policy.py), record the skips and deferrals, and return
+        the sends that may go now."""
         recent = (
-            ledger.recent_marketing(connection, [r["customer_id"] for r in rows], self.now - lookback)
+            ledger.recent_marketing(connection, [s.customer_id for s in due], self.now - policy.lookback(self.rules))
             if campaign.marketing
             else {}
         )
-        changes, ended, to_send = [], {}, []
-        for row in rows:
-            decision = self.decide(row, campaign, recent.get(row["customer_id"], []))
-            counts = self.report.counts[campaign.name]
-            if decision.action == "send":
-                to_send.append(row)
-                if campaign.marketing:
-                    recent.setdefault(row["customer_id"], []).append(self.now)
+        counts = self.report.counts[campaign.name]
+        skipped: list[tuple[DueSend, SkipReason]] = []
+        deferred: list[tuple[DueSend, str, datetime]] = []
+        to_send = []
+        for send in due:
+            decision = policy.decide(send, campaign, self.rules, self.now, recent.get(send.customer_id, []))
+            if decision.action is Action.SEND:
+                to_send.append(send)
+                if campaign.marketing:  # the cap holds within a batch too
+                    recent.setdefault(send.customer_id, []).append(self.now)
                 continue
-            if decision.action == "skip":
-                changes.append(
-                    {"id": row["id"], "status": "skipped", "reason": decision.reason, "updated_at": self.now}
-                )
-                ended[row["entry_id"]] = "exited" if decision.reason == "exit" else "stopped"
-                counts[f"skipped:{decision.reason}"] += 1
-            else:
-                changes.append(
-                    {
-                        "id": row["id"],
-                        "status": "deferred",
-                        "reason": decision.reason,
-                        "next_attempt_at": decision.until,
-                        "updated_at": self.now,
-                    }
-                )
-                counts[f"deferred:{decision.reason}"] += 1
+            if isinstance(decision.reason, SkipReason):
+                skipped.append((send, decision.reason))
+                counts[f"{SendStatus.SKIPPED}:{decision.reason}"] += 1
+            elif decision.reason is not None and decision.until is not None:
+                deferred.append((send, decision.reason, decision.until))
+                counts[f"{SendStatus.DEFERRED}:{decision.reason}"] += 1
             if self.dry_run:
-                self._plan(campaign, row, decision)
-        ledger.mark(connection, changes)
-        ledger.end_entries(connection, ended)
+                self._plan(campaign, send, decision)
+        ledger.skip(connection, skipped, self.now)
+        ledger.defer(connection, deferred, self.now)
         return to_send
-
-    def decide(self, row, campaign: Campaign, sent_recently: list[datetime]) -> Decision:
-        """Who gets nothing, and why (campaigns.md): the first reason that applies wins."""
-        marketing = campaign.marketing
-        if row["exited"]:
-            return Decision("skip", "exit")
-        if row["suppressed"]:
-            return Decision("skip", "suppressed")
-        if marketing and (row["unsubscribed_at"] is not None or not row["subscribed"]):
-            return Decision("skip", "unsubscribed")
-        if marketing and self.config.double_opt_in and row["confirmed_at"] is None:
-            return Decision("skip", "not_confirmed")
-        if not row["in_audience"]:
-            return Decision("skip", "audience")
-        local = self.now.astimezone(ZoneInfo(row["timezone"] or self.config.timezone))
-        if campaign.send_window and not campaign.send_window.contains(local.time()):
-            return Decision("defer", "send_window", _next_local(local, campaign.send_window.start))
-        quiet = self.config.quiet_hours
-        if marketing and quiet and quiet.contains(local.time()):
-            return Decision("defer", "quiet_hours", _next_local(local, quiet.end))
-        if marketing:
-            for limit, per in self._caps(row["frequency"]):
-                within = sorted(t for t in sent_recently if t > self.now - per)
-                if len(within) >= limit:
-                    return Decision("defer", "frequency_cap", within[len(within) - limit] + per)
-        return Decision("send")
-
-    def _caps(self, frequency: str | None) -> list[tuple[int, timedelta]]:
-        """The marketing cap of config, and the lower one a customer chose for themselves."""
-        caps = []
-        if self.config.limits.marketing:
-            caps.append((self.config.limits.marketing.max, self.config.limits.marketing.per))
-        if frequency in FREQUENCY_CHOICES:
-            caps.append((1, FREQUENCY_CHOICES[frequency]))
-        return caps
 
     # -- delivery --------------------------------------------------------------------------------
 
-    def _deliver(self, connection: Connection, campaign: Campaign, step: int, rows, events: dict) -> None:
+    def _deliver(
+        self, connection: Connection, campaign: Campaign, step: int, sends: list[DueSend], events: dict[int, dict]
+    ) -> None:
         emails, failures = [], []
-        for row in rows:
+        for send in sends:
             try:
-                emails.append(self._email(campaign, step, row, events.get(row["event_id"])))
+                emails.append(
+                    self._email(campaign, step, send, events.get(send.event_id) if send.event_id is not None else None)
+                )
             except TemplateError as exc:
-                failures.append(SendResult(row["id"], ok=False, error=str(exc)))
+                failures.append(SendResult(send.id, ok=False, error=str(exc)))
         if self.dry_run:
-            for row in rows:
-                self._plan(campaign, row, Decision("send"))
+            for send in sends:
+                self._plan(campaign, send, policy.SEND)
             results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
         else:
             results = self.sender.send_batch(emails) if emails else []
         with self._transaction(connection):
-            self._record(connection, campaign, step, {r["id"]: r for r in rows}, results + failures)
+            self._record(connection, campaign, step, {s.id: s for s in sends}, results + failures)
 
-    def _email(self, campaign: Campaign, step: int, row, event: dict | None) -> OutgoingEmail:
+    def _email(self, campaign: Campaign, step: int, send: DueSend, event: dict | None) -> OutgoingEmail:
         return compose(
             self.config,
             self.renderer,
             self.links,
             campaign,
             step,
-            row["variant"],
-            row,
+            send.variant,
+            send.customer,
             event,
-            send_id=row["id"],
+            send_id=send.id,
             now=self.now,
         )
 
-    def _record(self, connection: Connection, campaign: Campaign, step: int, rows: dict, results: list[SendResult]):
+    def _record(
+        self,
+        connection: Connection,
+        campaign: Campaign,
+        step: int,
+        sends: dict[int, DueSend],
+        results: list[SendResult],
+    ) -> None:
+        """Sent, to retry later, or failed for good: one change to the ledger of each kind."""
         counts = self.report.counts[campaign.name]
-        changes, ended, next_sends, invalid = [], {}, [], []
-        max_attempts = self.config.scheduler.max_attempts
+        sent: list[tuple[DueSend, str | None]] = []
+        retries: list[tuple[DueSend, str, datetime]] = []
+        failed: list[tuple[DueSend, str | None]] = []
+        invalid = []
         for result in results:
-            row = rows[result.send_id]
+            send = sends[result.send_id]
+            attempts = send.attempts + 1  # including the one just made (the claim counted it)
             if result.ok:
-                changes.append(
-                    {
-                        "id": row["id"],
-                        "status": "sent",
-                        "message_id": result.message_id,
-                        "sent_at": self.now,
-                        "updated_at": self.now,
-                    }
-                )
-                counts["sent"] += 1
-                if step < len(campaign.steps):
-                    due = self.now + campaign.steps[step].delay
-                    next_sends.append(
-                        new_send(
-                            campaign,
-                            step + 1,
-                            row["entry_id"],
-                            row["customer_id"],
-                            row["external_id"],
-                            due,
-                            now=self.now,
-                        )
-                    )
-                else:
-                    ended[row["entry_id"]] = "completed"
-            elif result.transient and _attempts(row) < max_attempts:
-                changes.append(
-                    {
-                        "id": row["id"],
-                        "status": "deferred",
-                        "reason": f"retry: {result.error}",
-                        "next_attempt_at": self.now + _backoff(_attempts(row), result.retry_after),
-                        "updated_at": self.now,
-                    }
-                )
-                counts["deferred:retry"] += 1
+                sent.append((send, result.message_id))
+                counts[SendStatus.SENT] += 1
+            elif result.transient and attempts < self.config.scheduler.max_attempts:
+                until = self.now + _backoff(attempts, result.retry_after)
+                retries.append((send, f"{DeferReason.RETRY}: {result.error}", until))
+                counts[f"{SendStatus.DEFERRED}:{DeferReason.RETRY}"] += 1
             else:
-                changes.append({"id": row["id"], "status": "failed", "reason": result.error, "updated_at": self.now})
-                ended[row["entry_id"]] = "stopped"
-                counts["failed"] += 1
+                failed.append((send, result.error))
+                counts[SendStatus.FAILED] += 1
                 if result.invalid_address:
-                    invalid.append(
-                        {"email": rows[result.send_id]["email"], "reason": "invalid", "created_at": self.now}
-                    )
-        ledger.mark(connection, changes)
-        ledger.end_entries(connection, ended)
-        if next_sends:
-            connection.execute(insert_new(connection, Send.__table__, ["entry_id", "step"]), next_sends)
-        if invalid:
-            connection.execute(insert_new(connection, Suppression.__table__, ["email"]), invalid)
+                    invalid.append(send.email)
+        ledger.mark_sent(connection, campaign, step, sent, self.now)
+        ledger.defer(connection, retries, self.now)
+        ledger.mark_failed(connection, failed, self.now)
+        ledger.suppress_invalid(connection, invalid, self.now)
 
-    def _plan(self, campaign: Campaign, row, decision: Decision) -> None:
+    def _plan(self, campaign: Campaign, send: DueSend, decision: Decision) -> None:
         self.report.planned.append(
             {
                 "campaign": campaign.name,
-                "step": row["step"],
-                "customer": row["external_id"],
-                "email": campaign.recipient or row["email"],
+                "step": send.step,
+                "customer": send.external_id,
+                "email": campaign.recipient or send.email,
                 "action": decision.action,
                 "reason": decision.reason,
                 "until": decision.until.isoformat() if decision.until else None,
@@ -330,23 +259,10 @@ class Tick:
         )
 
 
-def _attempts(row) -> int:
-    """Attempts including the one just made (the claim counted it)."""
-    return row["attempts"] + 1
-
-
 def _backoff(attempt: int, retry_after: float | None) -> timedelta:
     """Exponential backoff with jitter, never sooner than the provider asked."""
     seconds = min(60 * 2 ** (attempt - 1), 3600) * random.uniform(0.5, 1.5)
     return timedelta(seconds=max(seconds, retry_after or 0))
-
-
-def _next_local(local: datetime, start) -> datetime:
-    """The next time the recipient's clock shows `start`, as UTC."""
-    candidate = local.replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
-    if candidate <= local:
-        candidate = (local + timedelta(days=1)).replace(hour=start.hour, minute=start.minute, second=0, microsecond=0)
-    return candidate.astimezone(ZoneInfo("UTC"))
 
 
 def tick(

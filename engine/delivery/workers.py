@@ -11,11 +11,13 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
 from engine.clock import utcnow
-from engine.store.tables import Send, Worker
+from engine.delivery import ledger
+from engine.store.tables import Worker
 
 HOST = socket.gethostname()
 
@@ -30,9 +32,9 @@ def register(engine: Engine) -> str:
 def heartbeat(connection: Connection, worker_id: str) -> None:
     """Say this worker is alive; write its row again if another judged it dead during an outage."""
     now = utcnow()
-    if not connection.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now)).rowcount:
+    if not connection.execute(update(Worker).where(col(Worker.id) == worker_id).values(heartbeat_at=now)).rowcount:
         connection.execute(
-            Worker.__table__.insert(),
+            insert(Worker),
             {"id": worker_id, "host": HOST, "pid": os.getpid(), "started_at": now, "heartbeat_at": now},
         )
 
@@ -40,7 +42,7 @@ def heartbeat(connection: Connection, worker_id: str) -> None:
 def retire(engine: Engine, worker_id: str) -> None:
     """A worker that stops cleanly leaves nothing in flight; its row goes."""
     with engine.begin() as connection:
-        connection.execute(delete(Worker).where(Worker.id == worker_id))
+        connection.execute(delete(Worker).where(col(Worker.id) == worker_id))
 
 
 def _alive(pid: int) -> bool:
@@ -56,7 +58,7 @@ def _alive(pid: int) -> bool:
 def dead_workers(connection: Connection, lease: timedelta) -> list[str]:
     """Workers whose process is gone (same host) or whose heartbeat is older than the lease."""
     stale = utcnow() - lease
-    rows = connection.execute(select(Worker.id, Worker.host, Worker.pid, Worker.heartbeat_at)).all()
+    rows = connection.execute(select(col(Worker.id), col(Worker.host), col(Worker.pid), col(Worker.heartbeat_at))).all()
     return [r.id for r in rows if r.heartbeat_at < stale or (r.host == HOST and not _alive(r.pid))]
 
 
@@ -64,19 +66,8 @@ def recover_in_flight(connection: Connection, lease: timedelta, now: datetime, m
     """Sends claimed by a dead worker become `unknown`: it may or may not have sent them. So do
     this worker's own: a tick starts with nothing in flight, so any left are from a failed tick."""
     dead = dead_workers(connection, lease) + ([me] if me else [])
-    orphaned = Send.status == "sending"
-    owner_gone = Send.claimed_by.in_(dead) if dead else None
-    unowned_and_old = Send.claimed_by.is_(None) & (Send.updated_at < now - lease)
-    condition = orphaned & (owner_gone | unowned_and_old if owner_gone is not None else unowned_and_old)
-    count = (
-        connection.execute(
-            update(Send)
-            .where(condition)
-            .values(status="unknown", reason="in flight when its worker stopped", updated_at=now)
-        ).rowcount
-        or 0
-    )
+    count = ledger.mark_unknown(connection, dead, now - lease, now)
     others = [w for w in dead if w != me]
     if others:
-        connection.execute(delete(Worker).where(Worker.id.in_(others)))
+        connection.execute(delete(Worker).where(col(Worker.id).in_(others)))
     return count
