@@ -7,7 +7,9 @@ entry key) makes a second evaluation, here or on another machine, add nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -30,12 +32,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.selectable import Exists, Subquery
 from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from engine.campaigns.assignment import share
 from engine.campaigns.conditions import ConditionCompiler
-from engine.campaigns.language import Campaign
+from engine.campaigns.language import Campaign, DateTrigger, Inactivity
 from engine.clock import as_utc
 from engine.config.settings import Config
 from engine.delivery import ledger
@@ -43,6 +48,8 @@ from engine.delivery.ledger import NewSend
 from engine.delivery.statuses import EntryStatus
 from engine.store.dialect import insert_new, shifted
 from engine.store.tables import Customer, Entry, Event
+
+Query = Select[*tuple[Any, ...]]
 
 _scratch = MetaData()
 # Candidates computed in Python (dates in each customer's timezone) wait here for the same
@@ -74,44 +81,48 @@ class Evaluator:
 
     # -- candidates per trigger kind: (customer_id, entry_key, entered_at, event_id) --------------
 
-    def candidates(self, campaign: Campaign):
-        kind = campaign.trigger.kind
-        return getattr(self, f"_{kind}_candidates")(campaign)
-
-    def _event_candidates(self, campaign: Campaign):
+    def candidates(self, campaign: Campaign) -> Query | None:
         trigger = campaign.trigger
+        if trigger.event is not None:
+            return self._event_candidates(campaign, trigger.event)
+        if trigger.inactivity is not None:
+            return self._inactivity_candidates(campaign, trigger.inactivity)
+        if trigger.date is not None:
+            return self._date_candidates(campaign, trigger.date)
+        return self._schedule_candidates(campaign)
+
+    def _event_candidates(self, campaign: Campaign, name: str) -> Query:
         return select(
-            Event.customer_id.label("customer_id"),
-            (literal("event:") + cast(Event.id, String)).label("entry_key"),
-            Event.at.label("entered_at"),
-            Event.id.label("event_id"),
+            col(Event.customer_id).label("customer_id"),
+            (literal("event:") + cast(col(Event.id), String)).label("entry_key"),
+            col(Event.at).label("entered_at"),
+            col(Event.id).label("event_id"),
         ).where(
-            Event.name == trigger.event,
-            Event.at <= self.now,
-            Event.at >= self.now - self.lookback(campaign),
-            self.conditions.where(trigger.where),
+            col(Event.name) == name,
+            col(Event.at) <= self.now,
+            col(Event.at) >= self.now - self.lookback(campaign),
+            self.conditions.where(campaign.trigger.where),
         )
 
-    def _inactivity_candidates(self, campaign: Campaign):
-        rule = campaign.trigger.inactivity
-        activity = select(func.max(Event.at)).where(self.conditions.measures.seen_events())
+    def _inactivity_candidates(self, campaign: Campaign, rule: Inactivity) -> Query:
+        activity = select(func.max(col(Event.at))).where(self.conditions.measures.seen_events())
         if rule.event:
-            activity = activity.where(Event.name == rule.event)
-        last = func.coalesce(activity.scalar_subquery(), Customer.created_at)
+            activity = activity.where(col(Event.name) == rule.event)
+        last = func.coalesce(activity.scalar_subquery(), col(Customer.created_at))
         return select(
-            Customer.id.label("customer_id"),
+            col(Customer.id).label("customer_id"),
             (literal("inactive:") + cast(last, String)).label("entry_key"),
             shifted(last, rule.for_).label("entered_at"),
             cast(null(), Integer).label("event_id"),
         ).where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign))
 
-    def _schedule_candidates(self, campaign: Campaign):
+    def _schedule_candidates(self, campaign: Campaign) -> Query | None:
         firings = self.firings(campaign)
         if not firings:
             return None
         fired = max(firings)  # one broadcast per tick; missed older firings are not replayed
         return select(
-            Customer.id.label("customer_id"),
+            col(Customer.id).label("customer_id"),
             literal("fire:" + fired.isoformat()).label("entry_key"),
             literal(fired, UTCDateTime()).label("entered_at"),
             cast(null(), Integer).label("event_id"),
@@ -121,6 +132,8 @@ class Evaluator:
         trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
         if trigger.at is not None:
             return [trigger.at] if earliest <= trigger.at <= self.now else []
+        if trigger.schedule is None:
+            return []
         zone = ZoneInfo(self.config.timezone)
         times = croniter(trigger.schedule, self.now.astimezone(zone) + timedelta(seconds=1))
         found = []
@@ -128,22 +141,24 @@ class Evaluator:
             found.append(fired)
         return found
 
-    def _date_candidates(self, campaign: Campaign):
+    def _date_candidates(self, campaign: Campaign, rule: DateTrigger) -> Query:
         """Dates are read in each customer's timezone, so the exact moment is computed in Python
         for the few customers whose date falls near now, then joins the common INSERT."""
-        rule = campaign.trigger.date
         earliest = self.now - self.lookback(campaign)
-        value = Customer.attributes[rule.attribute].as_string()
+        value = col(Customer.attributes)[rule.attribute].as_string()
         first_day, last_day = (
             (earliest - rule.offset - timedelta(days=1)).date(),
             (self.now - rule.offset + timedelta(days=1)).date(),
         )
         days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
+        near: ColumnElement[bool]
         if rule.anniversary:
             near = func.substr(value, 6, 5).in_({d.strftime("%m-%d") for d in days})
         else:
             near = and_(value >= first_day.isoformat(), value <= (last_day + timedelta(days=1)).isoformat())
-        query = select(Customer.id, value, Customer.timezone).where(Customer.created_at <= self.now, near)
+        query = select(col(Customer.id), value, col(Customer.timezone)).where(
+            col(Customer.created_at) <= self.now, near
+        )
         date_candidate.create(self.connection, checkfirst=True)
         self.connection.execute(date_candidate.delete())
         rows = []
@@ -156,7 +171,9 @@ class Evaluator:
         c = date_candidate.c
         return select(c.customer_id, c.entry_key, c.entered_at, cast(null(), Integer).label("event_id"))
 
-    def _date_moments(self, rule, text: str, zone: str, days: list[date]):
+    def _date_moments(
+        self, rule: DateTrigger, text: str, zone: str, days: list[date]
+    ) -> Iterator[tuple[str, datetime]]:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -183,21 +200,21 @@ class Evaluator:
 
     # -- entering --------------------------------------------------------------------------------
 
-    def enter(self, campaign: Campaign, candidates) -> int:
+    def enter(self, campaign: Campaign, candidates: Query) -> int:
         c = candidates.subquery("candidate").c
         audience = list(campaign.audience)
-        conditions = [Customer.created_at <= self.now, self.conditions.all_of(audience)]
-        if campaign.marketing:
+        conditions = [col(Customer.created_at) <= self.now, self.conditions.all_of(audience)]
+        if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
             conditions.append(self.conditions.subscribed(campaign.topic))
         blocked = self.reentry_block(campaign, c)
         if blocked is not None:
             conditions.append(not_(blocked))
         chosen = (
             select(c.customer_id, c.entry_key, c.entered_at, c.event_id)
-            .join(Customer, Customer.id == c.customer_id)
+            .join(Customer, col(Customer.id) == c.customer_id)
             .where(*conditions)
         )
-        statement = insert_new(self.connection, Entry.__table__, ["campaign", "customer_id", "entry_key"])
+        statement = insert_new(self.connection, Entry, ["campaign", "customer_id", "entry_key"])
         columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id", "held_out", "scheduled", "status"]
         if campaign.reentry == "always":
             return self._insert(statement, columns, campaign, chosen.subquery())
@@ -218,7 +235,7 @@ class Evaluator:
             if added == 0:
                 return total
 
-    def _insert(self, statement, columns, campaign: Campaign, rows) -> int:
+    def _insert(self, statement: Any, columns: list[str], campaign: Campaign, rows: Subquery) -> int:
         source = select(
             literal(campaign.name),
             rows.c.customer_id,
@@ -232,15 +249,18 @@ class Evaluator:
         # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
         return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
 
-    def reentry_block(self, campaign: Campaign, c):
+    def reentry_block(self, campaign: Campaign, c: ReadOnlyColumnCollection[str, Any]) -> Exists | None:
         """An earlier entry that keeps this candidate out, per `reentry`."""
         if campaign.reentry == "always":
             return None
-        earlier = select(Entry.id).where(Entry.campaign == campaign.name, Entry.customer_id == c.customer_id)
+        earlier = select(col(Entry.id)).where(
+            col(Entry.campaign) == campaign.name, col(Entry.customer_id) == c.customer_id
+        )
         if campaign.reentry != "never":
             window = campaign.reentry
             earlier = earlier.where(
-                Entry.entered_at > shifted(c.entered_at, -window), Entry.entered_at < shifted(c.entered_at, window)
+                col(Entry.entered_at) > shifted(c.entered_at, -window),
+                col(Entry.entered_at) < shifted(c.entered_at, window),
             )
         return exists(earlier)
 
@@ -250,17 +270,14 @@ class Evaluator:
         """Give every new entry its first send (or its holdout record), in batches."""
         first = campaign.steps[0]
         query = (
-            select(Entry.id, Entry.customer_id, Entry.entered_at, Customer.external_id)
-            .join(Customer, Customer.id == Entry.customer_id)
-            .where(Entry.campaign == campaign.name, Entry.scheduled == False)  # noqa: E712
-            .order_by(Entry.id)
+            select(col(Entry.id), col(Entry.customer_id), col(Entry.entered_at), col(Customer.external_id))
+            .join(Customer, col(Customer.id) == col(Entry.customer_id))
+            .where(col(Entry.campaign) == campaign.name, col(Entry.scheduled) == False)  # noqa: E712
+            .order_by(col(Entry.id))
             .limit(self.batch_size)
         )
         while rows := self.connection.execute(query).all():
-            sends = [
-                NewSend(entry_id, customer_id, external_id, entered_at + first.delay)
-                for entry_id, customer_id, entered_at, external_id in rows
-            ]
+            sends = [NewSend(r.id, r.customer_id, r.external_id, r.entered_at + first.delay) for r in rows]
             held = {
                 s.entry_id for s in sends if share(campaign.name, "holdout", s.external_id) * 100 < campaign.holdout
             }

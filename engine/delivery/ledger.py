@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, false, func, or_, select, update
 from sqlalchemy.engine import Connection
@@ -27,7 +27,8 @@ from engine.store.dialect import insert_new, shifted
 from engine.store.tables import Customer, Entry, Event, Send, Suppression
 
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
-CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER_COLUMNS)
+CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
+CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ def due_sends(
         conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
         _exited(conditions, campaign, now).label("exited"),
     ]
-    if campaign.marketing:
+    if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
         checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
     query = (
         select(
@@ -112,7 +113,7 @@ def due_sends(
             col(Send.entry_id),
             col(Entry.entered_at),
             col(Entry.event_id),
-            *CUSTOMER_COLUMNS,
+            *CUSTOMER,
             *checks,
         )
         .join(Entry, col(Entry.id) == col(Send.entry_id))
@@ -168,8 +169,8 @@ def recent_marketing(connection: Connection, customer_ids: list[int], since: dat
         col(Send.sent_at) > since,
     )
     times: dict[int, list[datetime]] = defaultdict(list)
-    for customer_id, sent_at in connection.execute(query):
-        times[customer_id].append(sent_at)
+    for row in connection.execute(query):
+        times[row.customer_id].append(row.sent_at)
     return times
 
 
@@ -281,7 +282,7 @@ def claim(
         )
         .returning(col(Send.id))
     )
-    claimed = set(connection.execute(statement).scalars())
+    claimed = cast(set[int], set(connection.execute(statement).scalars()))
     _change(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
     return claimed
 

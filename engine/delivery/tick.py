@@ -10,7 +10,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,7 +120,7 @@ class Tick:
             counts["entered"] += evaluator.evaluate(campaign)
             counts["expired"] += ledger.expire_overdue(connection, campaign, self.now)
 
-    def _transaction(self, connection: Connection):
+    def _transaction(self, connection: Connection) -> AbstractContextManager[object]:
         """Each step commits on its own; a dry run keeps everything in one transaction it discards."""
         return nullcontext() if self.dry_run else connection.begin()
 
@@ -178,7 +178,12 @@ class Tick:
     # -- delivery --------------------------------------------------------------------------------
 
     def _deliver(
-        self, connection: Connection, campaign: Campaign, step: int, sends: list[DueSend], events: dict[int, dict]
+        self,
+        connection: Connection,
+        campaign: Campaign,
+        step: int,
+        sends: list[DueSend],
+        events: dict[int, dict[str, Any]],
     ) -> None:
         emails, failures = [], []
         for send in sends:
@@ -197,7 +202,7 @@ class Tick:
         with self._transaction(connection):
             self._record(connection, campaign, step, {s.id: s for s in sends}, results + failures)
 
-    def _email(self, campaign: Campaign, step: int, send: DueSend, event: dict | None) -> OutgoingEmail:
+    def _email(self, campaign: Campaign, step: int, send: DueSend, event: dict[str, Any] | None) -> OutgoingEmail:
         return compose(
             self.config,
             self.renderer,
