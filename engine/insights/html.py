@@ -15,7 +15,7 @@ from jinja2 import Environment
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from engine.insights.report import OUTCOMES
+from engine.delivery.outcomes import OUTCOMES
 from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
 
 FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "converted")
@@ -78,11 +78,11 @@ tr.campaign { font-weight: 600; }
 window.addEventListener("load", () => document.querySelectorAll(".plotly-graph-div").forEach(d => Plotly.Plots.resize(d)));
 </script>
 </body></html>
-"""
+"""  # noqa: E501, RUF001 (an HTML page: long lines, and a dash for "none")
 
 
 def _dash(value: Any) -> Any:
-    return "–" if value is None else value
+    return "–" if value is None else value  # noqa: RUF001 (a dash for "none")
 
 
 _environment = Environment(autoescape=True)

@@ -38,16 +38,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import and_, case, exists, func, literal, not_, or_, select, text
+from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import ColumnElement, Select
-from sqlalchemy.sql.selectable import CTE, Subquery
+from sqlalchemy.sql.selectable import CTE, ScalarSelect, Subquery
+from sqlmodel import col
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from engine.campaigns.language import RISKS, STAGES, Campaign, Goal
@@ -55,17 +56,30 @@ from engine.campaigns.measures import PURCHASE, Facts, Measures
 from engine.config.durations import format_duration
 from engine.config.settings import Config
 from engine.delivery.outcomes import OUTCOMES, first_at, outcome_names
+from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.store import tallies
 from engine.store.dialect import InOrder, shifted
 from engine.store.tables import Customer, Entry, Event, Send
 
-# Send statuses are reported as they are, except scheduled, deferred and sending: still `waiting`.
-WAITING_STATUSES = ("scheduled", "deferred", "sending")
-SEND_FIGURES = ("sent", *OUTCOMES, "failed", "unknown", "expired", "held_out", "waiting")
+# Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
+WAITING = "waiting"
+SEND_FIGURES = (
+    SendStatus.SENT,
+    *OUTCOMES,
+    SendStatus.FAILED,
+    SendStatus.UNKNOWN,
+    SendStatus.EXPIRED,
+    SendStatus.HELD_OUT,
+    WAITING,
+)
+NO_REASON = "unknown"  # what a skip without a reason is reported as
 RED_LISTED = 25
 MONTHS = 12
 CONFIDENCE = 0.95
+Figures = dict[str, Any]  # a campaign's, or one of its steps': the report's JSON shape
+StepKey = tuple[int, str | None]  # (step, variant)
+Query = Select[*tuple[Any, ...]]
 T = TypeVar("T")
 
 
@@ -142,7 +156,7 @@ def report_connection(engine: Engine) -> Iterator[Connection]:
 
 def campaign_figures(
     connection: Connection, scope: Scope, campaigns: dict[str, Campaign], advance: Callable[[int], None]
-) -> dict[str, dict]:
+) -> dict[str, Figures]:
     """Per campaign: entries, send statuses, outcomes and conversions, with a row per step and variant."""
     entries = _entry_counts(connection, scope)
     names = sorted(set(campaigns) | set(entries))
@@ -151,7 +165,7 @@ def campaign_figures(
             raise NotFound(f"no campaign named '{scope.campaign}' (known: {', '.join(names) or 'none'})")
         names = [scope.campaign]
     steps = _step_rows(connection, scope)
-    goals = {name: campaigns[name].goal for name in names if name in campaigns and campaigns[name].goal}
+    goals = {name: goal for name in names if name in campaigns and (goal := campaigns[name].goal)}
     converted_sends, converted_entries = _conversions(connection, scope, goals)
     result = {}
     for name in names:
@@ -176,7 +190,7 @@ def campaign_figures(
 
 def _campaign(
     entered_held: tuple[int, int],
-    rows: dict[tuple, dict],
+    rows: dict[StepKey, Figures],
     goal: Goal | None,
     groups: dict[bool, tuple[int, int]],
     holdout: bool,
@@ -205,21 +219,21 @@ def _empty_step(step: int, variant: str | None) -> dict[str, Any]:
     return {"step": step, "variant": variant, **dict.fromkeys(SEND_FIGURES, 0), "skipped": {}, "converted": 0}
 
 
-def _entries(query: Select, scope: Scope) -> Select:
+def _entries(query: Query, scope: Scope) -> Query:
     """Entries in scope: the campaign asked for and those entered since `--since`."""
     if scope.campaign is not None:
-        query = query.where(Entry.campaign == scope.campaign)
+        query = query.where(col(Entry.campaign) == scope.campaign)
     if scope.since is not None:
-        query = query.where(Entry.entered_at >= scope.since)
+        query = query.where(col(Entry.entered_at) >= scope.since)
     return query
 
 
-def _sends(query: Select, scope: Scope) -> Select:
+def _sends(query: Query, scope: Scope) -> Query:
     """Sends in scope: those of the entries in scope (the join only when `--since` needs it)."""
     if scope.campaign is not None:
-        query = query.where(Send.campaign == scope.campaign)
+        query = query.where(col(Send.campaign) == scope.campaign)
     if scope.since is not None:
-        query = query.join(Entry, Entry.id == Send.entry_id).where(Entry.entered_at >= scope.since)
+        query = query.join(Entry, col(Entry.id) == col(Send.entry_id)).where(col(Entry.entered_at) >= scope.since)
     return query
 
 
@@ -228,31 +242,41 @@ def _entry_counts(connection: Connection, scope: Scope) -> dict[str, tuple[int, 
     if scope.since is None:
         return tallies.entry_counts(connection, scope.campaign)
     query = _entries(
-        select(Entry.campaign, func.count(), func.count(case((Entry.held_out, 1)))).group_by(Entry.campaign), scope
+        select(col(Entry.campaign), func.count(), func.count(case((col(Entry.held_out), 1)))).group_by(
+            col(Entry.campaign)
+        ),
+        scope,
     )
     return {name: (entered, held) for name, entered, held in connection.execute(query)}
 
 
-def _send_counts(connection: Connection, scope: Scope) -> Sequence[tuple]:
+def _send_counts(connection: Connection, scope: Scope) -> Sequence[Sequence[Any]]:
     """(status, campaign, step, variant, outcomes, reason, sends) for the sends in scope: from the
     tallies, or with `--since` from the sends, grouped in the order of the index `ix_send_figures`
     (one ordered pass over the index, never a sort). Only a skip's reason is reported."""
     if scope.since is None:
         return tallies.send_counts(connection, scope.campaign)
-    keys = (Send.status, Send.campaign, Send.step, Send.variant, Send.outcomes, Send.reason)
+    keys = (
+        col(Send.status),
+        col(Send.campaign),
+        col(Send.step),
+        col(Send.variant),
+        col(Send.outcomes),
+        col(Send.reason),
+    )
     return connection.execute(_sends(select(*keys, func.count()).group_by(*keys), scope)).all()
 
 
-def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[tuple, dict]]:
+def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[StepKey, Figures]]:
     """Per campaign, a row per (step, variant) with send statuses, outcomes and skip reasons."""
-    rows: dict[str, dict[tuple, dict]] = {}
+    rows: dict[str, dict[StepKey, Figures]] = {}
     for state, name, step, variant, mask, reason, n in _send_counts(connection, scope):
         target = rows.setdefault(name, {}).setdefault((step, variant), _empty_step(step, variant))
-        figure = "waiting" if state in WAITING_STATUSES else state
+        figure = WAITING if state in NOT_YET_OUT else state
         if figure in SEND_FIGURES:
             target[figure] += n
-        elif state == "skipped":
-            target["skipped"][reason or "unknown"] = target["skipped"].get(reason or "unknown", 0) + n
+        elif state == SendStatus.SKIPPED:
+            target["skipped"][reason or NO_REASON] = target["skipped"].get(reason or NO_REASON, 0) + n
         for outcome in outcome_names(mask):
             target[outcome] += n
     for by_step in rows.values():
@@ -263,37 +287,43 @@ def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[tuple, di
 
 def _conversions(
     connection: Connection, scope: Scope, goals: dict[str, Goal]
-) -> tuple[dict[str, dict[tuple, int]], dict[tuple[str, bool], int]]:
+) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int]]:
     """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
     customer did the goal event within its window after the send or the entry, by `now`. Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
     through the indexes on (customer, time), whatever their campaign; a row reached by several goal
     events counts once (`DISTINCT`), and other campaigns' rows are dropped here."""
-    sends: dict[str, dict[tuple, int]] = defaultdict(dict)
+    sends: dict[str, dict[StepKey, int]] = defaultdict(dict)
     entries: dict[tuple[str, bool], int] = {}
-    by_goal: dict[tuple, set[str]] = defaultdict(set)
+    by_goal: dict[tuple[str, timedelta], set[str]] = defaultdict(set)
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
         happened = _goal_events(event, scope.now)
-        keys = (Send.campaign, Send.step, Send.variant)
+        keys = (col(Send.campaign), col(Send.step), col(Send.variant))
         converted = _sends(
-            select(*keys, func.count(Send.id.distinct()))
-            .select_from(InOrder(happened, Send, _reached(happened, Send.customer_id, Send.sent_at, within)))
-            .where(Send.status == "sent")
+            select(*keys, func.count(col(Send.id).distinct()))
+            .select_from(InOrder(happened, Send, _reached(happened, col(Send.customer_id), col(Send.sent_at), within)))
+            .where(col(Send.status) == SendStatus.SENT)
             .group_by(*keys),
             scope,
         )
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        got_send = exists(select(Send.id).where(Send.entry_id == Entry.id, Send.step == 1, Send.status == "sent"))
+        got_send = exists(
+            select(col(Send.id)).where(
+                col(Send.entry_id) == col(Entry.id), col(Send.step) == 1, col(Send.status) == SendStatus.SENT
+            )
+        )
         converted = _entries(
-            select(Entry.campaign, Entry.held_out, func.count(Entry.id.distinct()))
-            .select_from(InOrder(happened, Entry, _reached(happened, Entry.customer_id, Entry.entered_at, within)))
-            .where(or_(Entry.held_out, got_send))
-            .group_by(Entry.campaign, Entry.held_out),
+            select(col(Entry.campaign), col(Entry.held_out), func.count(col(Entry.id).distinct()))
+            .select_from(
+                InOrder(happened, Entry, _reached(happened, col(Entry.customer_id), col(Entry.entered_at), within))
+            )
+            .where(or_(col(Entry.held_out), got_send))
+            .group_by(col(Entry.campaign), col(Entry.held_out)),
             scope,
         )
         for name, held, n in connection.execute(converted):
@@ -309,25 +339,27 @@ def _goal_events(name: str, now: datetime) -> CTE:
     query at 10,000,000 sends, bench/report_10m.py). SQLite is told which index gives that order,
     since it drops an ORDER BY that nothing outside the CTE asks for."""
     return (
-        select(Event.customer_id, Event.at)
-        .where(Event.name == name, Event.at <= now)
-        .order_by(Event.customer_id)
+        select(col(Event.customer_id), col(Event.at))
+        .where(col(Event.name) == name, col(Event.at) <= now)
+        .order_by(col(Event.customer_id))
         .with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
         .cte("goals")
         .prefix_with("MATERIALIZED")
     )
 
 
-def _reached(goals: CTE, customer_id: ColumnElement, start: ColumnElement, within) -> ColumnElement:
+def _reached(
+    goals: CTE, customer_id: SQLColumnExpression[Any], start: SQLColumnExpression[Any], within: timedelta
+) -> ColumnElement[bool]:
     """A goal event of the customer after `start` and within the window, the window's end written
     from the event's side, so that both bounds narrow the probe of an index on (customer, start)."""
     return and_(goals.c.customer_id == customer_id, goals.c.at > start, start >= shifted(goals.c.at, -within))
 
 
-def _treated(rows: dict[tuple, dict]) -> int:
+def _treated(rows: dict[StepKey, Figures]) -> int:
     """The entries that got a send: those whose first step was sent, since the ledger schedules a
     step only once the one before it was sent (engine/delivery/tick.py)."""
-    return sum(row["sent"] for (step, _), row in rows.items() if step == 1)
+    return sum(row[SendStatus.SENT] for (step, _), row in rows.items() if step == 1)
 
 
 def lift(treated: tuple[int, int], held_out: tuple[int, int]) -> dict[str, Any]:
@@ -395,7 +427,7 @@ def _label(start: datetime, timezone: str) -> str:
 def activity(connection: Connection, scope: Scope, months: list[datetime], timezone: str) -> list[dict[str, Any]]:
     """Sends that went out, and each outcome by the month of its first provider event, per month of
     the last 12 (for the dashboard's chart): range counts on indexes in time order."""
-    times = {"sent": Send.sent_at, **{outcome: first_at(outcome) for outcome in OUTCOMES}}
+    times = {SendStatus.SENT: col(Send.sent_at), **{outcome: first_at(outcome) for outcome in OUTCOMES}}
     counts = [
         _count_between(figure, column, start, end, scope)
         for figure, column in times.items()
@@ -409,10 +441,12 @@ def activity(connection: Connection, scope: Scope, months: list[datetime], timez
     return series
 
 
-def _count_between(figure: str, column: ColumnElement, start: datetime, end: datetime, scope: Scope) -> ColumnElement:
+def _count_between(
+    figure: str, column: SQLColumnExpression[Any], start: datetime, end: datetime, scope: Scope
+) -> ScalarSelect[int]:
     query = select(func.count()).select_from(Send).where(column >= start, column < end)
-    if figure == "sent":
-        query = query.where(Send.status == "sent")
+    if figure == SendStatus.SENT:
+        query = query.where(col(Send.status) == SendStatus.SENT)
     return _sends(query, scope).scalar_subquery()
 
 
@@ -423,21 +457,21 @@ def customer_facts(measures: Measures) -> Subquery:
     """A row per customer created by `now`: created_at, their last activity as of `now`, purchases (all
     and recent) and red events. One ordered pass over the customers, each with a seek into the index
     on the events (customer_id, name, at), instead of subqueries per customer and measure."""
-    name, at = Event.name, Event.at
+    name, at = col(Event.name), col(Event.at)
     or_event = measures.config.risk.red.or_event
     return (
         select(
-            Customer.id,
-            Customer.created_at,
-            func.coalesce(func.max(at), Customer.created_at).label("last_activity"),
+            col(Customer.id),
+            col(Customer.created_at),
+            func.coalesce(func.max(at), col(Customer.created_at)).label("last_activity"),
             func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
             func.count(case((name == PURCHASE, 1))).label("purchases"),
             func.count(case((name == or_event, 1))).label("red_events"),
         )
         .select_from(Customer)
-        .outerjoin(Event, and_(Event.customer_id == Customer.id, at <= measures.now))
-        .where(Customer.created_at <= measures.now)
-        .group_by(Customer.id)
+        .outerjoin(Event, and_(col(Event.customer_id) == col(Customer.id), at <= measures.now))
+        .where(col(Customer.created_at) <= measures.now)
+        .group_by(col(Customer.id))
         .subquery()
     )
 
@@ -465,7 +499,7 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
     until they become lost (last activity + stages.lost.inactive_for, last activity as of `now`): one
     interval per customer, so S and E are the customers whose interval holds the month's first
     instant and its end (the current month ends at `now`), and N those created in between.
-    """
+    """  # noqa: RUF002 (the formula as written)
     bounds = [*months[:-1], min(months[-1], measures.now)]
     lost_after = [t - measures.config.stages.lost.inactive_for for t in bounds]
     limits = sorted({*lost_after, *measures.activity_limits()})
@@ -511,7 +545,7 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
     return {"retention": retention(alive, new, months, measures.config.timezone), "stages": stages, "risk": risks}
 
 
-def _passed(column: ColumnElement, past: Callable, points: list[datetime]) -> ColumnElement:
+def _passed(column: ColumnElement[Any], past: Callable[[Any, Any], Any], points: list[datetime]) -> ColumnElement[int]:
     """How many of the ascending `points` the column is `past` (>= or >): a binary search written as
     nested CASEs, a handful of comparisons a row instead of one per point."""
     if not points:
@@ -523,7 +557,7 @@ def _passed(column: ColumnElement, past: Callable, points: list[datetime]) -> Co
     )
 
 
-def retention(alive: list[int], new: list[int], months: list[datetime], timezone: str) -> list[dict]:
+def retention(alive: list[int], new: list[int], months: list[datetime], timezone: str) -> list[dict[str, Any]]:
     """CRR per month, oldest first, from the customers counted at each boundary and created in each month."""
     return [
         {
@@ -547,29 +581,31 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
     which stops at `limit` too.
     """
     spent = (
-        select(Event.customer_id, func.sum(Event.properties["total"].as_float()).label("value"))
-        .where(Event.name == PURCHASE, Event.at <= measures.now)
-        .group_by(Event.customer_id)
+        select(col(Event.customer_id), func.sum(col(Event.properties)["total"].as_float()).label("value"))
+        .where(col(Event.name) == PURCHASE, col(Event.at) <= measures.now)
+        .group_by(col(Event.customer_id))
         .subquery()
     )
     value = func.coalesce(spent.c.value, literal(0.0))
     ranked = (
-        select(Customer.id, value)
+        select(col(Customer.id), value)
         .select_from(spent)
-        .join(Customer, Customer.id == spent.c.customer_id)
-        .order_by(value.desc(), Customer.external_id)
+        .join(Customer, col(Customer.id) == spent.c.customer_id)
+        .order_by(value.desc(), col(Customer.external_id))
     )
-    red: list[tuple[float, Row]] = []
+    red: list[tuple[float, Row[Any]]] = []
     offset, batch = 0, 4 * limit
     while len(red) < limit:
-        values = dict(connection.execute(ranked.offset(offset).limit(batch)).all())  # in rank order
+        values: dict[int, float] = dict(
+            connection.execute(ranked.offset(offset).limit(batch)).tuples().all()
+        )  # in rank order
         if not values:
             break
-        found = {r.id: r for r in connection.execute(_red_list(measures).where(Customer.id.in_(values)))}
+        found = {r.id: r for r in connection.execute(_red_list(measures).where(col(Customer.id).in_(values)))}
         red += [(worth, found[customer_id]) for customer_id, worth in values.items() if customer_id in found]
         offset, batch = offset + batch, 2 * batch
     others = connection.execute(
-        _red_list(measures).where(not_(measures.has_event(PURCHASE))).order_by(Customer.external_id).limit(limit)
+        _red_list(measures).where(not_(measures.has_event(PURCHASE))).order_by(col(Customer.external_id)).limit(limit)
     )
     listed = sorted([*red[:limit], *((0.0, r) for r in others)], key=lambda pair: -pair[0])[:limit]  # stable
     return [
@@ -584,13 +620,13 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
     ]
 
 
-def _red_list(measures: Measures) -> Select:
+def _red_list(measures: Measures) -> Query:
     """The red list's columns, for red customers created by `now`."""
     return select(
-        Customer.id,
-        Customer.external_id,
-        Customer.email,
-        Customer.first_name,
-        Customer.last_name,
+        col(Customer.id),
+        col(Customer.external_id),
+        col(Customer.email),
+        col(Customer.first_name),
+        col(Customer.last_name),
         measures.last_activity().label("last_activity"),
-    ).where(Customer.created_at <= measures.now, measures.risk("red"))
+    ).where(col(Customer.created_at) <= measures.now, measures.risk("red"))

@@ -8,10 +8,12 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from engine.insights.report import OUTCOMES
+from engine.delivery.outcomes import OUTCOMES
+from engine.delivery.statuses import SendStatus
+from engine.insights.report import WAITING
 
-CAMPAIGN_COLUMNS = ("entered", "sent", *OUTCOMES, "converted")
-OTHER_COLUMNS = ("failed", "unknown", "expired", "held_out", "waiting")
+CAMPAIGN_COLUMNS = ("entered", SendStatus.SENT, *OUTCOMES, "converted")
+OTHER_COLUMNS = (SendStatus.FAILED, SendStatus.UNKNOWN, SendStatus.EXPIRED, SendStatus.HELD_OUT, WAITING)
 # Short headings so that a campaign row fits an 80-column terminal.
 HEADINGS = {
     "delivered": "deliv",
@@ -21,7 +23,7 @@ HEADINGS = {
     "complained": "spam",
     "unsubscribed": "unsub",
     "converted": "conv",
-    "held_out": "held out",
+    SendStatus.HELD_OUT: "held out",
 }
 
 
@@ -53,7 +55,7 @@ def _step_label(step: dict[str, Any]) -> str:
 
 
 def _text(value: Any) -> str:
-    return "–" if value is None else str(value)
+    return "–" if value is None else str(value)  # noqa: RUF001 (a dash for "none")
 
 
 def campaigns_table(report: dict[str, Any]) -> Table:
@@ -91,7 +93,7 @@ def lift_table(report: dict[str, Any]) -> Table:
         if lift is None:
             continue
         treated, held = lift["treated"], lift["held_out"]
-        interval = "–" if lift["ci_low"] is None else f"{lift['ci_low']} to {lift['ci_high']}"
+        interval = "–" if lift["ci_low"] is None else f"{lift['ci_low']} to {lift['ci_high']}"  # noqa: RUF001
         table.add_row(
             name,
             f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
@@ -104,7 +106,7 @@ def lift_table(report: dict[str, Any]) -> Table:
 
 
 def retention_table(report: dict[str, Any]) -> Table:
-    table = _table("retention: CRR = (E − N) / S × 100", "month", "start S", "end E", "new N", "CRR %")
+    table = _table("retention: CRR = (E − N) / S × 100", "month", "start S", "end E", "new N", "CRR %")  # noqa: RUF001 (the formula as written)
     for row in report["retention"]:
         table.add_row(row["month"], str(row["start"]), str(row["end"]), str(row["new"]), _text(row["crr"]))
     return table
