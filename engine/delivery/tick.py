@@ -2,6 +2,9 @@
 
 campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (skip / defer / send)
   --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
+
+The tick only orchestrates: the rules of who gets what are `policy.decide`, and every status change
+is the ledger's.
 """
 
 from __future__ import annotations
@@ -187,10 +190,9 @@ class Tick:
     ) -> None:
         emails, failures = [], []
         for send in sends:
+            event = events.get(send.event_id) if send.event_id is not None else None
             try:
-                emails.append(
-                    self._email(campaign, step, send, events.get(send.event_id) if send.event_id is not None else None)
-                )
+                emails.append(self._email(campaign, step, send, event))
             except TemplateError as exc:
                 failures.append(SendResult(send.id, ok=False, error=str(exc)))
         if self.dry_run:
