@@ -596,9 +596,7 @@ def red_customers(connection: Connection, measures: Measures, limit: int = RED_L
     red: list[tuple[float, Row[Any]]] = []
     offset, batch = 0, 4 * limit
     while len(red) < limit:
-        values: dict[int, float] = dict(
-            connection.execute(ranked.offset(offset).limit(batch)).tuples().all()
-        )  # in rank order
+        values: dict[int, float] = dict(connection.execute(ranked.offset(offset).limit(batch)).all())  # in rank order
         if not values:
             break
         found = {r.id: r for r in connection.execute(_red_list(measures).where(col(Customer.id).in_(values)))}
