@@ -47,7 +47,7 @@ from engine.delivery import ledger
 from engine.delivery.ledger import NewSend
 from engine.delivery.statuses import EntryStatus
 from engine.store.dialect import insert_new, shifted
-from engine.store.tables import Customer, Entry, Event
+from engine.store.tables import Customer, Entry, Event, table_of
 
 Query = Select[*tuple[Any, ...]]
 
@@ -214,7 +214,7 @@ class Evaluator:
             .join(Customer, col(Customer.id) == c.customer_id)
             .where(*conditions)
         )
-        statement = insert_new(self.connection, Entry, ["campaign", "customer_id", "entry_key"])
+        statement = insert_new(self.connection, table_of(Entry), ["campaign", "customer_id", "entry_key"])
         columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id", "held_out", "scheduled", "status"]
         if campaign.reentry == "always":
             return self._insert(statement, columns, campaign, chosen.subquery())

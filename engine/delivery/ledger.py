@@ -24,7 +24,7 @@ from engine.config.settings import Config
 from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
 from engine.store.dialect import insert_new, shifted
-from engine.store.tables import Customer, Entry, Event, Send, Suppression
+from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
 CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
@@ -215,7 +215,7 @@ def schedule(
         for send in sends
     ]
     if rows:
-        connection.execute(insert_new(connection, Send, ["entry_id", "step"]), rows)
+        connection.execute(insert_new(connection, table_of(Send), ["entry_id", "step"]), rows)
     if held:
         connection.execute(
             update(Entry).where(col(Entry.id).in_(held)).values(held_out=True, status=EntryStatus.HELD_OUT)
@@ -320,7 +320,7 @@ def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetim
     """Addresses the provider called invalid are never mailed again."""
     if emails:
         rows = [{"email": email, "reason": "invalid", "created_at": now} for email in emails]
-        connection.execute(insert_new(connection, Suppression, ["email"]), rows)
+        connection.execute(insert_new(connection, table_of(Suppression), ["email"]), rows)
 
 
 def mark_unknown(connection: Connection, dead: Sequence[str], stale_before: datetime, now: datetime) -> int:

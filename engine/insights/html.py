@@ -15,8 +15,8 @@ from jinja2 import Environment
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from engine.delivery.outcomes import OUTCOMES
 from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
+from engine.store.tables import OUTCOMES
 
 FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "converted")
 RISK_COLOURS = {"green": "#2e9e5b", "yellow": "#e0b400", "red": "#d64541"}

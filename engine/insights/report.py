@@ -55,12 +55,12 @@ from engine.campaigns.language import RISKS, STAGES, Campaign, Goal
 from engine.campaigns.measures import PURCHASE, Facts, Measures
 from engine.config.durations import format_duration
 from engine.config.settings import Config
-from engine.delivery.outcomes import OUTCOMES, first_at, outcome_names
+from engine.delivery.outcomes import first_at, outcome_names
 from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.store import tallies
 from engine.store.dialect import InOrder, shifted
-from engine.store.tables import Customer, Entry, Event, Send
+from engine.store.tables import OUTCOMES, Customer, Entry, Event, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
 WAITING = "waiting"

@@ -8,9 +8,9 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from engine.delivery.outcomes import OUTCOMES
 from engine.delivery.statuses import SendStatus
 from engine.insights.report import WAITING
+from engine.store.tables import OUTCOMES
 
 CAMPAIGN_COLUMNS = ("entered", SendStatus.SENT, *OUTCOMES, "converted")
 OTHER_COLUMNS = (SendStatus.FAILED, SendStatus.UNKNOWN, SendStatus.EXPIRED, SendStatus.HELD_OUT, WAITING)
