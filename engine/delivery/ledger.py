@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, false, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
@@ -23,7 +23,7 @@ from engine.campaigns.language import Campaign
 from engine.config.settings import Config
 from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
-from engine.store.dialect import insert_new, shifted
+from engine.store.dialect import insert_new, shifted, try_advisory_lock
 from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
@@ -81,9 +81,7 @@ def lock_evaluation(connection: Connection) -> bool:
     """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
     this), so `reentry: never` holds even when two daemons see the same signup at once. A daemon
     that finds another evaluating skips evaluation this tick and goes straight to sending."""
-    if connection.dialect.name != "postgresql":
-        return True
-    return bool(connection.execute(select(func.pg_try_advisory_xact_lock(EVALUATION_LOCK))).scalar())
+    return try_advisory_lock(connection, EVALUATION_LOCK)
 
 
 # -- reading ---------------------------------------------------------------------------------------

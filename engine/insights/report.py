@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select, text
+from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import CTE, ScalarSelect, Subquery
@@ -59,7 +59,7 @@ from engine.delivery.outcomes import first_at, outcome_names
 from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.store import tallies
-from engine.store.dialect import InOrder, shifted
+from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, shifted
 from engine.store.tables import OUTCOMES, Customer, Entry, Event, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
@@ -118,7 +118,7 @@ def build_report(
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_customers(c, measures),
     }
-    with ThreadPoolExecutor(1 if engine.dialect.name == "sqlite" else len(parts)) as pool:
+    with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
         done = {name: future.result() for name, future in running.items()}
     advance(1)
@@ -145,9 +145,7 @@ def report_connection(engine: Engine) -> Iterator[Connection]:
     send, and compiles no query to machine code (JIT): compiling the monthly activity's 84 counts
     took longer than running them (bench/report_10m.py)."""
     with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SET LOCAL random_page_cost = 1.1"))
-            connection.execute(text("SET LOCAL jit = off"))
+        plan_for_index_probes(connection)
         yield connection
 
 
