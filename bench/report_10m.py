@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -118,7 +119,8 @@ STATEMENTS = [
         """
         INSERT INTO entry (id, campaign, customer_id, entry_key, entered_at, held_out, scheduled, status)
         SELECT i, 'campaign' || (i % {campaigns}), 1 + (i * 48271) % :customers, 'k' || i,
-               {ago[(i * 16807) % 31536000]}, CASE WHEN i % {campaigns} < 5 AND i % 100 < 10 THEN {true} ELSE {false} END,
+               {ago[(i * 16807) % 31536000]},
+               CASE WHEN i % {campaigns} < 5 AND i % 100 < 10 THEN {true} ELSE {false} END,
                {true}, 'completed'
         FROM ({numbers}) AS s""",
     ),
@@ -156,7 +158,7 @@ def fill(engine: Engine, dialect: str, sizes: dict[str, int]) -> tuple[dict[str,
     words = DIALECTS[dialect]
     upgrade(engine, BEFORE_OUTCOMES)
     with engine.begin() as connection:
-        for table, size, sql in STATEMENTS:
+        for _table, size, sql in STATEMENTS:
             connection.execute(text(_render(sql, words)), {"n": sizes[size], "customers": sizes["customers"]})
     start = time.perf_counter()
     upgrade(engine)
@@ -239,7 +241,7 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
         "red list": lambda c: red_customers(c, measures),
     }
     with report_connection(engine) as connection:
-        return {name: seconds(lambda: part(connection)) for name, part in parts.items()}
+        return {name: seconds(partial(part, connection)) for name, part in parts.items()}
 
 
 def previous_build_report() -> Callable | None:

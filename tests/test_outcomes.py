@@ -31,7 +31,7 @@ def summary(project, send_id: int) -> tuple[int, dict[str, datetime | None]]:
         row = connection.execute(
             select(Send.outcomes, *(first_at(o) for o in OUTCOMES)).where(Send.id == send_id)
         ).one()
-    return row[0], dict(zip(OUTCOMES, row[1:]))
+    return row[0], dict(zip(OUTCOMES, row[1:], strict=True))
 
 
 def record(project, send_id: int, *events: tuple[str, str, datetime]) -> int:

@@ -53,7 +53,7 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("bad"):
-            return "550 5.1.1 <%s>: no such user" % address
+            return f"550 5.1.1 <{address}>: no such user"
         if address.startswith("later"):
             return "451 4.3.0 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
@@ -136,7 +136,7 @@ def test_every_message_arrives_whole_with_its_headers(server, sender):
     assert all(r.ok for r in results)
     assert by_id(results)[2].message_id == emails[1].message_id
     assert len(server.envelopes) == 3
-    for email, envelope in zip(emails, server.envelopes):
+    for email, envelope in zip(emails, server.envelopes, strict=True):
         assert envelope.mail_from == "shop@example.com"
         assert envelope.rcpt_tos == [email.to]
         assert envelope.original_content == email.raw  # byte for byte
