@@ -245,16 +245,22 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
 
 
 def previous_build_report() -> Callable | None:
-    """`build_report` as it was at commit PREVIOUS, or None when git cannot show it."""
+    """`build_report` as it was at commit PREVIOUS, or None when git cannot show it or it no longer
+    imports: its relative imports (`.store`, `.campaigns`, `.durations`, ...) name the flat engine/
+    of its day, which has since moved into subpackages, so on a checkout after the move it is None."""
     shown = subprocess.run(
         ["git", "-C", str(REPO), "show", f"{PREVIOUS}:engine/reporting.py"], capture_output=True, text=True
     )
     if shown.returncode != 0:
         return None
     module = ModuleType("engine.previous_reporting")
-    module.__package__ = "engine"  # its relative imports find the current engine
+    module.__package__ = "engine"  # its relative imports look in the current engine
     sys.modules[module.__name__] = module
-    exec(compile(shown.stdout, f"{PREVIOUS}:engine/reporting.py", "exec"), module.__dict__)
+    try:
+        exec(compile(shown.stdout, f"{PREVIOUS}:engine/reporting.py", "exec"), module.__dict__)
+    except ImportError:
+        del sys.modules[module.__name__]
+        return None
     return module.build_report
 
 
@@ -359,7 +365,11 @@ def main() -> None:
     args = parser.parse_args()
     previous = None if args.no_previous else previous_build_report()
     if previous is None and not args.no_previous:
-        print(f"git cannot show commit {PREVIOUS}: no comparison with the previous build_report", file=sys.stderr)
+        print(
+            f"the build_report of commit {PREVIOUS} cannot be shown by git or no longer imports:"
+            " no comparison with the previous build_report",
+            file=sys.stderr,
+        )
     results = []
     for bench in (on_sqlite, on_postgres):
         if args.only in (None, bench.__name__.removeprefix("on_").replace("postgres", "postgresql")):
