@@ -1,17 +1,23 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+# `make check` runs the project's own checks (format, lint, types) with the pinned tools of the dev extra.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 export LIFECYCLE_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test install browser postgres clean bench
+.PHONY: demo test check install browser postgres clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(DEV_STAMP)
 
 install: $(STAMP)
 
@@ -29,6 +35,12 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs
+
+# Any finding fails: code not as ruff formats it, a lint finding, a type error.
+check: $(DEV_STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # wrk, Debian's HTTP load generator, for the web benchmark.
 bench: $(STAMP)

@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -118,7 +119,8 @@ STATEMENTS = [
         """
         INSERT INTO entry (id, campaign, customer_id, entry_key, entered_at, held_out, scheduled, status)
         SELECT i, 'campaign' || (i % {campaigns}), 1 + (i * 48271) % :customers, 'k' || i,
-               {ago[(i * 16807) % 31536000]}, CASE WHEN i % {campaigns} < 5 AND i % 100 < 10 THEN {true} ELSE {false} END,
+               {ago[(i * 16807) % 31536000]},
+               CASE WHEN i % {campaigns} < 5 AND i % 100 < 10 THEN {true} ELSE {false} END,
                {true}, 'completed'
         FROM ({numbers}) AS s""",
     ),
@@ -156,7 +158,7 @@ def fill(engine: Engine, dialect: str, sizes: dict[str, int]) -> tuple[dict[str,
     words = DIALECTS[dialect]
     upgrade(engine, BEFORE_OUTCOMES)
     with engine.begin() as connection:
-        for table, size, sql in STATEMENTS:
+        for _table, size, sql in STATEMENTS:
             connection.execute(text(_render(sql, words)), {"n": sizes[size], "customers": sizes["customers"]})
     start = time.perf_counter()
     upgrade(engine)
@@ -239,20 +241,26 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
         "red list": lambda c: red_customers(c, measures),
     }
     with report_connection(engine) as connection:
-        return {name: seconds(lambda: part(connection)) for name, part in parts.items()}
+        return {name: seconds(partial(part, connection)) for name, part in parts.items()}
 
 
 def previous_build_report() -> Callable | None:
-    """`build_report` as it was at commit PREVIOUS, or None when git cannot show it."""
+    """`build_report` as it was at commit PREVIOUS, or None when git cannot show it or it no longer
+    imports: its relative imports (`.store`, `.campaigns`, `.durations`, ...) name the flat engine/
+    of its day, which has since moved into subpackages, so on a checkout after the move it is None."""
     shown = subprocess.run(
         ["git", "-C", str(REPO), "show", f"{PREVIOUS}:engine/reporting.py"], capture_output=True, text=True
     )
     if shown.returncode != 0:
         return None
     module = ModuleType("engine.previous_reporting")
-    module.__package__ = "engine"  # its relative imports find the current engine
+    module.__package__ = "engine"  # its relative imports look in the current engine
     sys.modules[module.__name__] = module
-    exec(compile(shown.stdout, f"{PREVIOUS}:engine/reporting.py", "exec"), module.__dict__)
+    try:
+        exec(compile(shown.stdout, f"{PREVIOUS}:engine/reporting.py", "exec"), module.__dict__)
+    except ImportError:
+        del sys.modules[module.__name__]
+        return None
     return module.build_report
 
 
@@ -357,7 +365,11 @@ def main() -> None:
     args = parser.parse_args()
     previous = None if args.no_previous else previous_build_report()
     if previous is None and not args.no_previous:
-        print(f"git cannot show commit {PREVIOUS}: no comparison with the previous build_report", file=sys.stderr)
+        print(
+            f"the build_report of commit {PREVIOUS} cannot be shown by git or no longer imports:"
+            " no comparison with the previous build_report",
+            file=sys.stderr,
+        )
     results = []
     for bench in (on_sqlite, on_postgres):
         if args.only in (None, bench.__name__.removeprefix("on_").replace("postgres", "postgresql")):

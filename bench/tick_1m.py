@@ -46,7 +46,8 @@ SELECT x, 'c' || x, 'c' || x || '@example.com', 'Name' || (x % 997),
        CASE WHEN x % 3 = 0 THEN 'Asia/Riyadh' ELSE 'Europe/London' END,
        strftime('%Y-%m-%d %H:%M:%f', :now, '-' || (x % 500) || ' days', '-' || (x % 1440) || ' minutes') || '000',
        CASE WHEN x % 7 = 0 THEN NULL
-            ELSE strftime('%Y-%m-%d %H:%M:%f', :now, '-' || (x % 500) || ' days', '-' || (x % 1440 - 30) || ' minutes') || '000' END,
+            ELSE strftime('%Y-%m-%d %H:%M:%f', :now, '-' || (x % 500) || ' days',
+                          '-' || (x % 1440 - 30) || ' minutes') || '000' END,
        json_object('points', x % 1000, 'points_expire_at', date(:now, '+' || (x % 90) || ' days'),
                    'plan', CASE x % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'business' END)
 FROM seq
@@ -77,7 +78,8 @@ SELECT x, 'c' || x, 'c' || x || '@example.com', 'Name' || (x % 997),
        CASE WHEN x % 7 = 0 THEN NULL
             ELSE CAST(:now AS timestamptz) - (x % 500) * interval '1 day' - (x % 1440 - 30) * interval '1 minute' END,
        jsonb_build_object('points', x % 1000,
-                          'points_expire_at', to_char(CAST(:now AS timestamptz) + (x % 90) * interval '1 day', 'YYYY-MM-DD'),
+                          'points_expire_at',
+                          to_char(CAST(:now AS timestamptz) + (x % 90) * interval '1 day', 'YYYY-MM-DD'),
                           'plan', CASE x % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'business' END)
 FROM generate_series(1, :n) AS x
 """

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -154,8 +155,8 @@ def best_of(rounds: int, base: Path, root: Path) -> tuple[float, float]:
     for n in range(rounds):
         project = root / f"tick{n}"
         shutil.copytree(base, project)  # a fresh store: every round sends the same emails
-        tick_times.append(timed(lambda: run_tick(project / "config.yaml")))
-        naive_times.append(timed(lambda: naive_loop(base / "config.yaml", root / f"naive{n}")))
+        tick_times.append(timed(partial(run_tick, project / "config.yaml")))
+        naive_times.append(timed(partial(naive_loop, base / "config.yaml", root / f"naive{n}")))
         sent, written = (len(list(folder.glob("*.eml"))) for folder in (project / "outbox", root / f"naive{n}"))
         assert sent == written, (sent, written)
     return min(tick_times), min(naive_times)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
 from engine.campaigns.language import Campaign, load_campaigns
 from engine.clock import parse_instant, utcnow
 from engine.config.settings import Config, load_config
 from engine.errors import LifecycleError, NotFound, ProblemsError
 from engine.store import schema
+
+if TYPE_CHECKING:
+    from engine.delivery.tick import TickReport
 
 app = typer.Typer(
     help="Automated lifecycle email engine.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
@@ -42,7 +46,7 @@ class UserError(LifecycleError):
     """A bad option value: one line, exit 1."""
 
 
-def fail(error: LifecycleError) -> None:
+def fail(error: LifecycleError) -> NoReturn:
     lines = [str(p) for p in error.problems] if isinstance(error, ProblemsError) else [str(error)]
     for line in lines:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -66,12 +70,12 @@ def parse_now(value: str | None, config: Config | None = None) -> datetime:
         raise UserError(f"--now: {exc}") from None
 
 
-def store(config: Config):
+def store(config: Config) -> Engine:
     return schema.open_store(config.database_url)
 
 
 @contextmanager
-def progress_bar(label: str, total: int | None) -> Iterator:
+def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on a terminal; silent in logs and pipes."""
     if not err.is_terminal:
         yield lambda n: None
@@ -92,7 +96,7 @@ def validate(config: ConfigOption = None) -> None:
     from engine.mail.validation import validate_all
 
     loaded, campaigns, problems = validate_all(config)
-    if problems:
+    if problems or loaded is None:
         fail(ProblemsError(problems))
     out.print(f"ok: config, {len(campaigns)} campaigns and their templates in {len(loaded.locales)} locales")
 
@@ -190,7 +194,7 @@ def tick(
     _print_tick(report)
 
 
-def _print_tick(report) -> None:
+def _print_tick(report: TickReport) -> None:
     table = Table(title=f"tick at {report.now.isoformat()}" + (" (dry run: nothing changed)" if report.dry_run else ""))
     for column in ("campaign", "entered", "sent", "other"):
         table.add_column(column)

@@ -75,8 +75,8 @@ def prepared(project, inbox, customers: int, batch_size: int = 50):
 
 def daemon(project, log_name: str = "daemon.log") -> subprocess.Popen:
     command = [sys.executable, "-m", "engine", "run", "--config", str(project.root / "config.yaml"), "--now", NOW]
-    log = open(project.root / log_name, "ab")
-    return subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
+    with open(project.root / log_name, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=log, stderr=log, env=dict(os.environ))
 
 
 def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
@@ -158,7 +158,8 @@ def test_three_daemons_killed_at_random_on_postgresql(postgres_project, inbox):
     workers = [daemon(project, f"daemon{i}.log") for i in range(3)]
     for round_ in range(4):
         wait_for(
-            lambda: len(inbox.received) >= (round_ + 1) * 400 or settled(project, total), what="progress between kills"
+            lambda target=(round_ + 1) * 400: len(inbox.received) >= target or settled(project, total),
+            what="progress between kills",
         )
         victim = chance.randrange(3)
         workers[victim].kill()

@@ -84,7 +84,7 @@ def send_row(project, name: str) -> dict:
                               JOIN customer c ON c.id = s.customer_id WHERE c.external_id = :name""",
         name=name,
     )
-    return dict(zip(("id", "status", "reason", "attempts", "next_attempt_at", "message_id"), row))
+    return dict(zip(("id", "status", "reason", "attempts", "next_attempt_at", "message_id"), row, strict=True))
 
 
 def when(value) -> datetime:

@@ -371,7 +371,8 @@ def test_retention_by_hand(project):
     )
     report = json.loads(project.cli("report", "--now", "2026-06-15T12:00:00Z", "--format", "json").stdout)
     empty = [{"month": f"2025-{m:02d}", "start": 0, "end": 0, "new": 0, "crr": None} for m in range(7, 12)]
-    assert report["retention"] == empty + [
+    assert report["retention"] == [
+        *empty,
         {"month": "2025-12", "start": 0, "end": 1, "new": 1, "crr": None},
         {"month": "2026-01", "start": 1, "end": 2, "new": 1, "crr": 100.0},
         {"month": "2026-02", "start": 2, "end": 2, "new": 1, "crr": 50.0},
@@ -419,7 +420,9 @@ def test_on_sqlite_each_goal_event_probes_its_customers_rows_whatever_the_statis
         _conversions(connection, Scope(datetime(2026, 3, 21, 10, tzinfo=UTC)), goals)
     engine.dispose()
     assert len(plans) == 2
-    for plan, table, index in zip(plans, ("send", "entry"), ("ix_send_customer_sent", "ix_entry_customer_entered")):
+    for plan, table, index in zip(
+        plans, ("send", "entry"), ("ix_send_customer_sent", "ix_entry_customer_entered"), strict=True
+    ):
         assert any(step.startswith("SCAN event USING COVERING INDEX ix_event_customer_name_at") for step in plan)
         probe = next(i for i, step in enumerate(plan) if step.startswith(f"SEARCH {table} USING INDEX {index}"))
         assert plan.index("SCAN goals") < probe

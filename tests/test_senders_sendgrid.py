@@ -31,7 +31,7 @@ def shape_problems(method: str, path: str, headers, body) -> list[str]:
     if headers.get("Authorization") != f"Bearer {API_KEY}":
         problems.append(f"Authorization: {headers.get('Authorization')}")
     if not isinstance(body, dict):
-        return problems + ["body is not a JSON object"]
+        return [*problems, "body is not a JSON object"]
     personalizations = body.get("personalizations") or []
     if not 1 <= len(personalizations) <= 1000:
         problems.append(f"{len(personalizations)} personalizations")

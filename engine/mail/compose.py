@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import SQLColumnExpression
+from sqlmodel import col
+
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
 from engine.mail.links import Links
@@ -14,19 +17,19 @@ from engine.mail.message import OutgoingEmail, build_email
 from engine.mail.rendering import Renderer, template_context
 from engine.store.tables import Customer
 
-CUSTOMER_COLUMNS = (
-    Customer.id.label("customer_id"),
-    Customer.external_id,
-    Customer.email,
-    Customer.first_name,
-    Customer.last_name,
-    Customer.locale,
-    Customer.timezone,
-    Customer.created_at,
-    Customer.confirmed_at,
-    Customer.unsubscribed_at,
-    Customer.frequency,
-    Customer.attributes,
+CUSTOMER_COLUMNS: tuple[SQLColumnExpression[Any], ...] = (
+    col(Customer.id).label("customer_id"),
+    col(Customer.external_id),
+    col(Customer.email),
+    col(Customer.first_name),
+    col(Customer.last_name),
+    col(Customer.locale),
+    col(Customer.timezone),
+    col(Customer.created_at),
+    col(Customer.confirmed_at),
+    col(Customer.unsubscribed_at),
+    col(Customer.frequency),
+    col(Customer.attributes),
 )
 
 
@@ -52,7 +55,7 @@ def compose(
     step: int,
     variant: str | None,
     customer: Mapping[str, Any],
-    event: dict | None,
+    event: Mapping[str, Any] | None,
     send_id: int,
     now: datetime,
     to: str | None = None,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
 from engine.campaigns.assignment import pick_variant
 from engine.campaigns.language import Campaign
@@ -43,10 +47,13 @@ def render_preview(
     campaign = find_campaign(campaigns, name, step)
     with engine.connect() as connection:
         query = select(*CUSTOMER_COLUMNS)
-        query = query.where(Customer.external_id == customer_id) if customer_id else query.order_by(Customer.id)
-        customer = connection.execute(query.limit(1)).mappings().first()
-        if customer is None:
+        query = (
+            query.where(col(Customer.external_id) == customer_id) if customer_id else query.order_by(col(Customer.id))
+        )
+        row = connection.execute(query.limit(1)).first()
+        if row is None:
             raise NotFound(f"no customer with id '{customer_id}'" if customer_id else "the store has no customers yet")
+        customer = row._asdict()
         event = _latest_event(connection, campaign, customer["customer_id"])
     return compose(
         config,
@@ -64,22 +71,18 @@ def render_preview(
     )
 
 
-def _latest_event(connection, campaign: Campaign, customer_id: int) -> dict | None:
+def _latest_event(connection: Connection, campaign: Campaign, customer_id: int) -> Mapping[str, Any] | None:
     """An event trigger's template sees the customer's latest such event, as it would on a send;
     a customer who never had one sees the sample event `validate` uses."""
     if campaign.trigger.event is None:
         return None
-    row = (
-        connection.execute(
-            select(Event.name, Event.at, Event.properties)
-            .where(Event.customer_id == customer_id, Event.name == campaign.trigger.event)
-            .order_by(Event.at.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else sample_event(campaign)
+    row = connection.execute(
+        select(col(Event.name), col(Event.at), col(Event.properties))
+        .where(col(Event.customer_id) == customer_id, col(Event.name) == campaign.trigger.event)
+        .order_by(col(Event.at).desc())
+        .limit(1)
+    ).first()
+    return row._asdict() if row else sample_event(campaign)
 
 
 def send_test(

@@ -22,7 +22,7 @@ is an MJML error, and a statement split by MJML (half in an attribute it drops) 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache, wraps
@@ -46,6 +46,7 @@ from jinja2 import (
     pass_context,
 )
 from jinja2 import TemplateError as JinjaError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 
@@ -88,11 +89,12 @@ def is_rtl(locale: str) -> bool:
 # -- locale-aware filters ----------------------------------------------------------------------
 
 
-def _locale(ctx) -> str:
-    return ctx.get("locale") or "en"
+def _locale(ctx: Context) -> str:
+    locale: str = ctx.get("locale") or "en"
+    return locale
 
 
-def _as_datetime(value: Any) -> datetime | date:
+def _as_datetime(value: str | datetime | date) -> datetime | date:
     """Attributes hold dates as ISO text; a bare date stays a date."""
     if isinstance(value, str):
         text = value.strip()
@@ -105,14 +107,18 @@ class Sample(str):
     filters pass it through, so `validate` checks the template, not one customer's data."""
 
 
-def _filter(kind: str):
+# A filter as written: the template's context, the value, then the filter's own arguments.
+Filter = Callable[..., str]
+
+
+def _filter(kind: str) -> Callable[[Filter], Filter]:
     """A locale-aware filter that fails like Jinja does: an undefined value is an undefined-name
     error, and a value it cannot read is a template error naming the filter, never a crash."""
 
-    def decorate(function):
+    def decorate(function: Filter) -> Filter:
         @pass_context
         @wraps(function)
-        def apply(ctx, value: Any, *args: Any) -> str:
+        def apply(ctx: Context, value: Any, *args: Any) -> str:
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
             if isinstance(value, Sample):
@@ -128,7 +134,7 @@ def _filter(kind: str):
 
 
 @_filter("date")
-def _date_filter(ctx, value: Any, format: str = "long") -> str:
+def _date_filter(ctx: Context, value: Any, format: str = "long") -> str:
     value = _as_datetime(value)
     if isinstance(value, datetime):
         value = value.astimezone(ZoneInfo(ctx.get("timezone") or "UTC")) if value.tzinfo else value
@@ -137,7 +143,7 @@ def _date_filter(ctx, value: Any, format: str = "long") -> str:
 
 
 @_filter("datetime")
-def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
+def _datetime_filter(ctx: Context, value: Any, format: str = "medium") -> str:
     value = _as_datetime(value)
     if not isinstance(value, datetime):
         value = datetime.combine(value, datetime.min.time())
@@ -145,12 +151,12 @@ def _datetime_filter(ctx, value: Any, format: str = "medium") -> str:
 
 
 @_filter("number")
-def _number_filter(ctx, value: Any) -> str:
+def _number_filter(ctx: Context, value: Any) -> str:
     return format_decimal(value, locale=_locale(ctx))
 
 
 @_filter("money")
-def _money_filter(ctx, value: Any, currency: str = "USD") -> str:
+def _money_filter(ctx: Context, value: Any, currency: str = "USD") -> str:
     return format_currency(value, currency, locale=_locale(ctx))
 
 
@@ -202,13 +208,13 @@ class HoldingBackLoader(BaseLoader):
     """Loads files for step 1, holding back per-recipient tags, and notes every file it loads so
     the compiled result knows when it is stale."""
 
-    def __init__(self, folder: Path, lexer_env: Environment):
+    def __init__(self, folder: Path, lexer_env: Environment) -> None:
         self.files = FileSystemLoader(str(folder))
         self.lexer_env = lexer_env
         self.tags: list[str] = []
         self.uptodate: list[Callable[[], bool]] = []
 
-    def get_source(self, environment: Environment, template: str):
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = self.files.get_source(environment, template)
         self.uptodate.append(uptodate)
         self.lexer_env.parse(source, template, filename)  # syntax errors, located in the file as written
@@ -279,7 +285,7 @@ class CompiledEmail:
 class Renderer:
     """Renders one step of one campaign for one customer from templates compiled once per file."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.folder = config.templates_path
         self.markup, self.plain, self.compiled = _shared(self.folder)
@@ -419,7 +425,7 @@ def _shared(
 
 
 @lru_cache(maxsize=512)
-def _compiled_string(env, source: str):
+def _compiled_string(env: Environment, source: str) -> Template:
     return env.from_string(source)
 
 
@@ -438,11 +444,12 @@ def template_context(
     campaign: Campaign,
     step: int,
     customer: dict[str, Any],
-    event: dict[str, Any] | None,
+    event: Mapping[str, Any] | None,
     links: dict[str, str],
 ) -> dict[str, Any]:
     """What every template sees (campaigns.md, "Steps and templates")."""
-    locale = customer.get("locale") if customer.get("locale") in config.locales else config.default_locale
+    requested: str | None = customer.get("locale")
+    locale = requested if requested in config.locales else config.default_locale
     return {
         "customer": customer,
         "event": event,

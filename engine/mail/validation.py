@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from markupsafe import escape
@@ -17,7 +18,7 @@ from engine.mail.rendering import Renderer, Sample, template_context
 PLACEHOLDER = Sample("sample")
 
 
-class SampleRecord(dict):
+class SampleRecord(dict[str, Any]):
     """A sample customer or event: known fields from the demo store, anything else a placeholder,
     so that validation checks the template itself rather than one customer's data."""
 
@@ -25,7 +26,7 @@ class SampleRecord(dict):
         return PLACEHOLDER
 
 
-def validate_all(config_file: str | None) -> tuple[Config | None, list[Campaign], list[Problem]]:
+def validate_all(config_file: str | Path | None) -> tuple[Config | None, list[Campaign], list[Problem]]:
     try:
         config = load_config(config_file)
     except ProblemsError as exc:
@@ -94,7 +95,7 @@ def _from_campaign(problem: Problem, campaign: Campaign) -> Problem:
     return problem
 
 
-def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
+def _sample_customer(customers: list[dict[str, Any]], locale: str) -> SampleRecord:
     chosen = max(
         (c for c in customers if c.get("locale") == locale),
         default=customers[0],
@@ -107,7 +108,7 @@ def _sample_customer(customers: list[dict], locale: str) -> SampleRecord:
 
 
 @lru_cache(maxsize=1)
-def _sample_store(day: date) -> tuple[list[dict], list[dict]]:
+def _sample_store(day: date) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The demo store's customers and events, made once a day rather than once per campaign."""
     now = datetime.combine(day, time(12), UTC)
     customers = sample_customers(now, count=40)
@@ -121,5 +122,5 @@ def sample_event(campaign: Campaign) -> SampleRecord | None:
         return None
     now = datetime.now(UTC)
     _, events = _sample_store(now.date())
-    sample = next((e for e in events if e["event"] == name), {"at": now.isoformat()})
+    sample: dict[str, Any] = next((e for e in events if e["event"] == name), {"at": now.isoformat()})
     return SampleRecord(name=name, at=sample["at"], properties=SampleRecord(sample.get("properties", {})))
