@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
@@ -19,8 +19,10 @@ from engine.mail.links import Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
 from engine.mail.validation import sample_event
-from engine.senders import Sender, SendResult
 from engine.store.tables import Customer, Event
+
+if TYPE_CHECKING:  # mail comes before senders: a sender is only handed in
+    from engine.senders import Sender, SendResult
 
 PREVIEW_SEND_ID = 0
 
