@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.config.datamodel import DataModel, Declared
 from engine.config.durations import Duration
 from engine.config.source import load_located
 from engine.errors import ConfigError, Problem
@@ -167,6 +168,9 @@ class Config(Strict):
     stages: Stages = Stages()
     risk: Risk = Risk()
     api_keys_env: str = "LIFECYCLE_API_KEYS"
+    # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
+    attributes: dict[str, Declared] = {}
+    events: dict[str, dict[str, Declared]] = {}
     campaigns_dir: str = "campaigns"
     templates_dir: str = "templates/emails"
 
@@ -180,6 +184,10 @@ class Config(Strict):
         if self.default_locale not in self.locales:
             self.locales = [self.default_locale, *self.locales]
         return self
+
+    @property
+    def data_model(self) -> DataModel:
+        return DataModel(attributes=self.attributes, events=self.events)
 
     @property
     def campaigns_path(self) -> Path:
