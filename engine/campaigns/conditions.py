@@ -15,6 +15,7 @@ from sqlmodel import col
 from engine.campaigns.language import Comparison, Condition
 from engine.campaigns.measures import Measures
 from engine.config.settings import Config
+from engine.store.dialect import read_json
 from engine.store.tables import Customer, Event, Subscription
 
 CORE_FIELDS = {"email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at"}
@@ -151,4 +152,4 @@ def _json(column: Any, name: str, kind: str) -> ColumnElement[Any]:
         value = element.as_boolean()
     else:
         value = element.as_string()
-    return value
+    return read_json(column, value)

@@ -28,6 +28,7 @@ from engine.config.settings import Config
 from engine.delivery import workers
 from engine.delivery.tick import TickReport, tick
 from engine.senders import Sender
+from engine.store.dialect import unavailable
 
 log = logging.getLogger("lifecycle.daemon")
 MAX_BACKOFF = timedelta(minutes=5)
@@ -101,8 +102,11 @@ class Daemon:
                 worker=self.worker,
                 stop=self.stopping.is_set,
             )
-        except (OperationalError, DBAPIError) as exc:
-            self._database_down(exc)
+        except Exception as exc:
+            if unavailable(exc):
+                self._database_down(exc)
+            else:
+                self._tick_failed(exc)
             return None
         self.failures = 0
         self._record(report, time.perf_counter() - started)
@@ -125,6 +129,14 @@ class Daemon:
         if not self.stopping.is_set():
             self.scheduler.modify_job("tick", next_run_time=utcnow() + delay)
 
+    def _tick_failed(self, exc: Exception) -> None:
+        """A bug or bad data, not the database: backing off would not help, and the next tick (with
+        whatever changed by then) runs on time. The work of the tick that committed stands."""
+        metrics.TICKS.labels("error").inc()
+        log.exception(
+            "tick failed; the next tick runs on schedule", extra={"error": (str(exc).splitlines() or [""])[0]}
+        )
+
     def _record(self, report: TickReport, seconds: float) -> None:
         totals: Counter[str] = Counter()
         for campaign, counts in report.counts.items():
@@ -134,6 +146,8 @@ class Daemon:
                     metrics.ENTRIES.labels(campaign).inc(n)
                 else:
                     metrics.SENDS.labels(campaign, status).inc(n)
+        for campaign, problem in report.problems.items():
+            log.error("campaign did not run in full", extra={"campaign": campaign, "problem": problem})
         metrics.TICKS.labels("ok").inc()
         metrics.TICK_SECONDS.observe(seconds)
         log.info(

@@ -46,7 +46,7 @@ from engine.config.settings import Config
 from engine.delivery import ledger
 from engine.delivery.ledger import NewSend
 from engine.delivery.statuses import EntryStatus
-from engine.store.dialect import insert_new, shifted
+from engine.store.dialect import insert_new, read_json, shifted
 from engine.store.tables import Customer, Entry, Event, table_of
 
 Query = Select[*tuple[Any, ...]]
@@ -145,7 +145,7 @@ class Evaluator:
         """Dates are read in each customer's timezone, so the exact moment is computed in Python
         for the few customers whose date falls near now, then joins the common INSERT."""
         earliest = self.now - self.lookback(campaign)
-        value = col(Customer.attributes)[rule.attribute].as_string()
+        value = read_json(col(Customer.attributes), col(Customer.attributes)[rule.attribute].as_string())
         first_day, last_day = (
             (earliest - rule.offset - timedelta(days=1)).date(),
             (self.now - rule.offset + timedelta(days=1)).date(),

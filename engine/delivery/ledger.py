@@ -23,7 +23,7 @@ from engine.campaigns.language import Campaign
 from engine.config.settings import Config
 from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
-from engine.store.dialect import insert_new, shifted, try_advisory_lock
+from engine.store.dialect import insert_new, json_valid, shifted, try_advisory_lock
 from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
 EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
@@ -61,6 +61,7 @@ class DueSend:
     in_audience: bool
     exited: bool
     subscribed: bool = True  # read for marketing campaigns only: transactional mail asks no consent
+    readable: bool = True  # the customer's attributes are JSON the database reads (dialect.readable_json)
 
     @property
     def customer(self) -> dict[str, Any]:
@@ -98,6 +99,7 @@ def due_sends(
         exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
         conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
         _exited(conditions, campaign, now).label("exited"),
+        json_valid(col(Customer.attributes)).label("readable"),
     ]
     if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
         checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
@@ -312,6 +314,15 @@ def mark_failed(connection: Connection, failed: Sequence[tuple[DueSend, str | No
         [{"id": send.id, "status": SendStatus.FAILED, "reason": error, "updated_at": now} for send, error in failed],
     )
     _end_entries(connection, {EntryStatus.STOPPED: [send.entry_id for send, _ in failed]})
+
+
+def mark_unknown_sends(connection: Connection, sends: Sequence[tuple[DueSend, str]], now: datetime) -> None:
+    """Claimed sends whose outcome is not known (the sender raised, or gave no result for them),
+    with why: they may or may not have gone out, so they are neither retried nor called failed."""
+    _change(
+        connection,
+        [{"id": send.id, "status": SendStatus.UNKNOWN, "reason": why, "updated_at": now} for send, why in sends],
+    )
 
 
 def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetime) -> None:

@@ -4,11 +4,15 @@ campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (ski
   --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
 
 The tick only orchestrates: the rules of who gets what are `policy.decide`, and every status change
-is the ledger's.
+is the ledger's. What goes wrong with one send (its customer's data, a filter, the message) fails that
+send alone, with its reason; a campaign whose templates no longer compile, or whose evaluation or
+dispatch meets a bug or bad data, is reported in `TickReport.problems` and the others go on. Only a
+store that cannot be reached (`dialect.unavailable`) stops the tick.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter, defaultdict
@@ -25,15 +29,21 @@ from engine.config.settings import Config
 from engine.delivery import ledger, policy, workers
 from engine.delivery.evaluation import Evaluator
 from engine.delivery.ledger import DueSend
-from engine.delivery.policy import Action, Decision
+from engine.delivery.policy import Action
 from engine.delivery.statuses import DeferReason, SendStatus, SkipReason
-from engine.errors import TemplateError
+from engine.errors import Problem, ProblemsError, TemplateError
 from engine.mail.compose import compose
 from engine.mail.links import Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
 from engine.senders import Sender, SendResult
 from engine.store import tallies
+from engine.store.dialect import unavailable
+
+log = logging.getLogger("lifecycle.tick")
+UNREADABLE = (
+    "the customer's attributes are stored as JSON the database cannot read (NaN or Infinity); import them again"
+)
 
 
 @dataclass
@@ -43,6 +53,7 @@ class TickReport:
     counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     planned: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
+    problems: dict[str, str] = field(default_factory=dict)  # campaign -> why part of it did not run
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +62,13 @@ class TickReport:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
             **({"planned": self.planned} if self.dry_run else {}),
+            **({"problems": dict(sorted(self.problems.items()))} if self.problems else {}),
         }
+
+    def problem(self, campaign: str, what: str, exc: BaseException) -> None:
+        """Note why part of a campaign did not run this tick; the others go on."""
+        self.counts[campaign][what] += 1
+        self.problems[campaign] = f"{what}: {describe(exc)}"
 
 
 class Tick:
@@ -102,9 +119,7 @@ class Tick:
                     self._evaluate(connection)
             self.report.seconds["evaluate"] = time.perf_counter() - started
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
-                for step in range(1, len(campaign.steps) + 1):
-                    if not self.stop():
-                        self._dispatch(connection, campaign, step)
+                self._dispatch_campaign(connection, campaign)
             if not self.dry_run:
                 with connection.begin():
                     tallies.fold(connection)  # the report's counts, with what this tick changed
@@ -120,14 +135,64 @@ class Tick:
         evaluator = Evaluator(connection, self.config, self.now)
         for campaign in self.campaigns:
             counts = self.report.counts[campaign.name]
-            counts["entered"] += evaluator.evaluate(campaign)
-            counts["expired"] += ledger.expire_overdue(connection, campaign, self.now)
+            try:
+                with connection.begin_nested():  # a failure undoes this campaign's evaluation only
+                    entered = evaluator.evaluate(campaign)
+                    expired = ledger.expire_overdue(connection, campaign, self.now)
+            except Exception as exc:
+                if unavailable(exc):
+                    raise
+                log.debug("evaluation failed", exc_info=True, extra={"campaign": campaign.name})
+                self.report.problem(campaign.name, "evaluation_failed", exc)
+                continue
+            counts["entered"] += entered
+            counts["expired"] += expired
 
     def _transaction(self, connection: Connection) -> AbstractContextManager[object]:
         """Each step commits on its own; a dry run keeps everything in one transaction it discards."""
         return nullcontext() if self.dry_run else connection.begin()
 
     # -- dispatch --------------------------------------------------------------------------------
+
+    def _dispatch_campaign(self, connection: Connection, campaign: Campaign) -> None:
+        """Every step of one campaign, unless its templates no longer compile (a file edited since
+        the campaigns were loaded): then its sends wait, untouched, for the fix."""
+        try:
+            self._check_templates(campaign)
+        except Exception as exc:
+            self.report.problem(campaign.name, "templates_broken", exc)
+            return
+        try:
+            with self._isolated(connection):
+                for step in range(1, len(campaign.steps) + 1):
+                    if not self.stop():
+                        self._dispatch(connection, campaign, step)
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            log.debug("dispatch failed", exc_info=True, extra={"campaign": campaign.name})
+            self.report.problem(campaign.name, "dispatch_failed", exc)
+
+    def _check_templates(self, campaign: Campaign) -> None:
+        """Compile every file a send of the campaign may use (cached until a file changes)."""
+        for spec in campaign.steps:
+            for content in spec.choices():
+                for locale in self.config.locales:
+                    name = self.renderer.template_file(content.template, locale)
+                    if name is None:
+                        problem = Problem(
+                            f"{content.template}.mjml", 1, 1, f"template '{content.template}' does not exist"
+                        )
+                        raise TemplateError([problem])
+                    self.renderer.compile(name)
+                    text = self.renderer.template_file(content.template, locale, "txt")
+                    if text is not None:
+                        self.renderer.plain.get_template(text)
+
+    def _isolated(self, connection: Connection) -> AbstractContextManager[object]:
+        """A dry run's one transaction gets a savepoint per campaign, so that a failed statement
+        (which aborts a PostgreSQL transaction) does not take the other campaigns with it."""
+        return connection.begin_nested() if self.dry_run else nullcontext()
 
     def _dispatch(self, connection: Connection, campaign: Campaign, step: int) -> None:
         batch_size = self.config.scheduler.batch_size
@@ -158,8 +223,15 @@ class Tick:
         counts = self.report.counts[campaign.name]
         skipped: list[tuple[DueSend, SkipReason]] = []
         deferred: list[tuple[DueSend, str, datetime]] = []
+        failed: list[tuple[DueSend, str | None]] = []
         to_send = []
         for send in due:
+            if not send.readable:  # stored before the store refused such values: this customer alone
+                failed.append((send, UNREADABLE))
+                counts[SendStatus.FAILED] += 1
+                if self.dry_run:
+                    self._plan(campaign, send, "fail", UNREADABLE)
+                continue
             decision = policy.decide(send, campaign, self.rules, self.now, recent.get(send.customer_id, []))
             if decision.action is Action.SEND:
                 to_send.append(send)
@@ -173,9 +245,10 @@ class Tick:
                 deferred.append((send, decision.reason, decision.until))
                 counts[f"{SendStatus.DEFERRED}:{decision.reason}"] += 1
             if self.dry_run:
-                self._plan(campaign, send, decision)
+                self._plan(campaign, send, decision.action, decision.reason, decision.until)
         ledger.skip(connection, skipped, self.now)
         ledger.defer(connection, deferred, self.now)
+        ledger.mark_failed(connection, failed, self.now)
         return to_send
 
     # -- delivery --------------------------------------------------------------------------------
@@ -188,21 +261,48 @@ class Tick:
         sends: list[DueSend],
         events: dict[int, dict[str, Any]],
     ) -> None:
+        """Compose and send the claimed sends, then record each one's outcome: whatever goes wrong,
+        no claimed send is left `sending`."""
         emails, failures = [], []
         for send in sends:
             event = events.get(send.event_id) if send.event_id is not None else None
             try:
                 emails.append(self._email(campaign, step, send, event))
-            except TemplateError as exc:
-                failures.append(SendResult(send.id, ok=False, error=str(exc)))
+            except Exception as exc:  # this customer's data, a filter, the message: this send alone
+                if not isinstance(exc, TemplateError):
+                    log.debug("composing failed", exc_info=True, extra={"send": send.id})
+                failures.append(SendResult(send.id, ok=False, error=describe(exc)))
         if self.dry_run:
+            failed = {f.send_id: f.error for f in failures}
             for send in sends:
-                self._plan(campaign, send, policy.SEND)
+                self._plan(campaign, send, *(("fail", failed[send.id]) if send.id in failed else (Action.SEND, None)))
             results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
         else:
-            results = self.sender.send_batch(emails) if emails else []
-        with self._transaction(connection):
-            self._record(connection, campaign, step, {s.id: s for s in sends}, results + failures)
+            results = self._send(emails)
+        by_id = {s.id: s for s in sends}
+        answered = {r.send_id for r in results + failures}
+        lost = [(s, "the sender gave no result for it") for s in sends if s.id not in answered]
+        try:
+            with self._transaction(connection):
+                self._record(connection, campaign, step, by_id, results + failures)
+                ledger.mark_unknown_sends(connection, lost, self.now)
+        except Exception as exc:
+            if unavailable(exc) or self.dry_run:
+                raise  # the claims stay `sending` until a worker recovers them as `unknown`
+            with self._transaction(connection):
+                ledger.mark_unknown_sends(
+                    connection, [(s, f"recording failed: {describe(exc)}") for s in sends], self.now
+                )
+            raise
+
+    def _send(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        """The sender's results; a sender that raises leaves its messages without one (`unknown`:
+        some may have gone out)."""
+        try:
+            return self.sender.send_batch(emails) if emails else []
+        except Exception:
+            log.warning("the sender raised; its batch is marked unknown", exc_info=True)
+            return []
 
     def _email(self, campaign: Campaign, step: int, send: DueSend, event: dict[str, Any] | None) -> OutgoingEmail:
         return compose(
@@ -233,7 +333,9 @@ class Tick:
         failed: list[tuple[DueSend, str | None]] = []
         invalid = []
         for result in results:
-            send = sends[result.send_id]
+            send = sends.get(result.send_id)
+            if send is None:  # a result for a send not in this batch: nothing to record
+                continue
             attempts = send.attempts + 1  # including the one just made (the claim counted it)
             if result.ok:
                 sent.append((send, result.message_id))
@@ -252,18 +354,27 @@ class Tick:
         ledger.mark_failed(connection, failed, self.now)
         ledger.suppress_invalid(connection, invalid, self.now)
 
-    def _plan(self, campaign: Campaign, send: DueSend, decision: Decision) -> None:
+    def _plan(
+        self, campaign: Campaign, send: DueSend, action: str, reason: str | None = None, until: datetime | None = None
+    ) -> None:
         self.report.planned.append(
             {
                 "campaign": campaign.name,
                 "step": send.step,
                 "customer": send.external_id,
                 "email": campaign.recipient or send.email,
-                "action": decision.action,
-                "reason": decision.reason,
-                "until": decision.until.isoformat() if decision.until else None,
+                "action": action,
+                "reason": reason,
+                "until": until.isoformat() if until else None,
             }
         )
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a reason a person can read: a located problem as it is, else its kind and text."""
+    if isinstance(exc, ProblemsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _backoff(attempt: int, retry_after: float | None) -> timedelta:

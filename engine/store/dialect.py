@@ -7,17 +7,19 @@ The rest of the engine asks these functions, by what differs, rather than the da
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Integer, Table, event, func, literal, select, text
+from sqlalchemy import Boolean, ColumnElement, Integer, Table, event, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -53,6 +55,12 @@ class _SQLiteCompiler(SQLiteCompiler):
         return left + " CROSS JOIN " + text.removeprefix(left).removeprefix(" JOIN ")
 
 
+# The store writes only JSON that both databases (and SQLite's json_extract) read back: NaN and
+# Infinity, which Python's json module writes by default, fail the write that brings them.
+JSON_SERIALIZER = partial(json.dumps, allow_nan=False)
+# SQLite's words for an error in the data read, not in reaching the database.
+SQLITE_DATA_ERRORS = ("malformed json", "json cannot hold blob")
+
 # As much of a SQLite file as SQLite will map (it caps this at its compile-time limit, 2 GB by default).
 SQLITE_MMAP_SIZE = 1 << 40
 
@@ -64,7 +72,11 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
     `lock_timeout` is how many seconds SQLite waits for the write lock before it gives up.
     SQLite reads through a memory map, so that index probes (the report's) cost no system call."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": lock_timeout, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": lock_timeout, "check_same_thread": False},
+            json_serializer=JSON_SERIALIZER,
+        )
         engine.dialect.statement_compiler = _SQLiteCompiler
 
         @event.listens_for(engine, "connect")
@@ -85,7 +97,7 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
             driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=JSON_SERIALIZER)
 
 
 def insert_new(connection: Connection, table: Table, conflict: list[str]) -> postgresql.Insert | sqlite.Insert:
@@ -131,6 +143,19 @@ def lock_taken(error: Exception) -> bool:
     return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
 
 
+def unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be used now (down, unreachable, locked, out of
+    space), so the work is worth trying again later, rather than a bug or bad data it read, which
+    retrying would only repeat."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    return isinstance(error, OperationalError) and not any(
+        words in str(error.orig).lower() for words in SQLITE_DATA_ERRORS
+    )
+
+
 def on_event_loop(engine: Engine) -> bool:
     """Whether short store work is quicker done right on the web server's event loop than handed to
     a worker thread: SQLite works on a local file, and in WAL mode a read never waits for a writer.
@@ -162,6 +187,49 @@ def plan_for_index_probes(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL random_page_cost = 1.1"))
         connection.execute(text("SET LOCAL jit = off"))
+
+
+class read_json(FunctionElement[Any]):
+    """`value`, read from the JSON column `column`, as the database's JSON functions can. SQLite
+    keeps JSON as text, and a row written before the store refused NaN (`JSON_SERIALIZER`) holds
+    text its json_extract calls malformed, failing the whole statement: there the value reads as
+    NULL instead, so the row matches no condition and fails nothing but itself. PostgreSQL never
+    stores such a value, and reads `value` as it is."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any, value: ColumnElement[Any]):
+        super().__init__(column, value)
+        self.type = value.type
+
+
+@compiles(read_json)
+def _read_json(element: read_json, compiler: SQLCompiler, **kw: Any) -> str:
+    _, value = element.clauses
+    return compiler.process(value, **kw)
+
+
+@compiles(read_json, "sqlite")
+def _read_json_sqlite(element: read_json, compiler: SQLCompiler, **kw: Any) -> str:
+    column, value = element.clauses
+    return f"(CASE WHEN json_valid({compiler.process(column, **kw)}) THEN {compiler.process(value, **kw)} END)"
+
+
+class json_valid(FunctionElement[bool]):
+    """Whether a JSON column's value is one the database's JSON functions read (see read_json)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(json_valid)
+def _json_valid(element: json_valid, compiler: SQLCompiler, **kw: Any) -> str:
+    return "true"
+
+
+@compiles(json_valid, "sqlite")
+def _json_valid_sqlite(element: json_valid, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_valid({compiler.process(element.clauses, **kw)})"
 
 
 class shifted(FunctionElement[datetime]):
