@@ -5,8 +5,6 @@ request stores nothing twice."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -14,6 +12,7 @@ from starlette.routing import Route
 
 from engine.clock import utcnow
 from engine.customers.importing import Importer
+from engine.web.bodies import item_problem, parse_json
 from engine.web.security import bearer_ok
 from engine.web.services import services
 
@@ -32,22 +31,22 @@ async def ingest(request: Request, kind: str) -> JSONResponse:
         raise HTTPException(
             401, "a valid 'Authorization: Bearer KEY' header is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    try:
-        body = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+    body = parse_json(await request.body())
     records = body if isinstance(body, list) else [body]
+    unreadable = {i: why for i, r in enumerate(records) if (why := item_problem(kind, r, s.config.timezone))}
+    # an unreadable item reaches the importer as a non-object, so it refuses the list and still
+    # names the other bad items; the reason given for it is ours
+    checked = [None if i in unreadable else r for i, r in enumerate(records)]
     importer = Importer(s.engine, s.config, utcnow(), source="api")
-    result = await s.run(importer.all_or_nothing, kind, records, f"/api/{kind}")
+    result = await s.run(importer.all_or_nothing, kind, checked, f"/api/{kind}")
     if result.problems:
-        return JSONResponse(
-            {
-                "error": f"nothing stored: {len(result.problems)} bad items",
-                "items": [{"index": p.line, "reason": p.message} for p in result.problems],
-            },
-            status_code=422,
-        )
+        reasons = {p.line: p.message for p in result.problems} | unreadable
+        return refused([{"index": index, "reason": reasons[index]} for index in sorted(reasons)])
     return JSONResponse({"stored": result.stored, "skipped": result.skipped})
+
+
+def refused(items: list[dict[str, object]]) -> JSONResponse:
+    return JSONResponse({"error": f"nothing stored: {len(items)} bad items", "items": items}, status_code=422)
 
 
 routes = [Route("/api/customers", customers, methods=["POST"]), Route("/api/events", events, methods=["POST"])]

@@ -15,7 +15,7 @@ from engine.customers.preferences import Preferences
 from engine.mail.links import Links
 from engine.store import schema
 from engine.web import api, dashboard, ops, pages, webhooks
-from engine.web.security import BodyLimit, Csrf, SecurityHeaders
+from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
 from engine.web.writes import GroupCommit
 
@@ -53,7 +53,12 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             *dashboard.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
-        middleware=[Middleware(ops.RequestMetrics), Middleware(SecurityHeaders), Middleware(BodyLimit)],
+        middleware=[
+            Middleware(ops.RequestMetrics),
+            Middleware(SecurityHeaders),
+            Middleware(KnownMethods),
+            Middleware(BodyLimit),
+        ],
         # Starlette types a handler as taking any Exception, not the class it is registered for
         exception_handlers={HTTPException: pages.http_error},  # type: ignore[dict-item]
     )

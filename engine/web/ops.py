@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
+from engine.web.security import METHODS
 from engine.web.services import services
 
 HTTP_SECONDS = Histogram(
@@ -27,7 +28,8 @@ HTTP_SECONDS = Histogram(
 
 class RequestMetrics:
     """Times every request under its route's pattern (`/preferences/{token}`), never the
-    concrete path: tokens must not become label values."""
+    concrete path: tokens must not become label values. So that no client can grow the labels
+    without bound, a method outside METHODS is "other" and a path no route matches "unmatched"."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -49,7 +51,8 @@ class RequestMetrics:
             await self.app(scope, receive, remember_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            HTTP_SECONDS.labels(route, method, str(status)).observe(time.perf_counter() - started)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -65,7 +68,8 @@ def _ping(connection: Connection) -> None:
     connection.execute(text("SELECT 1"))
 
 
-async def metrics(request: Request) -> Response:
+def metrics(request: Request) -> Response:
+    """Written in a worker thread (a plain function), so that a scrape never holds up the event loop."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

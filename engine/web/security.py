@@ -34,9 +34,15 @@ API_BODY_LIMIT = 5 * 1024 * 1024  # a batch of thousands of events, or a SendGri
 PAGE_BODY_LIMIT = 16 * 1024  # a preference form is a few hundred bytes
 
 
+# The methods the service answers; any other gets 405 before routing, and is "other" in metrics.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class SecurityHeaders:
     """Adds HEADERS to every response, HSTS over https, and `Cache-Control: no-store` unless the
-    response set its own: pages reached by a personal link must not be cached."""
+    response set its own: pages reached by a personal link must not be cached. An error nothing
+    handled (a bug) is answered here, as a bare 500 with the same headers and no traceback, then
+    raised on for the server to log."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -46,8 +52,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in HEADERS if h[0] not in present)
@@ -58,7 +68,27 @@ class SecurityHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except Exception:
+            if not started:
+                await PlainTextResponse("internal error\n", status_code=500)(scope, receive, with_headers)
+            raise
+
+
+class KnownMethods:
+    """Refuses a method outside METHODS with 405, so a made-up method reaches no route."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in METHODS:
+            allow = ", ".join(sorted(METHODS))
+            response = PlainTextResponse("method not allowed\n", status_code=405, headers={"Allow": allow})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def body_limit_for(path: str) -> int:

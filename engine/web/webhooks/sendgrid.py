@@ -9,8 +9,8 @@ arguments as top-level fields of the event), and is known again by its `sg_event
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,12 +21,14 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from engine.config.settings import Config
 from engine.delivery.events import EventType, ProviderEvent, RejectReason
 from engine.errors import ConfigError, Problem
+from engine.web.bodies import BadJson, loads
 from engine.web.services import Services
 from engine.web.webhooks.flow import BadPost
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 MAX_AGE = 300  # seconds, either way, between SendGrid's timestamp and our clock
+STAMP = re.compile(r"[0-9]{1,12}")  # unix seconds; no 400-digit (or non-ASCII) number reaches int()
 
 # SendGrid's events that are recorded; the others (processed, deferred, group unsubscribes, ...) are not.
 TYPES = {
@@ -73,7 +75,7 @@ def verifier(config: Config) -> EventWebhook | None:
 
 def signed(webhook: EventWebhook | None, body: bytes, signature: str | None, timestamp: str | None, now: float) -> bool:
     """A fresh post signed by SendGrid's key."""
-    if webhook is None or not signature or not timestamp or not timestamp.isdigit():
+    if webhook is None or not signature or not timestamp or not STAMP.fullmatch(timestamp):
         return False
     if abs(now - int(timestamp)) > MAX_AGE:
         return False
@@ -90,9 +92,9 @@ def verify(s: Services, headers: Mapping[str, str], body: bytes) -> bool:
 def parse(body: bytes) -> list[ProviderEvent]:
     """The post's recorded events, in order."""
     try:
-        events = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BadPost(f"the body is not valid JSON: {exc}") from None
+        events = loads(body)
+    except BadJson as exc:
+        raise BadPost(str(exc)) from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise BadPost("the body must be a list of event objects")
     return [parsed for event in events if (parsed := parse_event(event))]
