@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ CRLF = "\r\n"
 BOUNDARY_PREFIX = "=_lifecycle_"
 MAX_LINE = 998  # RFC 5322: a longer header line must be folded
 HIGH_BYTES = bytes(range(128, 256))
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -49,8 +51,10 @@ class OutgoingEmail:
 
 
 def one_line(value: str) -> str:
-    """No raw newline from data reaches a header: CR, LF and other breaks fold to a space."""
-    return " ".join(str(value).split())
+    """No raw newline or control character from data reaches a header: CR, LF and other breaks
+    fold to a space, and so do NUL, ESC, DEL and the C1 controls (which a terminal or a mail client
+    may act on)."""
+    return " ".join(CONTROL.sub(" ", str(value)).split())
 
 
 def header(name: str, value: str) -> str:

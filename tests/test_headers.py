@@ -1,0 +1,42 @@
+"""Text from customers never reaches a message header raw: line breaks, NUL, ESC, DEL and the other
+control characters fold to a space in the recipient's name, the address and the subject."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_rendering import message_for
+
+from engine.mail.message import one_line
+from engine.mail.rendering import RenderedEmail
+
+CONTROLS = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Ann\x00Lee", "Ann Lee"),
+        ("Ann\x1b[2J\x1b]0;owned\x07Lee", "Ann [2J ]0;owned Lee"),
+        ("Ann\x7f\x85\x9bLee", "Ann Lee"),
+        ("Ann\r\nBcc: x@example.com", "Ann Bcc: x@example.com"),
+        ("  Ann \u2028 Lee\t", "Ann Lee"),
+        ("آن لي", "آن لي"),
+    ],
+)
+def test_one_line_folds_every_control_character_to_a_space(text, expected):
+    assert one_line(text) == expected
+
+
+@pytest.mark.parametrize("field", ["to_name", "subject"])
+def test_no_control_character_from_data_reaches_the_header_bytes(project, field):
+    evil = "Eve" + CONTROLS + "Bcc: victim@example.com"
+    rendered = RenderedEmail(evil if field == "subject" else "Hello", "<p>x</p>", "x")
+    email, message = message_for(project, rendered, **({"to_name": evil} if field == "to_name" else {}))
+    head = email.raw.partition(b"\r\n\r\n")[0]
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", head.replace(b"\r\n", b""))
+    assert message["Bcc"] is None and not message.defects
+    shown = message["To"].addresses[0].display_name if field == "to_name" else str(message["Subject"])
+    assert shown == "Eve Bcc: victim@example.com"
+    assert not re.search("[\x00-\x1f\x7f-\x9f]", email.subject + (email.to_name or ""))
