@@ -64,6 +64,18 @@ class DataModel(BaseModel):
         return self.events.get(event, {}).get(name)
 
 
+# The core customer fields, typed like declared attributes (conditions may test them).
+CORE_TYPES = {
+    "email": Declared(type=FieldType.STRING),
+    "first_name": Declared(type=FieldType.STRING),
+    "last_name": Declared(type=FieldType.STRING),
+    "locale": Declared(type=FieldType.STRING),
+    "timezone": Declared(type=FieldType.STRING),
+    "created_at": Declared(type=FieldType.DATETIME),
+    "confirmed_at": Declared(type=FieldType.DATETIME),
+}
+
+
 NAMES = {
     FieldType.STRING: "a string",
     FieldType.NUMBER: "a number",
@@ -153,6 +165,8 @@ def _date(value: Any, _tz: str) -> str:
 
 
 def _datetime(value: Any, timezone: str) -> str:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
     if isinstance(value, datetime):
         return iso(value if value.tzinfo else value.replace(tzinfo=ZoneInfo(timezone)))
     if not isinstance(value, str) or len(value.strip()) < 10:
