@@ -21,6 +21,7 @@ from engine.campaigns.language import Campaign, Variant, load_campaigns
 from engine.config.settings import Config, load_config
 from engine.config.source import KeyPath, Located, load_located
 from engine.errors import Problem, ProblemsError, TemplateError, display_path
+from engine.mail.mjml_elements import mjml_problems
 from engine.mail.rendering import Renderer, did_you_mean, template_context
 from engine.mail.samples import CUSTOMER_FIELDS, EVENT_FIELDS, Samples, build_samples
 
@@ -69,6 +70,7 @@ class _Checker:
         self.config, self.campaigns, self.now = config, campaigns, now
         self.renderer = Renderer(config)
         self.parsed: dict[str, nodes.Template | None] = {}
+        self.mjml: dict[str, list[Problem]] = {}
         self.problems: dict[tuple[str, int], list[Problem]] = {}
         uses = {c.name: list(self._campaign_uses(c)) for c in campaigns}
         attributes = {name for used in uses.values() for on, name, *_ in used if on == "customer"}
@@ -105,6 +107,8 @@ class _Checker:
         for locale in self.config.locales:
             for file in self._files(content.template, locale):
                 for problem in self._unknown_names(campaign, self._uses_in(file), self.renderer.source_path(file)):
+                    self._add(problem, first=True)
+                for problem in self._mjml(file):
                     self._add(problem, first=True)
             key = self._subject_key(content.subject, locale)
             what = "subject" if key is None else f"subject ({key})"
@@ -174,6 +178,18 @@ class _Checker:
                     if isinstance(target, nodes.Const) and isinstance(target.value, str):
                         names.append(target.value)
         return seen
+
+    def _mjml(self, name: str) -> list[Problem]:
+        """Unknown MJML elements and attributes of one file, found once per file."""
+        if name not in self.mjml:
+            try:
+                source = (self.renderer.folder / name).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                source = ""
+            self.mjml[name] = (
+                list(mjml_problems(source, self.renderer.source_path(name))) if name.endswith(".mjml") else []
+            )
+        return self.mjml[name]
 
     def _parse(self, name: str) -> nodes.Template | None:
         """A template file's syntax tree; None when it does not parse (rendering reports that)."""
