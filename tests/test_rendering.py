@@ -18,7 +18,6 @@ from mjml import mjml2html
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
-from engine.customers.demo_data import sample_customers
 from engine.errors import TemplateError
 from engine.mail.message import build_email
 from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context

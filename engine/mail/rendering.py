@@ -120,8 +120,8 @@ def _filter(kind: str) -> Callable[[Filter], Filter]:
                 value._fail_with_undefined_error()
             try:
                 return function(ctx, value, *args)
-            except Exception as exc:  # babel raises many kinds (decimal's InvalidOperation, UnknownLocaleError, ...)
-                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}: {exc}") from None
+            except Exception:  # babel raises many kinds (decimal's InvalidOperation, UnknownLocaleError, ...)
+                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}") from None
 
         return apply
 
