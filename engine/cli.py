@@ -93,9 +93,11 @@ def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check config, every campaign and every template."""
-    from engine.mail.validation import validate_all
+    from engine.mail.validation import names_note, validate_all
 
     loaded, campaigns, problems = validate_all(config)
+    if loaded is not None and (note := names_note(loaded)):
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
     if problems or loaded is None:
         fail(ProblemsError(problems))
     out.print(f"ok: config, {len(campaigns)} campaigns and their templates in {len(loaded.locales)} locales")

@@ -18,11 +18,11 @@ from mjml import mjml2html
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
-from engine.customers.demo_data import sample_customers
 from engine.errors import TemplateError
 from engine.mail.message import build_email
 from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context
-from engine.mail.validation import _sample_customer, sample_event
+from engine.mail.samples import build_samples
+from engine.mail.validation import sample_event
 
 LINKS = {
     "preferences": "https://shop.example/preferences/P1",
@@ -80,8 +80,7 @@ def test_every_shipped_template_renders_as_the_slow_way(monkeypatch, campaign_na
     monkeypatch.setenv("LIFECYCLE_SECRET", "test-secret")
     config = load_config(REPO / "config.yaml")
     campaign = next(c for c in load_campaigns(config) if c.name == campaign_name)
-    people = sample_customers(NOW, count=40)
-    person, event = _sample_customer(people, locale), sample_event(campaign)
+    person, event = build_samples(config, NOW).customer(locale), sample_event(campaign, config)
     if data == "bare":  # no name, no favourite product, an event with only what alerts need: the other branches
         person = {key: value for key, value in person.items() if key != "favourite_product"} | {"first_name": None}
         event = event and {"name": event["name"], "at": event["at"], "properties": {"score": 3}}

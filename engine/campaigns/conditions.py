@@ -4,7 +4,7 @@ audience is selected set-wise in the database rather than customer by customer i
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import partial
 from typing import Any
 
@@ -14,20 +14,12 @@ from sqlmodel import col
 
 from engine.campaigns.language import Comparison, Condition
 from engine.campaigns.measures import Measures
+from engine.config.datamodel import iso
 from engine.config.settings import Config
 from engine.store.dialect import read_json
 from engine.store.tables import Customer, Event, Subscription
 
 CORE_FIELDS = {"email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at"}
-
-
-def iso(value: datetime | date) -> str:
-    """The one text form of dates kept in JSON attributes, so that text order is time order."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value.isoformat()
 
 
 class ConditionCompiler:

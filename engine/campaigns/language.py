@@ -9,6 +9,7 @@ from typing import Any, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from engine.campaigns.typecheck import condition_type_problems
 from engine.config.durations import Duration, parse_duration
 from engine.config.settings import Config, TimeWindow
 from engine.config.source import load_located
@@ -318,4 +319,5 @@ def load_campaign(path: Path, config: Config, display: str | None = None) -> tup
         "source": located.file,
         "name_position": located.positions.get(("name",), (1, 1)),
     }
-    return located.validate(Campaign, context={"topics": set(config.topics)})
+    campaign, problems = located.validate(Campaign, context={"topics": set(config.topics)})
+    return campaign, problems + (condition_type_problems(located, config.data_model) if campaign else [])

@@ -1,13 +1,20 @@
 """Import customers and events from CSV or JSONL files, or from lists of records (the API).
 
-Every record is checked first; the good ones are stored in batches, the bad ones are listed
-with their line and none of their data is stored.
+Every record is checked first: a value of a declared attribute or property (config.yaml's
+`attributes:` and `events:`) must fit its type, an undeclared one is typed by its look, and a
+number that is not finite, a NUL character or text that is not Unicode is refused anywhere.
+
+A file is imported row by row: the good rows are stored (in batches), the bad ones are listed
+with their line and nothing of them is stored, and a bad row never stops the rows after it. A file
+that is not UTF-8 is refused whole before anything is stored. The API's import is all-or-nothing
+(`Importer.all_or_nothing`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -18,11 +25,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError
 
-from engine.campaigns.conditions import iso
 from engine.clock import parse_instant, utcnow
+from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
-from engine.errors import Problem
+from engine.errors import Problem, ProblemsError
 from engine.store.dialect import insert_rows_new
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
@@ -55,8 +63,34 @@ class _Refused(Exception):
     """Rolls back an all-or-nothing import once a record is found bad while storing."""
 
 
+# The spellings of non-finite numbers in JSON, JavaScript and Python: refused, not read as text.
+NON_FINITE = {"NaN", "nan", "Infinity", "-Infinity", "+Infinity", "inf", "-inf", "+inf"}
+
+
+def check_utf8(path: Path) -> None:
+    """Refuse a file in another encoding (a Latin-1 CSV) before anything of it is stored: one
+    located problem, not a traceback halfway through."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemsError(
+                    [
+                        Problem(
+                            str(path),
+                            number,
+                            exc.start + 1,
+                            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02X} cannot be read): "
+                            "save it as UTF-8 and import it again",
+                        )
+                    ]
+                ) from None
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRecord]]:
     """(line, record) for each record of a CSV or JSONL file; a malformed line yields BadRecord."""
+    check_utf8(path)
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -85,6 +119,8 @@ def typed(value: Any) -> Any:
     text = value.strip()
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if text in NON_FINITE:
+        raise BadRecord(f"'{text}' is not a finite number")
     for kind in (int, float):
         try:
             return kind(text)
@@ -133,20 +169,58 @@ def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dic
         if record.get(name):
             try:
                 clean[name] = parse_instant(str(record[name]), config.timezone)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 raise BadRecord(f"{name}: {exc}") from None
+    if not isinstance(record.get("topics") or {}, dict):
+        raise BadRecord("'topics' must be an object of topic: true or false")
     topics = dict(record.get("topics") or {})
     topics.update({k.split(":", 1)[1]: v for k, v in record.items() if k.startswith("topic:")})
     unknown = [t for t in topics if t not in config.topics]
     if unknown:
         raise BadRecord(f"topic '{unknown[0]}' is not declared under topics: in config.yaml")
     clean["topics"] = {t: _boolean(v, f"topic:{t}") for t, v in topics.items()}
-    clean["attributes"] = {
-        k: typed(v) for k, v in record.items() if k not in CORE and not k.startswith("topic:") and k != "attributes"
-    }
+    attributes = {k: v for k, v in record.items() if k not in CORE and not k.startswith("topic:") and k != "attributes"}
     if isinstance(record.get("attributes"), dict):
-        clean["attributes"].update({k: typed(v) for k, v in record["attributes"].items()})
+        attributes.update(record["attributes"])
+    model = config.data_model
+    clean["attributes"] = {k: _value(k, v, model.attribute(k), config.timezone) for k, v in attributes.items()}
     return clean
+
+
+def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> Any:
+    """A value of an attribute or property: converted to its declared type, else typed by its look."""
+    if value is None:
+        return None
+    if declared is None:
+        try:
+            return typed(value)
+        except BadRecord as exc:
+            raise BadRecord(f"{name}: {exc}") from None
+    try:
+        return convert(declared, value, timezone)
+    except ValueError as exc:
+        raise BadRecord(f"{name} is declared {declared.type.value} in config.yaml: {exc}") from None
+
+
+def check_storable(value: Any, where: str = "") -> None:
+    """Refuse what the store could not write or read back: a number that is not finite (NaN,
+    Infinity), a NUL character, text that is not Unicode (a lone surrogate)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRecord(f"{where or 'a value'}: {value} is not a finite number")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRecord(f"{where or 'a value'}: text may not contain a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRecord(f"{where or 'a value'}: text that is not valid Unicode") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, where)
+            check_storable(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_storable(item, f"{where}[{index}]")
 
 
 def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
@@ -160,11 +234,16 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
         raise BadRecord("'at' is required")
     try:
         at = parse_instant(str(record["at"]), config.timezone)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadRecord(f"at: {exc}") from None
     properties = record.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
+    model = config.data_model
+    properties = {
+        k: v if (declared := model.event_property(name, k)) is None else _value(k, v, declared, config.timezone)
+        for k, v in properties.items()
+    }
     uid = record.get("id")
     return {
         "uid": str(uid) if uid is not None else None,
@@ -207,9 +286,7 @@ class Importer:
         result, batch = ImportResult(), []
         for index, record in enumerate(records):
             try:
-                if not isinstance(record, dict):
-                    raise BadRecord("each item must be a JSON object")
-                batch.append((index, clean(record)))
+                batch.append((index, _checked(clean, record)))
             except BadRecord as exc:
                 result.problems.append(Problem(label, index, 1, str(exc)))
         if result.problems or not batch:
@@ -229,11 +306,7 @@ class Importer:
         result, batch = ImportResult(), []
         for line, record in records:
             try:
-                if isinstance(record, BadRecord):
-                    raise record
-                if not isinstance(record, dict):
-                    raise BadRecord("each record must be an object")
-                batch.append((line, clean(record)))
+                batch.append((line, _checked(clean, record)))
             except BadRecord as exc:
                 result.problems.append(Problem(label, line, 1, str(exc)))
             if len(batch) >= BATCH:
@@ -244,8 +317,21 @@ class Importer:
         return result
 
     def _flush(self, store: Store, batch: Batch, label: str, result: ImportResult, progress: Progress) -> None:
-        with self.engine.begin() as connection:
-            store(connection, batch, label, result)
+        """Store a batch in one transaction; should the database refuse it, store its rows one by
+        one, so that the row it refuses is listed and the others are stored."""
+        before = (result.stored, result.skipped, len(result.problems))
+        try:
+            with self.engine.begin() as connection:
+                store(connection, batch, label, result)
+        except (DataError, IntegrityError):
+            result.stored, result.skipped = before[:2]
+            del result.problems[before[2] :]
+            for line, row in batch:
+                try:
+                    with self.engine.begin() as connection:
+                        store(connection, [(line, row)], label, result)
+                except (DataError, IntegrityError) as exc:
+                    result.problems.append(Problem(label, line, 1, f"the database refused this row: {exc.orig}"))
         if progress:
             progress(len(batch))
 
@@ -343,6 +429,21 @@ class Importer:
             stored += len(without)
         result.stored += stored
         result.skipped += len(rows) - stored
+
+
+def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
+    """One record cleaned, or BadRecord with the reason: never another exception."""
+    if isinstance(record, BadRecord):
+        raise record
+    if not isinstance(record, dict):
+        raise BadRecord("each record must be a JSON object")
+    check_storable(record)
+    try:
+        return clean(record)
+    except BadRecord:
+        raise
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise BadRecord(f"cannot read this record: {exc}") from None
 
 
 def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:

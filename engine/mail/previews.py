@@ -56,7 +56,7 @@ def render_preview(
         if row is None:
             raise NotFound(f"no customer with id '{customer_id}'" if customer_id else "the store has no customers yet")
         customer = row._asdict()
-        event = _latest_event(connection, campaign, customer["customer_id"])
+        event = _latest_event(connection, config, campaign, customer["customer_id"])
     return compose(
         config,
         Renderer(config),
@@ -73,7 +73,9 @@ def render_preview(
     )
 
 
-def _latest_event(connection: Connection, campaign: Campaign, customer_id: int) -> Mapping[str, Any] | None:
+def _latest_event(
+    connection: Connection, config: Config, campaign: Campaign, customer_id: int
+) -> Mapping[str, Any] | None:
     """An event trigger's template sees the customer's latest such event, as it would on a send;
     a customer who never had one sees the sample event `validate` uses."""
     if campaign.trigger.event is None:
@@ -84,7 +86,7 @@ def _latest_event(connection: Connection, campaign: Campaign, customer_id: int) 
         .order_by(col(Event.at).desc())
         .limit(1)
     ).first()
-    return row._asdict() if row else sample_event(campaign)
+    return row._asdict() if row else sample_event(campaign, config)
 
 
 def send_test(

@@ -21,8 +21,9 @@ is an MJML error, and a statement split by MJML (half in an attribute it drops) 
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache, wraps
@@ -43,6 +44,7 @@ from jinja2 import (
     TemplateRuntimeError,
     TemplateSyntaxError,
     Undefined,
+    nodes,
     pass_context,
 )
 from jinja2 import TemplateError as JinjaError
@@ -102,11 +104,6 @@ def _as_datetime(value: str | datetime | date) -> datetime | date:
     return value
 
 
-class Sample(str):
-    """A stand-in value for data validation cannot know (an attribute some customers lack):
-    filters pass it through, so `validate` checks the template, not one customer's data."""
-
-
 # A filter as written: the template's context, the value, then the filter's own arguments.
 Filter = Callable[..., str]
 
@@ -121,12 +118,10 @@ def _filter(kind: str) -> Callable[[Filter], Filter]:
         def apply(ctx: Context, value: Any, *args: Any) -> str:
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
-            if isinstance(value, Sample):
-                return value
             try:
                 return function(ctx, value, *args)
-            except (ValueError, TypeError, AttributeError, AssertionError) as exc:
-                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}: {exc}") from None
+            except Exception:  # babel raises many kinds (decimal's InvalidOperation, UnknownLocaleError, ...)
+                raise TemplateRuntimeError(f"the {kind} filter cannot read {value!r}") from None
 
         return apply
 
@@ -160,11 +155,106 @@ def _money_filter(ctx: Context, value: Any, currency: str = "USD") -> str:
     return format_currency(value, currency, locale=_locale(ctx))
 
 
-def _sandbox(loader: BaseLoader, autoescape: bool, **options: Any) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        loader=loader, autoescape=autoescape, undefined=StrictUndefined, auto_reload=True, **options
+# -- the sandbox: data keys first, names suggested, a budget ------------------------------------
+
+# Loop iterations one render may run, all loops together: far beyond any real email, far below a hang.
+LOOP_LIMIT = 10_000
+# The longest string or list `*` may build, and the largest exponent of `**`.
+SIZE_LIMIT = 100_000
+EXPONENT_LIMIT = 100
+
+
+class Fields(dict[str, Any]):
+    """Template data (`customer`, `event`, `event.properties`) that knows its own name, so that a
+    missing key is reported as `customer.frist_name`, with the names it could have meant."""
+
+    def __init__(self, label: str, data: Mapping[str, Any]) -> None:
+        super().__init__(data)
+        self.label = label
+
+
+class Missing(StrictUndefined):
+    """An undefined name: an error wherever it is used, saying which name and what was meant."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        owner, name = self._undefined_obj, self._undefined_name
+        if not isinstance(owner, Mapping) or not isinstance(name, str):
+            return str(super()._undefined_message)
+        label = owner.label if isinstance(owner, Fields) else "this object"
+        return f"{label}.{name} is undefined{did_you_mean(name, owner)}"
+
+
+def did_you_mean(name: str, known: Iterable[Any], prefix: str = "") -> str:
+    """ " (did you mean first_name?)" for a name close to a known one, else ""."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+class LoopTooLong(TemplateRuntimeError):
+    def __init__(self) -> None:
+        super().__init__(f"loop too long: more than {LOOP_LIMIT} iterations")
+
+
+def _bounded_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > LOOP_LIMIT:
+        raise LoopTooLong
+    return numbers
+
+
+@pass_context
+def _loop_budget(ctx: Context, iterable: Any) -> Iterator[Any]:
+    """Every `{% for %}` iterates through here (Sandbox._parse): one count for the whole render."""
+    spent: list[int] = ctx.__dict__.setdefault("loop_iterations", [0])
+    for item in iterable:
+        spent[0] += 1
+        if spent[0] > LOOP_LIMIT:
+            raise LoopTooLong
+        yield item
+
+
+class Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox templates run in. A key of template data wins over a dict method of the same
+    name (`event.properties.items` is the property); every loop counts against one budget per
+    render and `*`/`**` cannot build giant values, so no template can hang a tick."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > EXPONENT_LIMIT:
+            raise TemplateRuntimeError(f"number too large: an exponent above {EXPONENT_LIMIT}")
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                if isinstance(sized, (str, list, tuple)) and isinstance(count, int) and len(sized) * count > SIZE_LIMIT:
+                    raise TemplateRuntimeError(f"value too large: more than {SIZE_LIMIT} characters or items")
+        return super().call_binop(context, operator, left, right)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "loop_budget", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+
+def _sandbox(loader: BaseLoader, autoescape: bool, **options: Any) -> Sandbox:
+    env = Sandbox(loader=loader, autoescape=autoescape, undefined=Missing, auto_reload=True, **options)
+    env.filters.update(
+        date=_date_filter,
+        datetime=_datetime_filter,
+        number=_number_filter,
+        money=_money_filter,
+        loop_budget=_loop_budget,
     )
-    env.filters.update(date=_date_filter, datetime=_datetime_filter, number=_number_filter, money=_money_filter)
+    env.globals["range"] = _bounded_range
+    env.globals.pop("lipsum", None)
     return env
 
 
@@ -307,18 +397,29 @@ class Renderer:
         return subject.get(locale) or subject.get(self.config.default_locale) or next(iter(subject.values()))
 
     def render(self, template: str, subject: Subject, context: dict[str, Any]) -> RenderedEmail:
-        """Raise TemplateError (located) on any problem, so a broken template never sends a blank."""
+        """Raise TemplateError (located) on any problem, so a broken template never sends a blank.
+        Rendering raises nothing else: whatever the data, a failure is this email's TemplateError."""
+        html, text = self.body(template, context)
+        locale = context.get("locale") or self.config.default_locale
+        subject_text = self.subject(self.subject_source(subject, locale), context, f"subject of {template}")
+        return RenderedEmail(subject=subject_text, html="".join(html), text=text, html_pieces=html)
+
+    def body(self, template: str, context: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+        """The HTML (in pieces) and the plain text of a template for one context."""
         locale = context.get("locale") or self.config.default_locale
         mjml_name, text_name = self._files(template, locale)
         compiled = self.compile(mjml_name)
         html = self._run(compiled.html, mjml_name, context)
-        subject_text = self._render_string(self.subject_source(subject, locale), context, f"subject of {template}")
         text = (
             self._render_file(self.plain, text_name, context)
             if text_name
             else re.sub(r"\n{3,}", "\n\n", "".join(self._run(compiled.text, mjml_name, context))).strip() + "\n"
         )
-        return RenderedEmail(subject=" ".join(subject_text.split()), html="".join(html), text=text, html_pieces=html)
+        return html, text
+
+    def subject(self, source: str, context: dict[str, Any], what: str) -> str:
+        """One subject line; a problem is reported as the line of `what` (a Jinja string has no file)."""
+        return " ".join(self._render_string(source, context, what).split())
 
     def _files(self, template: str, locale: str) -> tuple[str, str | None]:
         """The MJML and text files of (template, locale), looked up once per Renderer (a tick)."""
@@ -354,7 +455,7 @@ class Renderer:
             html = mjml2html(mjml, disable_comments=True)
         except Exception as exc:  # mrml reports its own error type
             raise TemplateError(
-                [Problem(self._path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]
+                [Problem(self.source_path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]
             ) from None
         text = self._text_maker.handle(uncommented(html))
         try:
@@ -367,7 +468,7 @@ class Renderer:
             raise TemplateError(
                 [
                     Problem(
-                        self._path(name),
+                        self.source_path(name),
                         1,
                         1,
                         f"MJML dropped or moved part of a Jinja statement ({exc.message}){HOLDING_BACK_HINT}",
@@ -385,31 +486,36 @@ class Renderer:
         names the file and line the author wrote."""
         try:
             return tuple(template.generate(context))
-        except JinjaError as exc:
+        except Exception as exc:  # a template on a customer's data may fail in any way: that email fails
             self._render_file(self.markup, name, context)
             raise self._error(exc, name) from None
 
     def _render_file(self, env: Environment, name: str, context: dict[str, Any]) -> str:
         try:
             return env.get_template(name).render(context)
-        except JinjaError as exc:
+        except Exception as exc:
             raise self._error(exc, name) from None
 
-    def _error(self, exc: JinjaError, name: str) -> TemplateError:
+    def _error(self, exc: Exception, name: str) -> TemplateError:
         """A Jinja error as a problem located in the file the author wrote."""
         if isinstance(exc, TemplateNotFound):
-            return TemplateError([Problem(self._path(name), 1, 1, f"includes '{exc.name}', which does not exist")])
+            return TemplateError(
+                [Problem(self.source_path(name), 1, 1, f"includes '{exc.name}', which does not exist")]
+            )
         if isinstance(exc, TemplateSyntaxError):
-            return TemplateError([Problem(self._path(exc.name or name), exc.lineno or 1, 1, exc.message or str(exc))])
-        return TemplateError([Problem(self._path(name), _line_of(exc, name), 1, str(exc))])
+            return TemplateError(
+                [Problem(self.source_path(exc.name or name), exc.lineno or 1, 1, exc.message or str(exc))]
+            )
+        return TemplateError([Problem(self.source_path(name), _line_of(exc, name), 1, _reason(exc))])
 
     def _render_string(self, source: str, context: dict[str, Any], what: str) -> str:
         try:
             return _compiled_string(self.plain, source).render(context)
-        except JinjaError as exc:
-            raise TemplateError([Problem(what, getattr(exc, "lineno", 1) or 1, 1, str(exc))]) from None
+        except Exception as exc:
+            line = exc.lineno if isinstance(exc, TemplateSyntaxError) else _line_of(exc, "<template>")
+            raise TemplateError([Problem(what, line or 1, 1, _reason(exc))]) from None
 
-    def _path(self, name: str) -> str:
+    def source_path(self, name: str) -> str:
         """A template as the marketer knows it: relative to the project, like campaign files."""
         return display_path(self.folder / name, self.config.root)
 
@@ -417,7 +523,7 @@ class Renderer:
 @lru_cache(maxsize=16)
 def _shared(
     folder: Path,
-) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment, dict[tuple[str, str], CompiledEmail]]:
+) -> tuple[Sandbox, Sandbox, dict[tuple[str, str], CompiledEmail]]:
     """One markup and one plain environment and one compiled cache per template folder, shared by
     every Renderer of the process: a daemon compiles each file once, not once per tick."""
     files = FileSystemLoader(str(folder))
@@ -427,6 +533,14 @@ def _shared(
 @lru_cache(maxsize=512)
 def _compiled_string(env: Environment, source: str) -> Template:
     return env.from_string(source)
+
+
+def _reason(exc: Exception) -> str:
+    """Jinja's own words for its errors; for anything else (a comparison of text with a number,
+    a division by zero) what failed, since the author never wrote the Python it comes from."""
+    if isinstance(exc, (JinjaError, TemplateError)):
+        return str(exc)
+    return f"cannot compute this with the data given ({type(exc).__name__}: {exc})"
 
 
 def _line_of(exc: Exception, name: str) -> int:
@@ -451,8 +565,10 @@ def template_context(
     requested: str | None = customer.get("locale")
     locale = requested if requested in config.locales else config.default_locale
     return {
-        "customer": customer,
-        "event": event,
+        "customer": Fields("customer", customer),
+        "event": None
+        if event is None
+        else Fields("event", {**event, "properties": Fields("event.properties", event.get("properties") or {})}),
         "campaign": {
             "name": campaign.name,
             "description": campaign.description,
