@@ -182,13 +182,16 @@ def test_the_api_types_by_the_declarations_and_refuses_nan(project, monkeypatch)
     client = TestClient(create_app(load_config(project.root / "config.yaml")))
     headers = {"Authorization": "Bearer k"}
     body = '[{"id": "a1", "email": "a1@example.com", "points": "3"}, {"id": "b2", "email": "b2@example.com", '
-    body += '"points": "x"}, {"id": "c3", "email": "c3@example.com", "ratio": NaN}]'
+    body += '"points": "x"}, {"id": "c3", "email": "c3@example.com", "ratio": "NaN"}]'
     response = client.post("/api/customers", content=body, headers=headers)
     assert response.status_code == 422
     assert response.json()["items"] == [
         {"index": 1, "reason": "points is declared integer in config.yaml: expected an integer, not 'x'"},
-        {"index": 2, "reason": "ratio: nan is not a finite number"},
+        {"index": 2, "reason": "ratio is declared number in config.yaml: expected a number, not 'NaN'"},
     ]
+    # A bare NaN is no JSON at all: the whole body is refused before any item is read.
+    bare = client.post("/api/customers", content=body.replace('"NaN"', "NaN"), headers=headers)
+    assert bare.status_code == 400 and "NaN" in bare.text
     ok = client.post(
         "/api/customers", content='{"id": "a1", "email": "a1@example.com", "points": "3"}', headers=headers
     )
