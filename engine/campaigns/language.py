@@ -122,7 +122,10 @@ class Condition(Comparison):
             )
         operators = self.comparison().operators()
         if self.attribute is not None and len(operators) != 1:
-            raise ValueError(f"an attribute condition takes exactly one operator of {', '.join(OPERATORS)}")
+            raise ValueError(
+                f"an attribute condition takes exactly one operator (found {', '.join(operators) or 'none'}): "
+                f"one of {', '.join(OPERATORS)}"
+            )
         if self.attribute is None and operators:
             raise ValueError(f"operators like {next(iter(operators))} go with `attribute:`")
         history = (self.at_least, self.at_most, self.within, self.where)
@@ -148,11 +151,11 @@ def check_topic(topic: str, info: ValidationInfo) -> str:
 
 class Inactivity(Strict):
     event: str | None = None  # none: any event counts as activity
-    for_: Span = Field(alias="for")
+    for_: Span = Field(alias="for", description="how long without the event, like for: 30d")
 
 
 class DateTrigger(Strict):
-    attribute: str
+    attribute: str = Field(description="the customer attribute that holds the date, like attribute: birthday")
     offset: Duration = timedelta(0)
     anniversary: bool = False
 
@@ -287,15 +290,15 @@ class Step(Strict):
 
 
 class ExitRule(Strict):
-    event: str
+    event: str = Field(description="the event that ends the sequence, like - event: purchase")
     where: Where | None = None
 
     _where = field_validator("where", mode="before")(_where)
 
 
 class Goal(Strict):
-    event: str
-    within: Span
+    event: str = Field(description="the event that counts as a conversion, like event: purchase")
+    within: Span = Field(description="how long after a send a conversion counts, like within: 7d")
 
 
 def _percent(value: Any) -> float:
@@ -353,9 +356,9 @@ class Campaign(Strict):
     type: Literal["marketing", "transactional"] = "marketing"
     topic: str | None = Field(None, validate_default=True)
     priority: int = 0
-    trigger: Trigger
+    trigger: Trigger = Field(description="what makes a customer enter, like trigger: {event: signed_up}")
     audience: list[Condition] = []
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, description="the messages to send, each with template: and subject:")
     exit: list[ExitRule] = []
     reentry: Literal["never", "always"] | Duration = "always"
     send_window: TimeWindow | None = None

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _PATTERN = re.compile(r"^\s*(-?\d+)\s*([smhdw])\s*$")
-_WORDS = re.compile(r"^\s*(-?\d+)\s*(sec|second|min|minute|hour|hr|day|week|wk)s?\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"^\s*-?\d+\s*$")
+_WORDS = re.compile(r"^\s*(-?\d*)\s*(sec|second|min|minute|hour|hr|day|week|wk)s?\s*$", re.IGNORECASE)
 
 
 def parse_duration(text: str | int | timedelta) -> timedelta:
@@ -21,15 +22,19 @@ def parse_duration(text: str | int | timedelta) -> timedelta:
         return timedelta(0)
     match = _PATTERN.match(str(text))
     if not match:
-        words = _WORDS.match(str(text))
-        hint = f": write {words[1]}{words[2][0].lower()}" if words else ""
-        raise ValueError(
-            f"'{text}' is not a duration{hint}"
-            if hint
-            else f"'{text}' is not a duration: write a number and a unit, like 30s, 10m, 4h, 7d or 2w"
-        )
+        raise ValueError(_not_a_duration(str(text)))
     amount, unit = match.groups()
     return timedelta(**{_UNITS[unit]: int(amount)})
+
+
+def _not_a_duration(text: str) -> str:
+    """What to write instead of `3 days`, `week` or `30`."""
+    words = _WORDS.match(text)
+    if words:
+        return f"'{text}' is not a duration: write {words[1] or 1}{words[2][0].lower()}"
+    if _NUMBER.match(text):
+        return f"'{text}' has no unit: write it like {text}d (days), {text}h (hours) or {text}m (minutes)"
+    return f"'{text}' is not a duration: write a number and a unit, like 30s, 10m, 4h, 7d or 2w"
 
 
 def format_duration(delta: timedelta) -> str:
@@ -48,7 +53,7 @@ def _not_negative(delta: timedelta) -> timedelta:
 
 def _positive(delta: timedelta) -> timedelta:
     if delta <= timedelta(0):
-        raise ValueError(f"'{format_duration(delta)}' must be longer than 0, like 7d")
+        raise ValueError("must be longer than 0: write one like 7d")
     return delta
 
 

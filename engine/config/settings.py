@@ -129,8 +129,8 @@ class Scheduler(Strict):
 
 
 class Cap(Strict):
-    max: int = Field(gt=0)
-    per: Span
+    max: int = Field(gt=0, description="the most marketing emails per customer, like max: 3")
+    per: Span = Field(description="the period of the cap, like per: 7d")
 
 
 class Limits(Strict):
@@ -180,7 +180,7 @@ class Config(Strict):
     timezone: str = "UTC"
     default_locale: str = "en"
     locales: list[str] = ["en"]
-    from_: Address = Field(alias="from")
+    from_: Address = Field(alias="from", description="the sender, like from: {email: hello@example.com, name: Shop}")
     reply_to: Email | None = None
     brand: Brand = Brand()
     public_url: str = "http://localhost:8000"

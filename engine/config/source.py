@@ -73,7 +73,7 @@ class Located:
 
     def _error(self, model: type[BaseModel], loc: KeyPath, error: ErrorDetails) -> Problem:
         if error["type"] == "missing":
-            return self.problem(loc[:-1], f"'{_dotted(loc)}' is required")
+            return self.problem(loc[:-1], f"'{_dotted(loc)}' is required{_help(model, loc)}")
         if error["type"] == "extra_forbidden":
             return self.key_problem(loc, _unknown_key(model, loc))
         if "[key]" in error["loc"]:
@@ -244,6 +244,15 @@ def _unknown_key(model: type[BaseModel], loc: KeyPath) -> str:
     return f"unknown key '{key}'{where}{hint}"
 
 
+def _help(model: type[BaseModel], loc: KeyPath) -> str:
+    """A required field's description, which says what to write."""
+    for m in _models_at(model, loc[:-1]):
+        field = next((f for n, f in m.model_fields.items() if loc[-1] in (n, f.alias)), None)
+        if field is not None and field.description:
+            return f": {field.description}"
+    return ""
+
+
 def _closest(model: type[BaseModel], loc: KeyPath) -> str | None:
     """The known key closest to the unknown one at the end of `loc`."""
     close = difflib.get_close_matches(str(loc[-1]), _known_keys(model, loc[:-1]), n=1, cutoff=0.6)
@@ -314,11 +323,11 @@ def _message(error: ErrorDetails, loc: KeyPath, text: str | None, keys: list[str
         hint = f": did you mean '{close[0]}'?" if close else ""
         return f"{field}: '{shown}' is not one of {', '.join(choices)}{hint}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{field}: '{shown}' is not a whole number"
+        return f"{field}: '{shown}' is not a whole number: write one like 10"
     if kind in ("float_parsing", "float_type"):
         return f"{field}: '{shown}' is not a number"
     if kind in ("bool_parsing", "bool_type"):
-        return f"{field}: '{shown}' is not true or false"
+        return f"{field}: '{shown}' is not true or false: write one of them"
     if kind in ("greater_than", "greater_than_equal"):
         bound = (error.get("ctx") or {}).get("gt", (error.get("ctx") or {}).get("ge"))
         relation = "more than" if kind == "greater_than" else "at least"
