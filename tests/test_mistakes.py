@@ -10,7 +10,9 @@ import pytest
 from test_bad_input import CONFIG, RECEIPT
 from typer.testing import CliRunner
 
+from engine.campaigns.language import load_campaigns
 from engine.cli import app
+from engine.config.settings import load_config
 
 # trigger: is on line 6, as in the issue's report of `tigger:`.
 CAMPAIGN = """\
@@ -568,6 +570,18 @@ def test_a_broken_yaml_file_does_not_hide_another(project):
         "campaigns/c_dup.yaml:12:1",
         "campaigns/c_dup.yaml:13:1",
     ]
+
+
+def test_a_campaign_knows_where_each_of_its_values_was_written(project):
+    """For problems found after loading (a subject that does not render in one locale): the
+    campaign points at the line of that value, and at line 1 for what the file does not write."""
+    project.campaign(
+        "welcome", CAMPAIGN.replace('    subject: "Welcome"', '    subject:\n      en: Hi\n      ar: "أهلاً"')
+    )
+    (welcome,) = load_campaigns(load_config(project.root / "config.yaml"))
+    assert str(welcome.problem(("steps", 0, "subject", "ar"), "x")) == "campaigns/welcome.yaml:12:11: x"
+    assert str(welcome.problem(("steps", 0, "subject"), "x")) == "campaigns/welcome.yaml:10:5: x"
+    assert str(welcome.problem(("exit",), "x")) == "campaigns/welcome.yaml:1:1: x"
 
 
 # -- the signing secret ------------------------------------------------------------------------

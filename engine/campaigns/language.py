@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -24,7 +25,7 @@ from pydantic import (
 
 from engine.config.durations import Duration, Span, Wait, format_duration, parse_duration
 from engine.config.settings import Config, Email, TimeWindow
-from engine.config.source import load_located
+from engine.config.source import KeyPath, Located, load_located
 from engine.errors import CampaignError, Problem, display_path
 
 STAGES = ("prospect", "current", "loyal", "lost")
@@ -367,8 +368,9 @@ class Campaign(Strict):
     holdout: float = 0.0
     recipient: Email | None = None
     source: str = Field("", exclude=True)
-    # Where the name was written (or line 1 for a name taken from the file's stem).
-    name_position: tuple[int, int] = Field((1, 1), exclude=True)
+    # The file as written, so that a problem found later (a subject's template, a duplicate
+    # name) points at the line of the campaign file it comes from.
+    _located: Located | None = PrivateAttr(None)
 
     _holdout = field_validator("holdout", mode="before")(_percent)
 
@@ -419,6 +421,13 @@ class Campaign(Strict):
     def marketing(self) -> bool:
         return self.type == "marketing"
 
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        """A problem at `path` of the campaign file, like ("steps", 0, "subject", "ar"); on line 1
+        for what the file does not write (a name taken from the file's stem)."""
+        if self._located is not None and tuple(path) in self._located.positions:
+            return self._located.problem(path, message)
+        return Problem(self.source, 1, 1, message)
+
 
 def load_campaigns(config: Config) -> list[Campaign]:
     """Every campaign of campaigns/, or a CampaignError listing every problem in every file."""
@@ -444,14 +453,8 @@ def check_campaigns(config: Config) -> tuple[list[Campaign], list[Problem]]:
         if campaign is None:
             continue
         if campaign.name in seen:
-            line, column = campaign.name_position
             problems.append(
-                Problem(
-                    campaign.source,
-                    line,
-                    column,
-                    f"campaign name '{campaign.name}' is already used by {seen[campaign.name]}",
-                )
+                campaign.problem(("name",), f"campaign name '{campaign.name}' is already used by {seen[campaign.name]}")
             )
             continue
         seen[campaign.name] = campaign.source
@@ -476,10 +479,8 @@ def load_campaign(
     located, problems = load_located(path, display, expected="a campaign: keys like name, trigger and steps")
     if located is None:
         return None, problems
-    located.data = {
-        "name": path.stem,
-        **located.data,
-        "source": located.file,
-        "name_position": located.positions.get(("name",), (1, 1)),
-    }
-    return located.validate(Campaign, context=context or _context(config))
+    located.data = {"name": path.stem, **located.data, "source": located.file}
+    campaign, problems = located.validate(Campaign, context=context or _context(config))
+    if campaign is not None:
+        campaign._located = located
+    return campaign, problems
