@@ -224,6 +224,17 @@ MISTAKES = {
         campaign(STEP, "  - variants:\n      - {template: plain, subject: A}\n"),
         ["9:5: steps: `variants:` needs at least two variants"],
     ),
+    "variants_with_the_same_name": (
+        campaign(STEP, "  - variants:\n      - {template: plain, subject: A}\n      - {template: plain, subject: B}\n"),
+        [
+            "9:5: steps: two variants are both called 'plain', so the report could not tell them apart: give each a "
+            "different `name:`"
+        ],
+    ),
+    "any_of_nothing": (
+        campaign(add="audience:\n  - any: []\n"),
+        ["13:5: audience.any: the list is empty: it needs at least one item"],
+    ),
     "step_without_subject": (
         campaign('    subject: "Welcome"\n', ""),
         ["9:5: steps: a step needs `template:` and `subject:` (or `variants:`)"],

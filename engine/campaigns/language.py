@@ -99,7 +99,7 @@ class Condition(Comparison):
     stage: Literal["prospect", "current", "loyal", "lost"] | None = None
     risk: Literal["green", "yellow", "red"] | None = None
     subscribed: str | None = None
-    any: list[Condition] | None = None
+    any: list[Condition] | None = Field(None, min_length=1)
     not_: Condition | None = Field(None, alias="not")
     # event history
     at_least: int | None = Field(None, ge=0)
@@ -279,6 +279,13 @@ class Step(Strict):
                 raise ValueError("a step has either `variants:` or `template:` and `subject:`, not both")
             if len(self.variants) < 2:
                 raise ValueError("`variants:` needs at least two variants")
+            names = [v.name or v.template for v in self.variants]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"two variants are both called '{twice[0]}', so the report could not tell them apart: "
+                    "give each a different `name:`"
+                )
         elif self.template is None or self.subject is None:
             raise ValueError("a step needs `template:` and `subject:` (or `variants:`)")
         return self
