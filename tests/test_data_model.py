@@ -213,7 +213,7 @@ CONDITION_MISTAKES = {
     ),
     "in: outside the values": (
         "audience:\n  - {attribute: plan, in: [free, gold]}\n",
-        "8:27: plan is declared string in config.yaml: 'gold' is not one of the allowed values (free, pro)",
+        "8:23: plan is declared string in config.yaml: 'gold' is not one of the allowed values (free, pro)",
     ),
     "equals with the wrong type": (
         "audience:\n  - {attribute: vip, equals: yes please}\n",

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import time
 from pathlib import Path
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from engine.config.datamodel import DataModel, Declared
-from engine.config.durations import Duration
-from engine.config.source import load_located
+from engine.config.durations import Span
+from engine.config.source import KeyPath, Located, load_located
 from engine.errors import ConfigError, Problem
 
 
@@ -24,19 +26,38 @@ def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"'{name}' is not an IANA timezone (like Europe/London)") from None
+        zones = sorted(available_timezones())
+        close = [z for z in zones if z.lower().endswith("/" + name.lower().replace(" ", "_"))]
+        close = close or difflib.get_close_matches(name, zones, n=1)
+        hint = f": did you mean {close[0]}?" if close else " (like Europe/London)"
+        raise ValueError(f"'{name}' is not an IANA timezone{hint}") from None
     return name
 
 
-def parse_clock(value: str | time) -> time:
+def check_email(value: str) -> str:
+    """One address, as an address field of an email takes it: no display name, no list."""
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        reason = str(exc).rstrip(".")
+        raise ValueError(
+            f"'{value}' is not one email address ({reason}): write one, like support@example.com"
+        ) from None
+    return value
+
+
+Email = Annotated[str, AfterValidator(check_email)]
+
+
+def parse_clock(value: Any) -> time:
     if isinstance(value, time):
         return value
-    if isinstance(value, int):  # YAML reads an unquoted 09:00 as sexagesimal minutes
-        return time(value // 60 % 24, value % 60)
     try:
-        return time.fromisoformat(str(value))
+        if not isinstance(value, str):
+            raise ValueError
+        return time.fromisoformat(value.strip())
     except ValueError:
-        raise ValueError(f"'{value}' is not a time of day: write it as \"HH:MM\"") from None
+        raise ValueError(f'\'{value}\' is not a time of day: write it as "HH:MM", like "09:00"') from None
 
 
 class TimeWindow(Strict):
@@ -47,6 +68,12 @@ class TimeWindow(Strict):
 
     _clock = field_validator("start", "end", mode="before")(parse_clock)
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> TimeWindow:
+        if self.start == self.end:
+            raise ValueError("start and end are the same time, so the window never opens: make them differ")
+        return self
+
     def contains(self, moment: time) -> bool:
         if self.start <= self.end:
             return self.start <= moment < self.end
@@ -54,7 +81,7 @@ class TimeWindow(Strict):
 
 
 class Address(Strict):
-    email: str
+    email: Email
     name: str | None = None
 
 
@@ -93,17 +120,17 @@ class SenderConfig(Strict):
 
 
 class Scheduler(Strict):
-    interval: Duration = Field(default="60s", validate_default=True)
+    interval: Span = Field(default="60s", validate_default=True)
     batch_size: int = Field(500, gt=0)
     max_attempts: int = Field(5, gt=0)
     metrics_port: int | None = None
     # How long a silent worker's claimed sends count as in flight before they are `unknown`.
-    lease: Duration = Field(default="15m", validate_default=True)
+    lease: Span = Field(default="15m", validate_default=True)
 
 
 class Cap(Strict):
-    max: int = Field(gt=0)
-    per: Duration
+    max: int = Field(gt=0, description="the most marketing emails per customer, like max: 3")
+    per: Span = Field(description="the period of the cap, like per: 7d")
 
 
 class Limits(Strict):
@@ -122,11 +149,11 @@ class Topic(Strict):
 
 class LoyalStage(Strict):
     purchases: int = 5
-    within: Duration = Field(default="365d", validate_default=True)
+    within: Span = Field(default="365d", validate_default=True)
 
 
 class LostStage(Strict):
-    inactive_for: Duration = Field(default="90d", validate_default=True)
+    inactive_for: Span = Field(default="90d", validate_default=True)
 
 
 class Stages(Strict):
@@ -135,11 +162,11 @@ class Stages(Strict):
 
 
 class YellowRisk(Strict):
-    inactive_for: Duration = Field(default="14d", validate_default=True)
+    inactive_for: Span = Field(default="14d", validate_default=True)
 
 
 class RedRisk(Strict):
-    inactive_for: Duration = Field(default="30d", validate_default=True)
+    inactive_for: Span = Field(default="30d", validate_default=True)
     or_event: str | None = "complaint"
 
 
@@ -153,8 +180,8 @@ class Config(Strict):
     timezone: str = "UTC"
     default_locale: str = "en"
     locales: list[str] = ["en"]
-    from_: Address = Field(alias="from")
-    reply_to: str | None = None
+    from_: Address = Field(alias="from", description="the sender, like from: {email: hello@example.com, name: Shop}")
+    reply_to: Email | None = None
     brand: Brand = Brand()
     public_url: str = "http://localhost:8000"
     secret_key_env: str = "LIFECYCLE_SECRET"
@@ -176,8 +203,18 @@ class Config(Strict):
 
     # Where the file was found; relative paths in it are relative to this folder.
     root: Path = Field(default=Path("."), exclude=True)
+    # The file itself (which may be `--config other.yaml`), for problems found after loading.
+    file: Path = Field(default=Path("config.yaml"), exclude=True)
+    _source: Located | None = PrivateAttr(None)
 
     _tz = field_validator("timezone")(check_timezone)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"'{value}' must start with http:// or https://: links in emails point here")
+        return value
 
     @model_validator(mode="after")
     def _default_locale_listed(self) -> Config:
@@ -207,16 +244,21 @@ class Config(Strict):
                 return prefix + str((self.root / rest).resolve())
         return self.database
 
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        """A problem found after loading, on the key at `path` of the file that was loaded, or on
+        its first line when the key is not written (a default)."""
+        if self._source is not None and tuple(path) in self._source.keys:
+            return self._source.problem(path, message)
+        return Problem(self._source.file if self._source else str(self.file), 1, 1, message)
+
     def secret_keys(self) -> list[str]:
         """The signing secret first, then any old ones still accepted for links already sent."""
         secret = os.environ.get(self.secret_key_env)
         if not secret:
             raise ConfigError(
                 [
-                    Problem(
-                        str(self.root / "config.yaml"),
-                        1,
-                        1,
+                    self.problem(
+                        ("secret_key_env",),
                         f"secret_key_env: the environment variable {self.secret_key_env} "
                         "is not set; it holds the key that signs links in emails",
                     )
@@ -238,13 +280,11 @@ def load_config(path: str | Path | None = None) -> Config:
     file = config_path(path)
     if not file.exists():
         raise ConfigError([Problem(str(file), 1, 1, "no such config file (use --config PATH or set LIFECYCLE_CONFIG)")])
-    located, problems = load_located(file)
+    located, problems = load_located(file, expected="settings like database, from and topics")
     if located is None:
         raise ConfigError(problems)
-    if not isinstance(located.data, dict):
-        raise ConfigError([located.problem((), "config.yaml must be a mapping of settings")])
     config, problems = located.validate(Config)
     if config is None:
         raise ConfigError(problems)
-    config.root = file.parent
+    config.root, config.file, config._source = file.parent, file, located
     return config

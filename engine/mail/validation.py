@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, nodes
 from markupsafe import escape
 
-from engine.campaigns.language import Campaign, Variant, load_campaigns
+from engine.campaigns.language import Campaign, Variant, check_campaigns
 from engine.config.settings import Config, load_config
 from engine.config.source import KeyPath, Located, load_located
 from engine.errors import Problem, ProblemsError, TemplateError, display_path
@@ -40,11 +40,8 @@ def validate_all(config_file: str | Path | None) -> tuple[Config | None, list[Ca
         config.secret_keys()
     except ProblemsError as exc:
         problems += exc.problems
-    try:
-        campaigns = load_campaigns(config)
-    except ProblemsError as exc:
-        return config, [], problems + exc.problems
-    problems += check_templates(config, campaigns)
+    campaigns, campaign_problems = check_campaigns(config)
+    problems += campaign_problems + check_templates(config, campaigns)
     return config, campaigns, problems
 
 

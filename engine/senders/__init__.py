@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
+from engine.errors import ConfigError
 from engine.senders.base import Sender, SendResult, Unreachable
 
 BUILT_IN = {
@@ -24,10 +24,8 @@ def load_sender(config: Config) -> Sender:
     except (ImportError, AttributeError, ValueError):
         raise ConfigError(
             [
-                Problem(
-                    str(config.root / "config.yaml"),
-                    1,
-                    1,
+                config.problem(
+                    ("sender", "backend"),
                     f"sender.backend: '{config.sender.backend}' is not file, smtp, sendgrid, null "
                     "or an importable package.module:Class",
                 )
@@ -36,11 +34,8 @@ def load_sender(config: Config) -> Sender:
     if not (isinstance(cls, type) and issubclass(cls, Sender)):
         raise ConfigError(
             [
-                Problem(
-                    str(config.root / "config.yaml"),
-                    1,
-                    1,
-                    f"sender.backend: {target} is not a subclass of engine.senders.Sender",
+                config.problem(
+                    ("sender", "backend"), f"sender.backend: {target} is not a subclass of engine.senders.Sender"
                 )
             ]
         )
