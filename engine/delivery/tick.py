@@ -42,6 +42,7 @@ class TickReport:
     dry_run: bool
     counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     planned: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # each failed send and its reason, to print
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
 
     def as_dict(self) -> dict[str, Any]:
@@ -196,8 +197,10 @@ class Tick:
             except TemplateError as exc:
                 failures.append(SendResult(send.id, ok=False, error=str(exc)))
         if self.dry_run:
+            rendered = {email.send_id for email in emails}
             for send in sends:
-                self._plan(campaign, send, policy.SEND)
+                if send.id in rendered:  # the others are failures, listed with their reason
+                    self._plan(campaign, send, policy.SEND)
             results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
         else:
             results = self.sender.send_batch(emails) if emails else []
@@ -245,6 +248,9 @@ class Tick:
             else:
                 failed.append((send, result.error))
                 counts[SendStatus.FAILED] += 1
+                self.report.failed.append(
+                    {"campaign": campaign.name, "step": step, "customer": send.external_id, "reason": result.error}
+                )
                 if result.invalid_address:
                     invalid.append(send.email)
         ledger.mark_sent(connection, campaign, step, sent, self.now)
