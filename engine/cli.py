@@ -300,8 +300,7 @@ def send_test(
     step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
     config: ConfigOption = None,
 ) -> None:
-    """One real send through the configured sender, for a sample customer unless --customer is given; its
-    links never change a real customer's choices."""
+    """One real send through the configured sender: a sample customer unless --customer; its links change no one."""
     from engine.mail.previews import send_test as deliver_test
     from engine.senders import load_sender
 
