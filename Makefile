@@ -36,11 +36,12 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -rs
 
-# Any finding fails: code not as ruff formats it, a lint finding, a type error.
+# Any finding fails: code not as ruff formats it, a lint finding, a type error, a broken link in the docs.
 check: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet
 
 # wrk, Debian's HTTP load generator, for the web benchmark.
 bench: $(STAMP)
@@ -49,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/web_latency.py
 
 clean:
-	rm -rf $(VENV) outbox lifecycle.db lifecycle.db-wal lifecycle.db-shm
+	rm -rf $(VENV) outbox site lifecycle.db lifecycle.db-wal lifecycle.db-shm

@@ -20,6 +20,7 @@ from engine.campaigns.language import Campaign, load_campaigns
 from engine.clock import parse_instant, utcnow
 from engine.config.settings import Config, load_config
 from engine.errors import LifecycleError, NotFound, ProblemsError
+from engine.insights.table import cells, printable
 from engine.store import schema
 
 if TYPE_CHECKING:
@@ -36,9 +37,19 @@ app.add_typer(import_app, name="import")
 out = Console()
 err = Console(stderr=True)
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="config.yaml (default ./config.yaml or $LIFECYCLE_CONFIG)")
-]
+CONFIG_HELP = "config.yaml (default ./config.yaml or $LIFECYCLE_CONFIG); before or after the command"
+
+
+def either_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    """`--config` after the command, or else the one given before it: `lifecycle --config x.yaml tick` and
+    `lifecycle tick --config x.yaml` are the same."""
+    before: Path | None = ctx.find_root().params.get("config")
+    if value is not None and before is not None and value != before:
+        raise typer.BadParameter(f"given twice: {before} before the command, {value} after it")
+    return value if value is not None else before
+
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP, callback=either_config)]
 NowOption = Annotated[str | None, typer.Option("--now", help="ISO-8601 time to act as now (replay, test, dry-run)")]
 
 
@@ -49,8 +60,20 @@ class UserError(LifecycleError):
 def fail(error: LifecycleError) -> NoReturn:
     lines = [str(p) for p in error.problems] if isinstance(error, ProblemsError) else [str(error)]
     for line in lines:
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
+        say(line, err)
     raise typer.Exit(1)
+
+
+def say(line: str, console: Console = out) -> None:
+    """One line that may carry data (a customer's name, a file's text): printed as text, never as markup or
+    as a terminal control sequence."""
+    console.print(printable(line), markup=False, highlight=False, soft_wrap=True)
+
+
+def warn(notes: list[str]) -> None:
+    """What a command did otherwise than asked, one line each on stderr: the output itself stays clean."""
+    for note in notes:
+        say(f"warning: {note}", err)
 
 
 @contextmanager
@@ -88,6 +111,11 @@ def progress_bar(label: str, total: int | None) -> Iterator[Callable[[int], None
 
 
 # -- commands ----------------------------------------------------------------------------------
+
+
+@app.callback()
+def options(config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None) -> None:
+    """Automated lifecycle email engine."""
 
 
 @app.command()
@@ -197,20 +225,31 @@ def tick(
 
 
 def _print_tick(report: TickReport) -> None:
+    """The counts per campaign, then (dry run) each planned send, then each reason sends failed for: the
+    same sends the table counts."""
     table = Table(title=f"tick at {report.now.isoformat()}" + (" (dry run: nothing changed)" if report.dry_run else ""))
     for column in ("campaign", "entered", "sent", "other"):
         table.add_column(column)
     for name, counts in sorted(report.counts.items()):
         other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("entered", "sent"))
-        table.add_row(name, str(counts.get("entered", 0)), str(counts.get("sent", 0)), other)
+        table.add_row(*cells(name, counts.get("entered", 0), counts.get("sent", 0), other))
     out.print(table)
     if report.dry_run:
         for plan in report.planned:
-            detail = plan["reason"] or ""
-            out.print(
-                f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']} {detail}",
-                markup=False,
-            )
+            detail = f" {plan['reason']}" if plan["reason"] else ""
+            say(f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']}{detail}")
+    for (campaign, step, reason), customers in _failures(report).items():
+        count = f"{len(customers)} send" + ("s, e.g." if len(customers) > 1 else ",")
+        say(f"failed: {campaign} step {step}: {count} customer {customers[0]}: {reason}")
+
+
+def _failures(report: TickReport) -> dict[tuple[str, int, str], list[str]]:
+    """Failed sends by campaign, step and reason, in the order they failed."""
+    grouped: dict[tuple[str, int, str], list[str]] = {}
+    for failure in report.failed:
+        key = (failure["campaign"], failure["step"], failure["reason"] or "no reason given")
+        grouped.setdefault(key, []).append(failure["customer"])
+    return grouped
 
 
 def _load(config: Path | None) -> tuple[Config, list[Campaign]]:
@@ -242,33 +281,39 @@ def preview(
 
     with user_errors():
         cfg, campaigns = _load(config)
-        email = render_preview(cfg, campaigns, store(cfg), campaign, customer, step, locale)
+        shown = render_preview(cfg, campaigns, store(cfg), campaign, customer, step, locale)
+    warn(shown.notes)
+    email = shown.email
     if out_file:
         out_file.write_bytes(email.html.encode() if out_file.suffix.lower() in (".html", ".htm") else email.raw)
-        out.print(f"wrote {out_file}")
+        say(f"wrote {out_file}")
     else:
-        sys.stdout.write(f"Subject: {email.subject}\nTo: {email.to}\n\n{email.text}")
+        sys.stdout.write(f"Subject: {printable(email.subject)}\nTo: {printable(email.to)}\n\n")
+        sys.stdout.write(printable(email.text, multiline=True))
 
 
 @app.command("send-test")
 def send_test(
     campaign: str,
     to: Annotated[str, typer.Option("--to", help="where to send the test")],
-    customer: Annotated[str | None, typer.Option("--customer", help="render for this customer")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="render with this customer's data (default: a sample customer)")
+    ] = None,
     step: Annotated[int, typer.Option(help="step number, from 1")] = 1,
     config: ConfigOption = None,
 ) -> None:
-    """One real send through the configured sender."""
+    """One real send through the configured sender: a sample customer unless --customer; its links change no one."""
     from engine.mail.previews import send_test as deliver_test
     from engine.senders import load_sender
 
     with user_errors():
         cfg, campaigns = _load(config)
         with load_sender(cfg) as sender:
-            result = deliver_test(cfg, campaigns, store(cfg), sender, campaign, to, customer, step)
+            result, notes = deliver_test(cfg, campaigns, store(cfg), sender, campaign, to, customer, step)
+    warn(notes)
     if not result.ok:
         fail(UserError(f"send-test failed: {result.error}"))
-    out.print(f"sent {campaign} step {step} to {to} (message id {result.message_id})", markup=False)
+    say(f"sent {campaign} step {step} to {to} (message id {result.message_id})")
 
 
 @app.command()
@@ -281,7 +326,7 @@ def suppress(
     with user_errors():
         cfg = load_config(config)
         added = add_suppression(store(cfg), email, reason, utcnow())
-    out.print(f"{email} suppressed ({reason})" if added else f"{email} was already suppressed", markup=False)
+    say(f"{email} suppressed ({reason})" if added else f"{email} was already suppressed")
 
 
 @app.command()
@@ -293,7 +338,7 @@ def unsuppress(email: str, config: ConfigOption = None) -> None:
         cfg = load_config(config)
         if not remove_suppression(store(cfg), email):
             raise NotFound(f"{email} is not on the suppression list")
-    out.print(f"{email} unsuppressed", markup=False)
+    say(f"{email} unsuppressed")
 
 
 @app.command()

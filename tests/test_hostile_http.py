@@ -105,6 +105,12 @@ def test_a_lone_surrogate_is_refused_with_its_index(web, field, value, where):
         ("customers", customer("x", attributes=7), "'attributes' must be an object (name: value), not int"),
         ("events", {"customer": "ann", "event": "ping", "at": "2026-03-01T10:00:00Z", "properties": [1]}, "not list"),
         ("events", "ping", "each item must be a JSON object"),
+        ("customers", customer("x", timezone="x" * 300), "'timezone' is longer than 64 characters"),
+        ("customers", customer("x", timezone="Europe/" + "x" * 50), "is not an IANA timezone"),
+        ("customers", customer("x" * 201), "'id' is longer than 200 characters"),
+        ("customers", customer("x", first_name={"x": 1}), "'first_name' must be text, not dict"),
+        ("customers", customer("x", locale=["en"]), "'locale' must be text, not list"),
+        ("events", {"customer": "ann", "event": "e" * 101, "at": "2026-03-01T10:00:00Z"}, "'event' is longer than 100"),
     ],
 )
 def test_a_wrongly_shaped_item_is_a_422_naming_its_index(web, kind, item, reason):

@@ -25,7 +25,7 @@ class Strict(BaseModel):
 def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
         zones = sorted(available_timezones())
         close = [z for z in zones if z.lower().endswith("/" + name.lower().replace(" ", "_"))]
         close = close or difflib.get_close_matches(name, zones, n=1)

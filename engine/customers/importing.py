@@ -146,25 +146,26 @@ def _boolean(value: Any, what: str) -> bool:
 
 def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dict[str, Any]:
     """Check one customer record; raise BadRecord with the reason."""
-    external_id = str(record.get("id", "")).strip()
+    external_id = _text(record, "id")
     if not external_id:
         raise BadRecord("'id' is required")
     try:
-        email = validate_email(str(record.get("email", "")), check_deliverability=False).normalized.lower()
+        email = validate_email(_text(record, "email"), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
     clean: dict[str, Any] = {"external_id": external_id, "email": email}
     for name in ("first_name", "last_name"):
         if record.get(name) is not None:
-            clean[name] = str(record[name]).strip()
+            clean[name] = _text(record, name)
     if record.get("locale"):
-        clean["locale"] = str(record["locale"]).strip()
+        clean["locale"] = _text(record, "locale")
     if record.get("timezone"):
+        timezone = _text(record, "timezone")
         try:
-            ZoneInfo(str(record["timezone"]))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise BadRecord(f"timezone '{record['timezone']}' is not an IANA timezone (like Europe/London)") from None
-        clean["timezone"] = str(record["timezone"])
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
+            raise BadRecord(f"timezone '{timezone}' is not an IANA timezone (like Europe/London)") from None
+        clean["timezone"] = timezone
     for name in ("created_at", "confirmed_at"):
         if record.get(name):
             try:
@@ -185,6 +186,30 @@ def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dic
     model = config.data_model
     clean["attributes"] = {k: _value(k, v, model.attribute(k), config.timezone) for k, v in attributes.items()}
     return clean
+
+
+# The longest text each core field may hold (the columns' lengths in engine/store/tables.py).
+TEXT_LIMITS = {
+    "id": 200,
+    "email": 320,
+    "first_name": 200,
+    "last_name": 200,
+    "locale": 20,
+    "timezone": 64,
+    "customer": 200,
+    "event": 100,
+}
+
+
+def _text(record: dict[str, Any], name: str) -> str:
+    """A core field as text: a string or a number, within its column's length."""
+    value = record.get(name, "")
+    if isinstance(value, (dict, list, bool)):
+        raise BadRecord(f"'{name}' must be text, not {type(value).__name__}")
+    text = str(value).strip()
+    if len(text) > TEXT_LIMITS[name]:
+        raise BadRecord(f"'{name}' is longer than {TEXT_LIMITS[name]} characters")
+    return text
 
 
 def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> Any:
@@ -224,8 +249,8 @@ def check_storable(value: Any, where: str = "") -> None:
 
 
 def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
-    customer = str(record.get("customer", "")).strip()
-    name = str(record.get("event", "")).strip()
+    customer = _text(record, "customer")
+    name = _text(record, "event")
     if not customer:
         raise BadRecord("'customer' is required")
     if not name:
@@ -244,9 +269,9 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
         k: v if (declared := model.event_property(name, k)) is None else _value(k, v, declared, config.timezone)
         for k, v in properties.items()
     }
-    uid = record.get("id")
+    uid = _text(record, "id") if record.get("id") is not None else None
     return {
-        "uid": str(uid) if uid is not None else None,
+        "uid": uid,
         "customer": customer,
         "name": name,
         "at": at,

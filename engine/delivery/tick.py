@@ -52,6 +52,7 @@ class TickReport:
     dry_run: bool
     counts: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     planned: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # each failed send and its reason, to print
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
     problems: dict[str, str] = field(default_factory=dict)  # campaign -> why part of it did not run
 
@@ -347,6 +348,9 @@ class Tick:
             else:
                 failed.append((send, result.error))
                 counts[SendStatus.FAILED] += 1
+                self.report.failed.append(
+                    {"campaign": campaign.name, "step": step, "customer": send.external_id, "reason": result.error}
+                )
                 if result.invalid_address:
                     invalid.append(send.email)
         ledger.mark_sent(connection, campaign, step, sent, self.now)

@@ -3,10 +3,12 @@ numbers as the JSON and the dashboard."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from engine.delivery.statuses import SendStatus
 from engine.insights.report import WAITING
@@ -25,6 +27,25 @@ HEADINGS = {
     "converted": "conv",
     SendStatus.HELD_OUT: "held out",
 }
+
+
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts a sequence that can clear the
+# screen or retitle the window), line and paragraph separators, and the bidi overrides and isolates that make
+# shown text read other than it is. Arabic, Hebrew and the marks RLM and LRM stay.
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+LINE_BREAKS = re.compile("[\t\n]")
+
+
+def printable(value: object, multiline: bool = False) -> str:
+    """Data (a customer's name, an email, an event property) as a terminal should show it: as text, never
+    as a control sequence. One line unless `multiline`, where tabs and newlines stay."""
+    text = CONTROLS.sub("", str(value))
+    return text if multiline else LINE_BREAKS.sub(" ", text)
+
+
+def cells(*values: object) -> list[Text]:
+    """Table cells as Text, never parsed as Rich markup: a customer named `[/oops]` is shown as written."""
+    return [Text(printable(v)) for v in values]
 
 
 def report_tables(report: dict[str, Any]) -> list[Table]:
@@ -62,9 +83,9 @@ def campaigns_table(report: dict[str, Any]) -> Table:
     """Per campaign, and under it per step and variant: from entries to conversions."""
     table = _table("campaigns", "campaign", *CAMPAIGN_COLUMNS)
     for name, figures in report["campaigns"].items():
-        table.add_row(name, *(str(figures[c]) for c in CAMPAIGN_COLUMNS), style="bold")
+        table.add_row(*cells(name, *(figures[c] for c in CAMPAIGN_COLUMNS)), style="bold")
         for step in figures["steps"]:
-            table.add_row(_step_label(step), "", *(str(step[c]) for c in CAMPAIGN_COLUMNS[1:]))
+            table.add_row(*cells(_step_label(step), "", *(step[c] for c in CAMPAIGN_COLUMNS[1:])))
     return table
 
 
@@ -73,7 +94,7 @@ def other_outcomes_table(report: dict[str, Any]) -> Table:
     table = _table("not sent", "campaign", *OTHER_COLUMNS, "skipped")
     for name, figures in report["campaigns"].items():
         skipped = ", ".join(f"{reason} {n}" for reason, n in figures["skipped"].items())
-        table.add_row(name, *(str(figures[c]) for c in OTHER_COLUMNS), skipped)
+        table.add_row(*cells(name, *(figures[c] for c in OTHER_COLUMNS), skipped))
     return table
 
 
@@ -95,12 +116,14 @@ def lift_table(report: dict[str, Any]) -> Table:
         treated, held = lift["treated"], lift["held_out"]
         interval = "–" if lift["ci_low"] is None else f"{lift['ci_low']} to {lift['ci_high']}"  # noqa: RUF001
         table.add_row(
-            name,
-            f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
-            f"{_text(held['rate'])} ({held['converted']}/{held['entries']})",
-            _text(lift["difference"]),
-            interval,
-            _text(lift["p_value"]),
+            *cells(
+                name,
+                f"{_text(treated['rate'])} ({treated['converted']}/{treated['entries']})",
+                f"{_text(held['rate'])} ({held['converted']}/{held['entries']})",
+                _text(lift["difference"]),
+                interval,
+                _text(lift["p_value"]),
+            )
         )
     return table
 
@@ -108,7 +131,7 @@ def lift_table(report: dict[str, Any]) -> Table:
 def retention_table(report: dict[str, Any]) -> Table:
     table = _table("retention: CRR = (E − N) / S × 100", "month", "start S", "end E", "new N", "CRR %")  # noqa: RUF001 (the formula as written)
     for row in report["retention"]:
-        table.add_row(row["month"], str(row["start"]), str(row["end"]), str(row["new"]), _text(row["crr"]))
+        table.add_row(*cells(row["month"], row["start"], row["end"], row["new"], _text(row["crr"])))
     return table
 
 
@@ -116,7 +139,7 @@ def customers_table(report: dict[str, Any]) -> Table:
     table = _table("customers", "measure", "group", "customers")
     for measure in ("stages", "risk"):
         for group, n in report[measure].items():
-            table.add_row(measure, group, str(n))
+            table.add_row(*cells(measure, group, n))
     return table
 
 
@@ -124,6 +147,12 @@ def red_table(report: dict[str, Any]) -> Table:
     table = _table("red risk, most valuable first", "customer", "email", "name", "value", "last activity")
     for person in report["red_customers"]:
         table.add_row(
-            person["id"], person["email"], _text(person["name"]), f"{person['value']:.2f}", person["last_activity"][:10]
+            *cells(
+                person["id"],
+                person["email"],
+                _text(person["name"]),
+                f"{person['value']:.2f}",
+                person["last_activity"][:10],
+            )
         )
     return table

@@ -1,12 +1,16 @@
-"""Writes each message to `<directory>/<send id>.eml`: the embedded default, and a dry outbox."""
+"""Writes each message to `<directory>/<send id>.eml`: the embedded default, and a dry outbox. A test send
+(`lifecycle send-test`, not in the ledger) gets a name of its own, `test-<UTC time>-<n>.eml`, so that no test
+overwrites an earlier one and no test is mistaken for a real send."""
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.config.settings import Config
 from engine.mail.message import OutgoingEmail
+from engine.mail.previews import PREVIEW_SEND_ID
 from engine.senders.base import Sender, SendResult
 
 
@@ -23,7 +27,7 @@ class FileSender(Sender):
         return [self._write(email) for email in emails]
 
     def _write(self, email: OutgoingEmail) -> SendResult:
-        final = self.directory / f"{email.send_id}.eml"
+        final = self._test_file() if email.send_id == PREVIEW_SEND_ID else self.directory / f"{email.send_id}.eml"
         partial = final.with_suffix(".eml.part")
         try:
             partial.write_bytes(email.raw)
@@ -32,3 +36,11 @@ class FileSender(Sender):
             partial.unlink(missing_ok=True)
             return SendResult(email.send_id, ok=False, error=f"cannot write {final}: {exc}", transient=True)
         return SendResult(email.send_id, ok=True, message_id=email.message_id)
+
+    def _test_file(self) -> Path:
+        """The first free `test-<UTC time>-<n>.eml`: tests sent within the same second each keep their file."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        n = 1
+        while (self.directory / f"test-{stamp}-{n}.eml").exists():
+            n += 1
+        return self.directory / f"test-{stamp}-{n}.eml"

@@ -14,7 +14,7 @@ from engine.config.settings import Config
 from engine.customers.preferences import Preferences
 from engine.mail.links import Links
 from engine.store import schema
-from engine.web import api, dashboard, ops, pages, webhooks
+from engine.web import api, dashboard, openapi, ops, pages, webhooks
 from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
 from engine.web.writes import GroupCommit
@@ -51,6 +51,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             *webhooks.routes,
             *ops.routes,
             *dashboard.routes,
+            *openapi.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[
