@@ -1,5 +1,5 @@
 """`lifecycle report`: a store with known outcomes, and every figure of the JSON, the table and the
-HTML page checked against it (../shared/spec/README.md "Measures")."""
+HTML page checked against it (docs/campaigns.md "Stages and risk")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Stages, churn risk and last activity as SQL expressions over one customer row, defined once
-(../shared/spec/README.md "Measures") and used by audience conditions and by the report alike.
+(docs/campaigns.md "Stages and risk") and used by audience conditions and by the report alike.
 
 Stage and risk are decided from a customer's `Facts`. Audience conditions take them as correlated
 subqueries on the customer row (`Measures.facts`); the report passes columns it has grouped for all

@@ -1,6 +1,6 @@
 """What works: campaign figures, holdout lift, retention (CRR), stages and churn risk, counted in the
 database. This is the one query layer behind `lifecycle report` (table, JSON, HTML) and `GET /dashboard`,
-so the numbers agree everywhere (../shared/spec/README.md "Measures", interfaces.md `lifecycle report`).
+so the numbers agree everywhere (docs/campaigns.md "Stages and risk", docs/command-line.md `lifecycle report`).
 
 Every figure is a GROUP BY or a conditional count in SQL: Python only folds the few grouped rows
 into the report's dict, so the cost does not grow with the number of sends on the Python side.
