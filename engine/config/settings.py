@@ -175,6 +175,31 @@ class Risk(Strict):
     red: RedRisk = RedRisk()
 
 
+class Feedback(Strict):
+    """Ratings in emails: CSAT (scores 1-5) or NPS (0-10); a score at or below `low` alerts the team."""
+
+    scale: Literal[5, 10] = 5
+    low: int | None = None  # default: 2 of 5, 6 of 10
+
+    @model_validator(mode="after")
+    def _low_in_scale(self) -> Feedback:
+        if self.low is None:
+            self.low = 2 if self.scale == 5 else 6
+        if self.low not in self.scores():
+            raise ValueError(f"low: {self.low} is not a score of the scale {self.scale}")
+        return self
+
+    def scores(self) -> range:
+        return range(1, 6) if self.scale == 5 else range(0, 11)
+
+    def is_low(self, score: int) -> bool:
+        return self.low is not None and score <= self.low
+
+
+class Team(Strict):
+    locale: str | None = None  # the team's language (alerts with `recipient:`); default: default_locale
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -194,6 +219,8 @@ class Config(Strict):
     topics: dict[str, Topic] = {}
     stages: Stages = Stages()
     risk: Risk = Risk()
+    feedback: Feedback = Feedback()
+    team: Team = Team()
     api_keys_env: str = "LIFECYCLE_API_KEYS"
     # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
     attributes: dict[str, Declared] = {}
@@ -220,6 +247,10 @@ class Config(Strict):
     def _default_locale_listed(self) -> Config:
         if self.default_locale not in self.locales:
             self.locales = [self.default_locale, *self.locales]
+        if self.team.locale is None:
+            self.team.locale = self.default_locale
+        elif self.team.locale not in self.locales:
+            raise ValueError(f"team.locale: '{self.team.locale}' is not one of locales {self.locales}")
         return self
 
     @property

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
+from engine.customers import feedback
 from engine.delivery import ledger, policy, workers
 from engine.delivery.evaluation import Evaluator
 from engine.delivery.ledger import DueSend
@@ -209,8 +210,9 @@ class Tick:
                 claimed = ledger.claim(connection, list(emails), self.now, emails, self.worker)
                 outgoing = [send for send in to_send if send.id in claimed]
                 events = ledger.events_by_id(connection, [s.event_id for s in outgoing if s.event_id])
+                team = self._team(connection, campaign, outgoing, events)
             if outgoing:
-                self._deliver(connection, campaign, step, outgoing, events)
+                self._deliver(connection, campaign, step, outgoing, events, team)
             self.progress(len(due))
 
     def _decide(self, connection: Connection, campaign: Campaign, due: list[DueSend]) -> list[DueSend]:
@@ -261,6 +263,7 @@ class Tick:
         step: int,
         sends: list[DueSend],
         events: dict[int, dict[str, Any]],
+        team: dict[int, dict[str, Any]],
     ) -> None:
         """Compose and send the claimed sends, then record each one's outcome: whatever goes wrong,
         no claimed send is left `sending`."""
@@ -268,7 +271,7 @@ class Tick:
         for send in sends:
             event = events.get(send.event_id) if send.event_id is not None else None
             try:
-                emails.append(self._email(campaign, step, send, event))
+                emails.append(self._email(campaign, step, send, event, team.get(send.id)))
             except Exception as exc:  # this customer's data, a filter, the message: this send alone
                 if not isinstance(exc, TemplateError):
                     log.debug("composing failed", exc_info=True, extra={"send": send.id})
@@ -305,7 +308,26 @@ class Tick:
             log.warning("the sender raised; its batch is marked unknown", exc_info=True)
             return []
 
-    def _email(self, campaign: Campaign, step: int, send: DueSend, event: dict[str, Any] | None) -> OutgoingEmail:
+    @staticmethod
+    def _team(
+        connection: Connection, campaign: Campaign, sends: list[DueSend], events: dict[int, dict[str, Any]]
+    ) -> dict[int, dict[str, Any]]:
+        """An email to the team shows the customer's last orders and the latest rating it is about."""
+        if not campaign.recipient:
+            return {}
+        return {
+            s.id: feedback.alert_context(connection, s.customer_id, events.get(s.event_id) if s.event_id else None)
+            for s in sends
+        }
+
+    def _email(
+        self,
+        campaign: Campaign,
+        step: int,
+        send: DueSend,
+        event: dict[str, Any] | None,
+        team: dict[str, Any] | None = None,
+    ) -> OutgoingEmail:
         return compose(
             self.config,
             self.renderer,
@@ -317,6 +339,7 @@ class Tick:
             event,
             send_id=send.id,
             now=self.now,
+            team=team,
         )
 
     def _record(

@@ -47,6 +47,17 @@ def customer_view(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def send_links(
+    config: Config, links: Links, campaign: Campaign, customer: Mapping[str, Any], send_id: int
+) -> dict[str, Any]:
+    """Links bound to this send: the rating buttons' (`links.rate[score]`), and in an email to the
+    team, "I'm on it" (`links.acknowledge`) and the customer's page (the dashboard until the
+    studio has a page per customer)."""
+    if not campaign.recipient:
+        return {"rate": links.rating(customer["customer_id"], send_id, config.feedback.scores())}
+    return {"acknowledge": links.alert(customer["customer_id"], send_id), "customer": f"{links.base}/dashboard"}
+
+
 def compose(
     config: Config,
     renderer: Renderer,
@@ -60,11 +71,21 @@ def compose(
     now: datetime,
     to: str | None = None,
     locale: str | None = None,
+    team: Mapping[str, Any] | None = None,
 ) -> OutgoingEmail:
+    """`team`: what an email to the team shows besides the event (customers.feedback.alert_context)."""
     urls = links.for_customer(customer["customer_id"], campaign.topic)
     choices = campaign.steps[step - 1].choices()
     content = next((v for v in choices if v.name == variant), choices[0])
-    context = template_context(config, campaign, step, customer_view(customer), event, urls)
+    context = template_context(
+        config,
+        campaign,
+        step,
+        customer_view(customer),
+        event,
+        {**urls, **send_links(config, links, campaign, customer, send_id)},
+    )
+    context.update(team or {})
     if locale:
         context["locale"] = locale
     rendered = renderer.render(content.template, content.subject, context)

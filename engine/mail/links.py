@@ -8,6 +8,9 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from engine.config.settings import Config
 
 PURPOSES = ("preferences", "unsubscribe", "confirm")
+# Purposes bound to one send of one customer: a rating names the email rated, an alert the email
+# that carried it. The send id is an internal number too.
+SEND_PURPOSES = ("rate", "alert")
 
 
 class Links:
@@ -17,7 +20,9 @@ class Links:
         # (first in config) goes last: links signed with an old key listed in config still work.
         self.secrets = list(reversed(config.secret_keys()))
         # One serializer a purpose, made once: every email signs three links.
-        self._serializers = {p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in PURPOSES}
+        self._serializers = {
+            p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in PURPOSES + SEND_PURPOSES
+        }
 
     def token(self, purpose: str, customer_id: int, topic: str | None = None) -> str:
         return self._serializers[purpose].dumps([customer_id, topic])
@@ -31,6 +36,26 @@ class Links:
         if not isinstance(customer_id, int) or isinstance(customer_id, bool):
             return None
         return (customer_id, topic) if topic is None or isinstance(topic, str) else None
+
+    def send_token(self, purpose: str, customer_id: int, send_id: int) -> str:
+        return self._serializers[purpose].dumps([customer_id, send_id])
+
+    def read_send(self, purpose: str, token: str) -> tuple[int, int] | None:
+        """The (customer id, send id) a send token was made for, or None for any forged or foreign token."""
+        try:
+            customer_id, send_id = self._serializers[purpose].loads(token)
+        except (BadSignature, ValueError, TypeError):
+            return None
+        numbers = (customer_id, send_id)
+        return numbers if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) else None
+
+    def rating(self, customer_id: int, send_id: int, scores: range) -> dict[int, str]:
+        """One link a score, all with the same token: the score is in the path."""
+        base = f"{self.base}/feedback/{self.send_token('rate', customer_id, send_id)}"
+        return {score: f"{base}/{score}" for score in scores}
+
+    def alert(self, customer_id: int, send_id: int) -> str:
+        return f"{self.base}/alerts/{self.send_token('alert', customer_id, send_id)}"
 
     def for_customer(self, customer_id: int, topic: str | None) -> dict[str, str]:
         return {

@@ -46,10 +46,13 @@ from jinja2 import (
     Undefined,
     nodes,
     pass_context,
+    pass_eval_context,
 )
 from jinja2 import TemplateError as JinjaError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
 from mjml import mjml2html
 
 from engine.campaigns.language import Campaign, Subject
@@ -553,18 +556,68 @@ def _line_of(exc: Exception, name: str) -> int:
     return line
 
 
+# -- rating buttons ----------------------------------------------------------------------------
+
+# Inline styles on a table of links: what email clients (Outlook included) show as buttons.
+RATING_TABLE = (
+    '<table role="presentation" dir="{dir}" align="center" border="0" cellpadding="0" cellspacing="0" '
+    'style="margin:0 auto;border-collapse:separate;border-spacing:4px 0;">'
+)
+RATING_CELL = (
+    '<td align="center" bgcolor="{color}" style="border-radius:6px;background:{color};">'
+    '<a href="{url}" style="display:inline-block;min-width:24px;padding:10px 6px;font-family:Arial,Helvetica,'
+    "sans-serif;font-size:16px;font-weight:bold;line-height:20px;color:#ffffff;text-decoration:none;"
+    'text-align:center;">{score}</a></td>'
+)
+RATING_LABEL = '<td colspan="{span}" align="{align}" style="padding-top:6px;font-size:13px;color:#4b5563;">{text}</td>'
+
+
+def rating_buttons(urls: Mapping[int, str], direction: str) -> Callable[..., str]:
+    """`{{ rating_buttons() }}`: one button a score, each linking to its rating page; optional
+    words under the two ends (`low="Not likely", high="Very likely"`) and a colour. In the plain
+    text part, one line a score."""
+
+    @pass_eval_context
+    def render(eval_ctx: EvalContext, low: str = "", high: str = "", color: str = "#2563eb") -> str:
+        if not eval_ctx.autoescape:
+            return "\n".join(f"{score}: {url}" for score, url in urls.items())
+        cells = "".join(
+            RATING_CELL.format(color=escape(color), url=escape(url), score=score) for score, url in urls.items()
+        )
+        labels = ""
+        if low or high:
+            start, end = ("right", "left") if direction == "rtl" else ("left", "right")
+            half = (len(urls) + 1) // 2
+            first = RATING_LABEL.format(span=half, align=start, text=escape(low))
+            last = RATING_LABEL.format(span=len(urls) - half, align=end, text=escape(high))
+            labels = f"<tr>{first}{last}</tr>"
+        return Markup(f"{RATING_TABLE.format(dir=direction)}<tr>{cells}</tr>{labels}</table>")
+
+    return render
+
+
 def template_context(
     config: Config,
     campaign: Campaign,
     step: int,
     customer: dict[str, Any],
     event: Mapping[str, Any] | None,
-    links: dict[str, str],
+    links: dict[str, Any],
 ) -> dict[str, Any]:
-    """What every template sees (campaigns.md, "Steps and templates")."""
+    """What every template sees (campaigns.md, "Steps and templates"). An email to the team (a
+    campaign with `recipient:`) is in the team's language and time zone, and also sees the
+    customer's last `orders` and the `feedback` it is about (filled in by the tick)."""
     requested: str | None = customer.get("locale")
     locale = requested if requested in config.locales else config.default_locale
+    timezone = customer.get("timezone") or config.timezone
+    team: dict[str, Any] = {}
+    if campaign.recipient:
+        locale, timezone = config.team.locale or config.default_locale, config.timezone
+        rated = event if event is not None and event.get("name") == "feedback_submitted" else None
+        team = {"orders": [], "feedback": dict(rated.get("properties") or {}, at=rated.get("at")) if rated else None}
+    direction = "rtl" if is_rtl(locale) else "ltr"
     return {
+        **team,
         "customer": Fields("customer", customer),
         "event": None
         if event is None
@@ -579,6 +632,7 @@ def template_context(
         "brand": config.brand.model_dump(),
         "links": links,
         "locale": locale,
-        "direction": "rtl" if is_rtl(locale) else "ltr",
-        "timezone": customer.get("timezone") or config.timezone,
+        "direction": direction,
+        "timezone": timezone,
+        "rating_buttons": rating_buttons(links.get("rate") or {}, direction),
     }

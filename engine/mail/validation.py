@@ -77,10 +77,14 @@ class _Checker:
                 found = {name for on, name, *_ in uses[campaign.name] if on == "event.properties"}
                 properties.setdefault(campaign.trigger.event, set()).update(found)
         self.samples: Samples = build_samples(config, now, attributes, properties)
-        self.links = {
+        self.links: dict[str, Any] = {
             "preferences": f"{config.public_url}/preferences/TOKEN-P",
             "unsubscribe": f"{config.public_url}/unsubscribe/TOKEN-U",
             "confirm": f"{config.public_url}/confirm/TOKEN-C",
+        }
+        self.send_links: dict[bool, dict[str, Any]] = {  # as compose.send_links, by whether the team gets it
+            False: {"rate": {n: f"{config.public_url}/feedback/TOKEN-R/{n}" for n in config.feedback.scores()}},
+            True: {"acknowledge": f"{config.public_url}/alerts/TOKEN-A", "customer": f"{config.public_url}/dashboard"},
         }
 
     def run(self) -> list[Problem]:
@@ -119,7 +123,7 @@ class _Checker:
                 step,
                 self.samples.customer(locale),
                 self.samples.event(campaign.trigger.event, self.now),
-                self.links,
+                {**self.links, **self.send_links[campaign.recipient is not None]},
             )
             context["locale"] = locale
             try:
