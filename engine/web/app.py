@@ -14,7 +14,7 @@ from engine.config.settings import Config
 from engine.customers.preferences import Preferences
 from engine.mail.links import Links
 from engine.store import schema
-from engine.web import api, dashboard, openapi, ops, pages, webhooks
+from engine.web import api, dashboard, feedback, openapi, ops, pages, webhooks
 from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
 from engine.web.writes import GroupCommit
@@ -47,6 +47,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *pages.routes,
+            *feedback.routes,
             *api.routes,
             *webhooks.routes,
             *ops.routes,
