@@ -51,8 +51,19 @@ def served(project):
         )
     project.tick(iso(day - timedelta(days=1, hours=-2)))  # the request is due three days after the purchase
     server = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--config", str(project.root / "config.yaml")],
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--config",
+            "config.yaml",
+        ],
+        cwd=project.root,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
