@@ -17,13 +17,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import REPO, customer
+from starlette.testclient import TestClient
 from test_web_browser import browser, free_port, iso, wait_until_up  # noqa: F401 (browser: a fixture)
 
-from engine.config.settings import Config
+from engine.config.settings import Config, load_config
+from engine.web import create_app
 
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+NEEDS_CHROMIUM = pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
 
 LINK = re.compile(r'href="([^"]+)"')
+
+
+def with_the_examples(project, **config) -> None:
+    project.config(topics={"feedback": {"title": {"en": "Surveys", "ar": "الاستبيانات"}}}, **config)
+    for name in ("feedback_request", "feedback_alert"):
+        shutil.copy(REPO / "campaigns" / f"{name}.yaml", project.root / "campaigns")
+    shutil.rmtree(project.root / "templates" / "emails")
+    shutil.copytree(REPO / "templates" / "emails", project.root / "templates" / "emails")
 
 
 @pytest.fixture
@@ -32,16 +42,7 @@ def served(project):
     the team in English, and `lifecycle serve` on the public URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    project.config(
-        public_url=url,
-        topics={"feedback": {"title": {"en": "Surveys", "ar": "الاستبيانات"}}},
-        feedback={"scale": 10, "low": 6},
-        team={"locale": "en"},
-    )
-    for name in ("feedback_request", "feedback_alert"):
-        shutil.copy(REPO / "campaigns" / f"{name}.yaml", project.root / "campaigns")
-    shutil.rmtree(project.root / "templates" / "emails")
-    shutil.copytree(REPO / "templates" / "emails", project.root / "templates" / "emails")
+    with_the_examples(project, public_url=url, feedback={"scale": 10, "low": 6}, team={"locale": "en"})
     project.customers(customer("sara", locale="ar", last_name="Haddad"))
     day = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
     for days, order, product in ((30, "A-1", "Green tea"), (4, "A-2", "Teapot")):
@@ -108,6 +109,7 @@ def events(project, name: str) -> list[tuple[int, dict]]:
     return [(row[0], row[1] if isinstance(row[1], dict) else json.loads(row[1])) for row in rows]
 
 
+@NEEDS_CHROMIUM
 def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(served, browser):  # noqa: F811
     project = served
     (request_send,) = project.query("SELECT id FROM send WHERE campaign = 'feedback_request' AND status = 'sent'")
@@ -196,3 +198,26 @@ def test_the_scale_and_its_low_score_default_together():
         Config.model_validate({**config, "feedback": {"scale": 5, "low": 7}})
     with pytest.raises(ValueError):
         Config.model_validate({**config, "team": {"locale": "fr"}})
+
+
+def test_an_alert_about_a_rating_from_another_system_is_acknowledged_too(project):
+    """A `feedback_submitted` event posted to the API names no send: its alert still opens and is acknowledged."""
+    with_the_examples(project, team={"locale": "ar"}, feedback={"scale": 10})
+    project.customers(customer("ann"))
+    now = datetime.now(UTC)
+    project.events({"customer": "ann", "event": "feedback_submitted", "at": iso(now), "properties": {"score": 3}})
+    project.tick(iso(now + timedelta(minutes=1)))
+    alert = email(project, "feedback_alert")
+    assert alert["Subject"] == "تقييم منخفض 3/10 من Ann"  # the team's language, not Ann's
+    (acknowledge,) = [u for u in LINK.findall(alert.get_body(("html",)).get_content()) if "/alerts/" in u]
+    client = TestClient(create_app(load_config(project.root / "config.yaml")))
+    path = acknowledge.split("localhost:8000", 1)[1]
+    page = client.get(path)
+    assert page.status_code == 200 and "قيّم Ann بـ 3 من 10" in page.text and 'dir="rtl"' in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert client.post(path, data={"csrf": "forged"}).status_code == 403
+    assert events(project, "alert_acknowledged") == []
+    done = client.post(path, data={"csrf": csrf})
+    assert done.status_code == 200 and "تم التكفل به في" in done.text
+    ((_, acknowledged),) = events(project, "alert_acknowledged")
+    assert set(acknowledged) == {"alert_send_id", "feedback_event_id", "by"}

@@ -135,9 +135,12 @@ def alert(connection: Connection, customer_id: int, alert_send_id: int) -> Alert
         .join(Customer, col(Customer.id) == col(Send.customer_id))
         .where(col(Send.id) == alert_send_id, col(Send.customer_id) == customer_id, col(Event.name) == RATED)
     ).first()
-    if row is None or not isinstance(row.properties, dict) or not isinstance(row.properties.get("send_id"), int):
+    if row is None:
         return None
-    latest = latest_rating(connection, customer_id, row.properties["send_id"]) or dict(row.properties)
+    rated = dict(row.properties) if isinstance(row.properties, dict) else {}
+    # A rating posted by another system (the ingest API) names no send: it is its own latest.
+    send_id = rated.get("send_id")
+    latest = (latest_rating(connection, customer_id, send_id) if isinstance(send_id, int) else None) or rated
     name = " ".join(filter(None, [row.first_name, row.last_name]))
     return Alert(
         customer_id=customer_id,
@@ -157,11 +160,9 @@ def acknowledge(connection: Connection, customer_id: int, alert_send_id: int, no
     found = alert(connection, customer_id, alert_send_id)
     if found is None or found.acknowledged_at is not None:
         return found
-    properties: dict[str, Any] = {
-        "alert_send_id": alert_send_id,
-        "feedback_event_id": found.feedback_event_id,
-        "feedback_send_id": found.feedback["send_id"],
-    }
+    properties: dict[str, Any] = {"alert_send_id": alert_send_id, "feedback_event_id": found.feedback_event_id}
+    if isinstance(found.feedback.get("send_id"), int):
+        properties["feedback_send_id"] = found.feedback["send_id"]
     if found.to_email:
         properties["by"] = found.to_email
     connection.execute(

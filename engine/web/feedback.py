@@ -68,7 +68,7 @@ def _rating_text(s: Services, locale: str, score: int, saved: bool, comment: str
         "feedback.html",
         locale,
         title=texts(locale)["rating"],
-        question=texts(locale)["rating_question"].format(low=scores[0], high=scores[-1]),
+        question=texts(locale)[f"rating_question_{s.config.feedback.scale}"].format(low=scores[0], high=scores[-1]),
         scores=scores,
         score=score,
         saved=saved,
