@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import REPO, customer
 from starlette.testclient import TestClient
-from test_web_browser import browser, free_port, iso, wait_until_up  # noqa: F401 (browser: a fixture)
+from test_web_browser import artifacts, browser, free_port, iso, wait_until_up  # noqa: F401 (fixtures)
 
 from engine.config.settings import Config, load_config
 from engine.web import create_app
@@ -110,7 +110,7 @@ def events(project, name: str) -> list[tuple[int, dict]]:
 
 
 @NEEDS_CHROMIUM
-def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(served, browser):  # noqa: F811
+def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(served, browser, artifacts):  # noqa: F811
     project = served
     (request_send,) = project.query("SELECT id FROM send WHERE campaign = 'feedback_request' AND status = 'sent'")
     request = email(project, "feedback_request")
@@ -142,6 +142,7 @@ def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(s
     assert too_long.status == 400 and "2000" in too_long.text()
     assert page.request.post(token_url, form={"csrf": csrf, "score": "12"}).status == 404
     page.locator("textarea").fill("وصل الإبريق مكسوراً")
+    page.screenshot(path=artifacts / "rating-ar.png", full_page=True)
     page.get_by_role("button", name="أرسل تقييمي").click()
     page.get_by_text("شكراً لك: تم تسجيل تقييمك.").wait_for()
     assert [p.get("comment") for _, p in events(project, "feedback_submitted")] == [None, "وصل الإبريق مكسوراً"]
@@ -171,6 +172,7 @@ def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(s
     csrf = team.locator("input[name=csrf]").get_attribute("value")
     team.get_by_role("button", name="I'm on it").click()
     team.get_by_text("Acknowledged at").wait_for()
+    team.screenshot(path=artifacts / "alert-acknowledged-en.png", full_page=True)
     ((_, acknowledged),) = events(project, "alert_acknowledged")
     (alert_send,) = project.query("SELECT id FROM send WHERE campaign = 'feedback_alert'")
     assert acknowledged == {

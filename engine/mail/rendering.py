@@ -558,16 +558,17 @@ def _line_of(exc: Exception, name: str) -> int:
 
 # -- rating buttons ----------------------------------------------------------------------------
 
-# Inline styles on a table of links: what email clients (Outlook included) show as buttons.
+# Inline styles on a table of links: what email clients (Outlook included) show as buttons. The table
+# takes the column's width up to a button's worth a score, so eleven fit a phone and five stay buttons.
+BUTTON_WIDTH = 48
 RATING_TABLE = (
-    '<table role="presentation" dir="{dir}" align="center" border="0" cellpadding="0" cellspacing="0" '
-    'style="margin:0 auto;border-collapse:separate;border-spacing:4px 0;">'
+    '<table role="presentation" dir="{dir}" width="100%" align="center" border="0" cellpadding="0" cellspacing="0" '
+    'style="width:100%;max-width:{max}px;margin:0 auto;border-collapse:separate;border-spacing:3px 0;">'
 )
 RATING_CELL = (
-    '<td align="center" bgcolor="{color}" style="border-radius:6px;background:{color};">'
-    '<a href="{url}" style="display:inline-block;min-width:24px;padding:10px 6px;font-family:Arial,Helvetica,'
-    "sans-serif;font-size:16px;font-weight:bold;line-height:20px;color:#ffffff;text-decoration:none;"
-    'text-align:center;">{score}</a></td>'
+    '<td width="{share}%" align="center" bgcolor="{color}" style="border-radius:6px;background:{color};">'
+    '<a href="{url}" style="display:block;padding:10px 0;font-family:Arial,Helvetica,sans-serif;font-size:15px;'
+    'font-weight:bold;line-height:20px;color:#ffffff;text-decoration:none;text-align:center;">{score}</a></td>'
 )
 RATING_LABEL = '<td colspan="{span}" align="{align}" style="padding-top:6px;font-size:13px;color:#4b5563;">{text}</td>'
 
@@ -582,7 +583,8 @@ def rating_buttons(urls: Mapping[int, str], direction: str) -> Callable[..., str
         if not eval_ctx.autoescape:
             return "\n".join(f"{score}: {url}" for score, url in urls.items())
         cells = "".join(
-            RATING_CELL.format(color=escape(color), url=escape(url), score=score) for score, url in urls.items()
+            RATING_CELL.format(share=100 // max(len(urls), 1), color=escape(color), url=escape(url), score=score)
+            for score, url in urls.items()
         )
         labels = ""
         if low or high:
@@ -591,7 +593,8 @@ def rating_buttons(urls: Mapping[int, str], direction: str) -> Callable[..., str
             first = RATING_LABEL.format(span=half, align=start, text=escape(low))
             last = RATING_LABEL.format(span=len(urls) - half, align=end, text=escape(high))
             labels = f"<tr>{first}{last}</tr>"
-        return Markup(f"{RATING_TABLE.format(dir=direction)}<tr>{cells}</tr>{labels}</table>")
+        table = RATING_TABLE.format(dir=direction, max=BUTTON_WIDTH * len(urls))
+        return Markup(f"{table}<tr>{cells}</tr>{labels}</table>")
 
     return render
 
