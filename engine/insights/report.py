@@ -721,7 +721,9 @@ def feedback(
         .select_from(rated.outerjoin(acknowledged, acknowledged.c.rating_id == rated.c.id))
         .group_by(*keys)
     )
-    total, by_month, by_campaign = _Ratings(), defaultdict(_Ratings), defaultdict(_Ratings)
+    total = _Ratings()
+    by_month: defaultdict[int, _Ratings] = defaultdict(_Ratings)
+    by_campaign: defaultdict[str, _Ratings] = defaultdict(_Ratings)
     for month, campaign, score, in_time, minutes, n in connection.execute(grouped):
         for group in (total, by_month[month], by_campaign[campaign]):
             group.scores[int(score)] += n
