@@ -5,6 +5,7 @@ table and the HTML page, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -151,13 +152,38 @@ def test_since_and_campaign_keep_the_ratings_of_sends_in_scope(rated):
     assert report_json(rated, "--campaign", "ask")["responses"] == 6
 
 
-def test_customers_text_is_shown_as_text(rated):
-    table = rated.cli("report", "--now", NOW).stdout
-    assert COMMENT in table and "too slow" in table
+def test_the_table_shows_the_same_figures_and_comments_as_text(rated, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    lines = rated.cli("report", "--now", NOW).stdout.splitlines()
+    feedback = lines.index(next(line for line in lines if line.startswith("feedback")))
+    rows = {line.split()[0]: line.split()[1:] for line in lines[feedback + 3 :] if line.strip()}
+    # rated, csat, low, acked, in 4h %, median minutes, response rate %, scores
+    assert rows["all"] == ["6", "33.33", "3", "2", "33.33", "240.0", "1:1", "2:2", "3:1", "4:1", "5:1"]
+    assert rows["ask"] == ["6", "33.33", "3", "2", "33.33", "240.0", "85.71", "1:1", "2:2", "3:1", "4:1", "5:1"]
+    assert rows["2026-02"] == ["1", "100.0", "0", "0", "–", "–", "5:1"]  # noqa: RUF001 (a dash for "none")
+    assert "2026-01" not in rows  # months without ratings are left out
+    assert any(line.endswith(COMMENT) and "bob" in line for line in lines)
+    assert any(line.endswith("–") and "eve" in line for line in lines)  # noqa: RUF001 (no comment)
+
+
+def test_the_page_escapes_comments(rated):
     page = rated.cli("report", "--now", NOW, "--format", "html").stdout
     assert "<script>alert(1)" not in page
     assert "[/oops] &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'id="chart-feedback"' in page
+    ask = re.search(r'<tr class="campaign" data-campaign="ask">(.*?)</tr>', page.split('id="feedback"')[1], re.S)
+    assert ask and re.findall(r'data-figure="(\w+)">([^<]*)<', ask.group(1)) == [
+        ("responses", "6"),
+        ("csat", "33.33"),
+        ("low", "3"),
+        ("acknowledged", "2"),
+        ("acknowledged_within_4h_share", "33.33"),
+        ("median_minutes_to_ack", "240.0"),
+        ("response_rate", "85.71"),
+    ]
+    low = page.split('id="low-ratings"')[1].split("</table>")[0]
+    assert "<td>eve</td><td>ask</td><td>2</td><td>–</td><td>–</td>" in low  # noqa: RUF001 (none)
+    assert "<td>bob</td><td>ask</td><td>2</td><td>2026-03-05T11:59</td>" in low
 
 
 def test_nps_on_a_scale_of_10(store_project):
