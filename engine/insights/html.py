@@ -15,11 +15,12 @@ from jinja2 import Environment
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from engine.insights.table import CAMPAIGN_COLUMNS, OTHER_COLUMNS
+from engine.insights.table import CAMPAIGN_COLUMNS, HEADINGS, OTHER_COLUMNS, feedback_columns, score_figure
 from engine.store.tables import OUTCOMES
 
 FUNNEL = ("entered", "sent", "delivered", "opened", "clicked", "converted")
 RISK_COLOURS = {"green": "#2e9e5b", "yellow": "#e0b400", "red": "#d64541"}
+SHARE = "acknowledged_within_4h_share"
 STAGE_COLOURS = {"prospect": "#8fb3de", "current": "#3f7fbf", "loyal": "#1f4e8c", "lost": "#9a9a9a"}
 
 PAGE = """<!doctype html>
@@ -73,6 +74,21 @@ tr.campaign { font-weight: 600; }
 <h2>Red risk, most valuable first</h2>
 <table id="red"><tr><th>customer</th><th>email</th><th>name</th><th>value</th><th>last activity</th></tr>
 {% for p in report.red_customers %}<tr><td>{{ p.id }}</td><td>{{ p.email }}</td><td>{{ p.name | dash }}</td><td>{{ "%.2f" | format(p.value) }}</td><td>{{ p.last_activity[:10] }}</td></tr>{% endfor %}</table>
+
+<h2>Feedback</h2>
+{% set fb = report.feedback %}{% if fb.responses %}
+{% macro ratings(label, f, kind) %}<tr class="{{ kind }}" data-{{ kind }}="{{ label }}"><td>{{ label }}</td>{% for c in feedback_columns %}<td data-figure="{{ c }}">{{ f[c] | dash }}</td>{% endfor %}
+<td data-figure="response_rate">{% if "response_rate" in f %}{{ f.response_rate | dash }}{% endif %}</td>
+<td>{% for score, n in f.scores.items() if n %}{{ score }}: {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endmacro %}
+<table id="feedback"><tr><th></th>{% for c in feedback_columns %}<th>{{ headings.get(c, c) }}</th>{% endfor %}<th>response rate %</th><th>scores</th></tr>
+{{ ratings("all", fb, "total") }}
+{% for name, f in fb.campaigns.items() %}{{ ratings(name, f, "campaign") }}{% endfor %}
+{% for m in fb.months if m.responses %}{{ ratings(m.month, m, "month") }}{% endfor %}</table>
+
+<h3>Low ratings, newest first</h3>
+<table id="low-ratings"><tr><th>rated at</th><th>customer</th><th>campaign</th><th>score</th><th>acknowledged</th><th>comment</th></tr>
+{% for r in fb.low_comments %}<tr><td>{{ r.at[:16] }}</td><td>{{ r.customer }}</td><td>{{ r.campaign }}</td><td>{{ r.score }}</td><td>{{ r.acknowledged_at[:16] if r.acknowledged_at else none | dash }}</td><td>{{ r.comment | dash }}</td></tr>{% endfor %}</table>
+{% else %}<p>No ratings yet.</p>{% endif %}
 <script>
 // Charts are drawn while the page is still being laid out; fit them to their boxes once it is.
 window.addEventListener("load", () => document.querySelectorAll(".plotly-graph-div").forEach(d => Plotly.Plots.resize(d)));
@@ -91,12 +107,14 @@ _page = _environment.from_string(PAGE)
 
 
 def report_page(report: dict[str, Any]) -> str:
-    """A complete offline HTML page: five charts, then every figure of the report in tables."""
+    """A complete offline HTML page: six charts, then every figure of the report in tables."""
     return _page.render(
         report=report,
         charts=[_html(name, figure) for name, figure in charts(report).items()],
         campaign_columns=CAMPAIGN_COLUMNS,
         other_columns=OTHER_COLUMNS,
+        feedback_columns=feedback_columns(report["feedback"]),
+        headings=HEADINGS,
         plotly_js=Markup(get_plotlyjs()),
     )
 
@@ -109,6 +127,7 @@ def charts(report: dict[str, Any]) -> dict[str, go.Figure]:
         "retention": retention_chart(report),
         "stages": stages_chart(report),
         "risk": risk_chart(report),
+        "feedback": feedback_chart(report),
     }
 
 
@@ -200,3 +219,35 @@ def risk_chart(report: dict[str, Any]) -> go.Figure:
             x=list(risk), y=list(risk.values()), text=list(risk.values()), marker_color=[RISK_COLOURS[r] for r in risk]
         )
     ).update_layout(title="Churn risk")
+
+
+def feedback_chart(report: dict[str, Any]) -> go.Figure:
+    """Ratings per month, the low ones apart, with CSAT or NPS and the share of low ratings the team
+    took on within 4 hours as lines on a percent axis."""
+    rows = report["feedback"]["months"]
+    months = [row["month"] for row in rows]
+    score = score_figure(report["feedback"])
+    figure = go.Figure(
+        [
+            go.Bar(x=months, y=[r["responses"] - r["low"] for r in rows], name="ratings", marker_color="#c9d9ee"),
+            go.Bar(x=months, y=[r["low"] for r in rows], name="low", marker_color="#f0b2ad"),
+        ]
+    )
+    for figure_name, label, colour in ((score, score.upper(), "#1f4e8c"), (SHARE, "low acked in 4h %", "#2e9e5b")):
+        figure.add_trace(
+            go.Scatter(
+                x=months,
+                y=[r[figure_name] for r in rows],
+                name=label,
+                mode="lines+markers",
+                yaxis="y2",
+                line={"color": colour},
+            )
+        )
+    return figure.update_layout(
+        title="Feedback by month",
+        barmode="stack",
+        xaxis={"type": "category"},
+        yaxis={"title": "ratings"},
+        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "%"},
+    )

@@ -27,17 +27,23 @@ Choices where the contract is silent:
 - A customer's value (for the red list) is the sum of the `total` property of their `purchase` events.
 - Months are calendar months in the config timezone; a customer created at a month's first instant
   is new in that month, and the current month ends at `now`.
+- Feedback counts each rated send once, with its latest `feedback_submitted` event by `now` (of the
+  configured scale, with a score on it); a rating names its send, whose campaign it counts in, so
+  `--campaign` and `--since` keep the ratings of the sends in scope. Only low ratings' acknowledgements
+  count, the first of each. The response rate is responses / sent sends of the campaign, and
+  campaigns without a rating are not listed. The low ratings are listed with or without a comment.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections import defaultdict
+import statistics
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, TypeVar
@@ -46,8 +52,12 @@ from zoneinfo import ZoneInfo
 import numpy
 from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import CTE, ScalarSelect, Subquery
+from sqlalchemy.types import Float
 from sqlmodel import col
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
@@ -59,7 +69,7 @@ from engine.delivery.outcomes import first_at, outcome_names
 from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.store import tallies
-from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, shifted
+from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, read_json, shifted
 from engine.store.tables import OUTCOMES, Customer, Entry, Event, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
@@ -117,6 +127,7 @@ def build_report(
         "customers": lambda c: customer_counts(c, measures, months),
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_customers(c, measures),
+        "feedback": lambda c: feedback(c, scope, months, config.timezone, rating_scale(config)),
     }
     with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
@@ -129,6 +140,7 @@ def build_report(
         "activity": done["activity"],
         **done["customers"],
         "red_customers": done["red_customers"],
+        "feedback": done["feedback"],
     }
 
 
@@ -626,3 +638,214 @@ def _red_list(measures: Measures) -> Query:
         col(Customer.last_name),
         measures.last_activity().label("last_activity"),
     ).where(col(Customer.created_at) <= measures.now, measures.risk("red"))
+
+
+# -- feedback --------------------------------------------------------------------------------------
+
+RATED = "feedback_submitted"
+ACKNOWLEDGED = "alert_acknowledged"
+ANSWER_WITHIN = timedelta(hours=4)  # the promise to a customer who gave a low score
+LOW_LISTED = 50
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """CSAT (scores 1-5) or NPS (0-10), and the score at or below which a rating is low."""
+
+    scale: int
+    low: int
+
+    @property
+    def scores(self) -> range:
+        return range(1, 6) if self.scale == 5 else range(11)
+
+
+def rating_scale(config: Config) -> RatingScale:
+    """The config's `feedback: {scale, low}`; low defaults to 2 of 5 or 6 of 10."""
+    settings = getattr(config, "feedback", None)
+    scale = getattr(settings, "scale", None) or 5
+    low = getattr(settings, "low", None)
+    return RatingScale(scale, (2 if scale == 5 else 6) if low is None else low)
+
+
+@dataclass
+class _Ratings:
+    """The ratings of one group (all, a month, a campaign), folded from the grouped rows."""
+
+    scores: Counter[int] = field(default_factory=Counter)
+    acknowledged: int = 0
+    within: int = 0
+    minutes: list[float] = field(default_factory=list)
+
+
+class minutes_between(FunctionElement[float]):
+    """The minutes from one timestamp to a later one."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(minutes_between)
+def _minutes_postgresql(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(EXTRACT(EPOCH FROM ({end} - {start})) / 60)"
+
+
+@compiles(minutes_between, "sqlite")
+def _minutes_sqlite(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 1440)"
+
+
+def feedback(
+    connection: Connection, scope: Scope, months: list[datetime], timezone: str, scale: RatingScale
+) -> dict[str, Any]:
+    """Ratings and the team's answers to the low ones: in all, per month of the last 12 (by the
+    rating's time) and per campaign, with the low ratings newest first for review. The database
+    groups the latest rating of each send by month, campaign, score and time to acknowledge (only
+    acknowledged low ratings have one, and they are few); Python adds up the groups."""
+    rated = _rated_sends(scope, scale)
+    acknowledged = _acknowledgements(scope.now)
+    low = rated.c.score <= scale.low
+    acked_at = case((low, acknowledged.c.at))
+    within = case((acked_at <= shifted(rated.c.at, ANSWER_WITHIN), 1), else_=0)
+    keys = (
+        _passed(rated.c.at, operator.ge, months).label("month"),
+        rated.c.campaign,
+        rated.c.score,
+        within,
+        minutes_between(rated.c.at, acked_at),
+    )
+    grouped = (
+        select(*keys, func.count())
+        .select_from(rated.outerjoin(acknowledged, acknowledged.c.rating_id == rated.c.id))
+        .group_by(*keys)
+    )
+    total = _Ratings()
+    by_month: defaultdict[int, _Ratings] = defaultdict(_Ratings)
+    by_campaign: defaultdict[str, _Ratings] = defaultdict(_Ratings)
+    for month, campaign, score, in_time, minutes, n in connection.execute(grouped):
+        for group in (total, by_month[month], by_campaign[campaign]):
+            group.scores[int(score)] += n
+            if minutes is not None:
+                group.acknowledged += n
+                group.within += in_time * n
+                group.minutes += [float(minutes)] * n
+    sent = _sent_by_campaign(connection, scope)
+    return {
+        **_rating_figures(total, scale),
+        "months": [
+            {"month": _label(start, timezone), **_rating_figures(by_month[i + 1], scale)}
+            for i, start in enumerate(months[:-1])
+        ],
+        "campaigns": {
+            name: {**_rating_figures(group, scale), "response_rate": _rate(sum(group.scores.values()), sent[name])}
+            for name, group in sorted(by_campaign.items())
+        },
+        "low_comments": _low_ratings(connection, rated, acknowledged, low),
+    }
+
+
+def _rated_sends(scope: Scope, scale: RatingScale) -> Subquery:
+    """The latest rating by `now` of each rated send in scope, on the configured scale, with its
+    send's campaign. A rating without a send, or with a score off the scale, is none."""
+    properties = col(Event.properties)
+
+    def number(name: str) -> ColumnElement[float]:
+        return read_json(properties, properties[name].as_float())
+
+    send_id = number("send_id")
+    newest = func.row_number().over(partition_by=send_id, order_by=(col(Event.at).desc(), col(Event.id).desc()))
+    ratings = (
+        select(
+            col(Event.id),
+            col(Event.customer_id),
+            col(Event.at),
+            send_id.label("send_id"),
+            number("score").label("score"),
+            read_json(properties, properties["comment"].as_string()).label("comment"),
+            newest.label("newest"),
+        )
+        .where(
+            col(Event.name) == RATED,
+            col(Event.at) <= scope.now,
+            send_id.is_not(None),
+            number("score").in_([float(s) for s in scale.scores]),
+            func.coalesce(number("scale"), scale.scale) == scale.scale,
+        )
+        .subquery()
+    )
+    latest = (
+        select(*(c for c in ratings.c if c.name != "newest"), col(Send.campaign))
+        .select_from(ratings)
+        .join(Send, col(Send.id) == ratings.c.send_id)
+        .where(ratings.c.newest == 1)
+    )
+    return _sends(latest, scope).subquery()
+
+
+def _acknowledgements(now: datetime) -> Subquery:
+    """Each acknowledged rating's first acknowledgement by `now`."""
+    properties = col(Event.properties)
+    rating_id = read_json(properties, properties["feedback_event_id"].as_float())
+    return (
+        select(rating_id.label("rating_id"), func.min(col(Event.at)).label("at"))
+        .where(col(Event.name) == ACKNOWLEDGED, col(Event.at) <= now, rating_id.is_not(None))
+        .group_by(rating_id)
+        .subquery()
+    )
+
+
+def _sent_by_campaign(connection: Connection, scope: Scope) -> Counter[str]:
+    sent: Counter[str] = Counter()
+    for state, name, *_, n in _send_counts(connection, scope):
+        if state == SendStatus.SENT:
+            sent[name] += n
+    return sent
+
+
+def _rating_figures(ratings: _Ratings, scale: RatingScale) -> dict[str, Any]:
+    scores = ratings.scores
+    responses = sum(scores.values())
+    low = sum(n for score, n in scores.items() if score <= scale.low)
+    promoters = sum(n for score, n in scores.items() if score >= 9)
+    detractors = sum(n for score, n in scores.items() if score <= 6)
+    return {
+        "responses": responses,
+        "low": low,
+        "acknowledged": ratings.acknowledged,
+        "acknowledged_within_4h": ratings.within,
+        "acknowledged_within_4h_share": _rate(ratings.within, low),
+        "median_minutes_to_ack": round(statistics.median(ratings.minutes), 1) if ratings.minutes else None,
+        "csat": _rate(scores[4] + scores[5], responses) if scale.scale == 5 else None,
+        "nps": _rate(promoters - detractors, responses) if scale.scale == 10 else None,
+        "scores": {str(score): scores[score] for score in scale.scores},
+    }
+
+
+def _low_ratings(
+    connection: Connection, rated: Subquery, acknowledged: Subquery, low: ColumnElement[bool]
+) -> list[dict[str, Any]]:
+    """The latest low ratings, newest first, with their comments, for the team to review."""
+    query = (
+        select(
+            col(Customer.external_id), rated.c.score, rated.c.comment, rated.c.at, rated.c.campaign, acknowledged.c.at
+        )
+        .select_from(rated)
+        .join(Customer, col(Customer.id) == rated.c.customer_id)
+        .outerjoin(acknowledged, acknowledged.c.rating_id == rated.c.id)
+        .where(low)
+        .order_by(rated.c.at.desc(), rated.c.id.desc())
+        .limit(LOW_LISTED)
+    )
+    return [
+        {
+            "customer": customer,
+            "score": int(score),
+            "comment": comment,
+            "at": at.isoformat(),
+            "campaign": campaign,
+            "acknowledged_at": acked.isoformat() if acked else None,
+        }
+        for customer, score, comment, at, campaign, acked in connection.execute(query)
+    ]

@@ -26,7 +26,22 @@ HEADINGS = {
     "unsubscribed": "unsub",
     "converted": "conv",
     SendStatus.HELD_OUT: "held out",
+    "responses": "rated",
+    "response_rate": "rate %",
+    "acknowledged": "acked",
+    "acknowledged_within_4h_share": "in 4h %",
+    "median_minutes_to_ack": "median min",
 }
+# The feedback figures of a month or a campaign, in the table and on the page.
+FEEDBACK_COLUMNS = (
+    "responses",
+    "csat",
+    "nps",
+    "low",
+    "acknowledged",
+    "acknowledged_within_4h_share",
+    "median_minutes_to_ack",
+)
 
 
 # What a terminal would act on rather than show: C0 and C1 controls (ESC starts a sequence that can clear the
@@ -57,6 +72,8 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
         retention_table(report),
         customers_table(report),
         red_table(report),
+        feedback_table(report),
+        low_ratings_table(report),
     ]
 
 
@@ -153,6 +170,54 @@ def red_table(report: dict[str, Any]) -> Table:
                 _text(person["name"]),
                 f"{person['value']:.2f}",
                 person["last_activity"][:10],
+            )
+        )
+    return table
+
+
+def feedback_table(report: dict[str, Any]) -> Table:
+    """Ratings and the answers to low ones: in all, per campaign (with its response rate), per month."""
+    feedback = report["feedback"]
+    shown = feedback_columns(feedback)
+    table = _table("feedback", "", *shown, "response_rate", "scores")
+
+    def row(label: str, figures: dict[str, Any], style: str | None = None) -> None:
+        scores = " ".join(f"{score}:{n}" for score, n in figures["scores"].items() if n)
+        rate = _text(figures.get("response_rate")) if "response_rate" in figures else ""
+        table.add_row(*cells(label, *(_text(figures[c]) for c in shown), rate, scores), style=style)
+
+    row("all", feedback, style="bold")
+    for name, figures in feedback["campaigns"].items():
+        row(name, figures)
+    for month in feedback["months"]:
+        if month["responses"]:
+            row(month["month"], month)
+    return table
+
+
+def score_figure(feedback: dict[str, Any]) -> str:
+    """CSAT for ratings of 5, NPS for ratings of 10 (whose scores run to 10)."""
+    return "nps" if "10" in feedback["scores"] else "csat"
+
+
+def feedback_columns(feedback: dict[str, Any]) -> list[str]:
+    """The feedback columns for the report's scale: CSAT or NPS, not both."""
+    other = "csat" if score_figure(feedback) == "nps" else "nps"
+    return [c for c in FEEDBACK_COLUMNS if c != other]
+
+
+def low_ratings_table(report: dict[str, Any]) -> Table:
+    """The low ratings to review, newest first, and when the team took each on."""
+    table = _table("low ratings, newest first", "rated at", "customer", "campaign", "score", "acknowledged", "comment")
+    for low in report["feedback"]["low_comments"]:
+        table.add_row(
+            *cells(
+                low["at"][:16],
+                low["customer"],
+                low["campaign"],
+                low["score"],
+                _text(low["acknowledged_at"] and low["acknowledged_at"][:16]),
+                _text(low["comment"]),
             )
         )
     return table
