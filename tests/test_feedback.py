@@ -189,6 +189,49 @@ def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(s
     project.tick(iso(datetime.now(UTC) + timedelta(minutes=3)))
     assert project.sent("feedback_alert") == [("sara", 1)]
 
+    # The figures: one response (the latest rating counts), and it is low (acknowledgement: see below).
+    figures = report(project)
+    assert (figures["responses"], figures["low"], figures["nps"]) == (1, 1, -100)
+    ((low,),) = [figures["low_comments"]]
+    assert (low["score"], low["comment"], low["campaign"]) == (2, "وصل الإبريق مكسوراً", "feedback_request")
+
+
+def report(project) -> dict:
+    now = iso(datetime.now(UTC) + timedelta(minutes=5))
+    return json.loads(project.cli("report", "--now", now, "--format", "json").stdout)["feedback"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the report matches an acknowledgement to the send's LATEST rating (feedback_event_id), while the "
+    "alert, and so its acknowledgement, is about the send's first low rating: a comment added before the "
+    "acknowledgement hides it (engine/insights/report.py _acknowledgements should match on feedback_send_id "
+    "and time from the feedback_event_id's event)",
+)
+def test_an_acknowledged_alert_counts_after_a_comment_was_added(project):
+    with_the_examples(project, feedback={"scale": 10}, team={"locale": "en"})
+    project.customers(customer("sara", locale="ar"))
+    day = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    project.events({"customer": "sara", "event": "purchase", "at": iso(day - timedelta(days=4))})
+    project.tick(iso(day - timedelta(days=1, hours=-2)))
+    client = TestClient(create_app(load_config(project.root / "config.yaml")))
+    rating = next(u for u in links_to(email(project, "feedback_request"), "/feedback/") if u.endswith("/3"))
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(rating).text).group(1)
+    for comment in ("", "late"):  # the page's own post, then the comment
+        assert client.post(rating.rsplit("/", 1)[0], data={"csrf": csrf, "score": "3", "comment": comment}).is_success
+    project.tick(iso(datetime.now(UTC) + timedelta(minutes=1)))
+    (acknowledge,) = links_to(email(project, "feedback_alert"), "/alerts/")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(acknowledge).text).group(1)
+    assert client.post(acknowledge, data={"csrf": csrf}).is_success
+    figures = report(project)
+    assert (figures["low"], figures["acknowledged"], figures["acknowledged_within_4h"]) == (1, 1, 1)
+
+
+def links_to(message, section: str) -> list[str]:
+    """The paths of the email's links into one section of the service."""
+    html = message.get_body(("html",)).get_content()
+    return [u.split("localhost:8000", 1)[1] for u in LINK.findall(html) if section in u]
+
 
 def test_the_scale_and_its_low_score_default_together():
     config = {"from": {"email": "a@b.example"}}
@@ -211,9 +254,8 @@ def test_an_alert_about_a_rating_from_another_system_is_acknowledged_too(project
     project.tick(iso(now + timedelta(minutes=1)))
     alert = email(project, "feedback_alert")
     assert alert["Subject"] == "تقييم منخفض 3/10 من Ann"  # the team's language, not Ann's
-    (acknowledge,) = [u for u in LINK.findall(alert.get_body(("html",)).get_content()) if "/alerts/" in u]
+    (path,) = links_to(alert, "/alerts/")
     client = TestClient(create_app(load_config(project.root / "config.yaml")))
-    path = acknowledge.split("localhost:8000", 1)[1]
     page = client.get(path)
     assert page.status_code == 200 and "قيّم Ann بـ 3 من 10" in page.text and 'dir="rtl"' in page.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
