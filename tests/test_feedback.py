@@ -201,13 +201,6 @@ def report(project) -> dict:
     return json.loads(project.cli("report", "--now", now, "--format", "json").stdout)["feedback"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the report matches an acknowledgement to the send's LATEST rating (feedback_event_id), while the "
-    "alert, and so its acknowledgement, is about the send's first low rating: a comment added before the "
-    "acknowledgement hides it (engine/insights/report.py _acknowledgements should match on feedback_send_id "
-    "and time from the feedback_event_id's event)",
-)
 def test_an_acknowledged_alert_counts_after_a_comment_was_added(project):
     with_the_examples(project, feedback={"scale": 10}, team={"locale": "en"})
     project.customers(customer("sara", locale="ar"))

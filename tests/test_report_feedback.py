@@ -13,6 +13,7 @@ import pytest
 from conftest import customer
 from sqlalchemy import create_engine
 
+from engine.config.settings import Feedback
 from engine.insights.html import report_page
 from engine.insights.report import RatingScale, Scope, feedback, month_starts, rating_scale
 
@@ -211,9 +212,9 @@ def test_nps_on_a_scale_of_10(store_project):
 
 
 def test_the_scale_and_threshold_come_from_the_config():
-    assert rating_scale(SimpleNamespace()) == RatingScale(5, 2)
-    assert rating_scale(SimpleNamespace(feedback=SimpleNamespace(scale=10, low=None))) == RatingScale(10, 6)
-    assert rating_scale(SimpleNamespace(feedback=SimpleNamespace(scale=5, low=3))) == RatingScale(5, 3)
+    assert rating_scale(SimpleNamespace(feedback=Feedback())) == RatingScale(5, 2)
+    assert rating_scale(SimpleNamespace(feedback=Feedback(scale=10))) == RatingScale(10, 6)
+    assert rating_scale(SimpleNamespace(feedback=Feedback(scale=5, low=3))) == RatingScale(5, 3)
 
 
 def test_the_page_shows_a_report_without_ratings(project):

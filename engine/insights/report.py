@@ -53,6 +53,7 @@ import numpy
 from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -661,11 +662,9 @@ class RatingScale:
 
 
 def rating_scale(config: Config) -> RatingScale:
-    """The config's `feedback: {scale, low}`; low defaults to 2 of 5 or 6 of 10."""
-    settings = getattr(config, "feedback", None)
-    scale = getattr(settings, "scale", None) or 5
-    low = getattr(settings, "low", None)
-    return RatingScale(scale, (2 if scale == 5 else 6) if low is None else low)
+    """The config's `feedback: {scale, low}` (config fills in the default low: 2 of 5, 6 of 10)."""
+    low = config.feedback.low
+    return RatingScale(config.feedback.scale, 2 if low is None else low)
 
 
 @dataclass
@@ -708,17 +707,17 @@ def feedback(
     acknowledged = _acknowledgements(scope.now)
     low = rated.c.score <= scale.low
     acked_at = case((low, acknowledged.c.at))
-    within = case((acked_at <= shifted(rated.c.at, ANSWER_WITHIN), 1), else_=0)
+    within = case((acked_at <= shifted(acknowledged.c.raised_at, ANSWER_WITHIN), 1), else_=0)
     keys = (
         _passed(rated.c.at, operator.ge, months).label("month"),
         rated.c.campaign,
         rated.c.score,
         within,
-        minutes_between(rated.c.at, acked_at),
+        minutes_between(acknowledged.c.raised_at, acked_at),
     )
     grouped = (
         select(*keys, func.count())
-        .select_from(rated.outerjoin(acknowledged, acknowledged.c.rating_id == rated.c.id))
+        .select_from(rated.outerjoin(acknowledged, acknowledged.c.send_id == rated.c.send_id))
         .group_by(*keys)
     )
     total = _Ratings()
@@ -785,13 +784,17 @@ def _rated_sends(scope: Scope, scale: RatingScale) -> Subquery:
 
 
 def _acknowledgements(now: datetime) -> Subquery:
-    """Each acknowledged rating's first acknowledgement by `now`."""
+    """Each rated send's first acknowledgement by `now`, with the time of the rating it answered: the
+    alert is about the send's first low rating, so a comment or a new score added since changes neither."""
     properties = col(Event.properties)
+    send_id = read_json(properties, properties["feedback_send_id"].as_float())
     rating_id = read_json(properties, properties["feedback_event_id"].as_float())
+    rating = aliased(Event)
     return (
-        select(rating_id.label("rating_id"), func.min(col(Event.at)).label("at"))
-        .where(col(Event.name) == ACKNOWLEDGED, col(Event.at) <= now, rating_id.is_not(None))
-        .group_by(rating_id)
+        select(send_id.label("send_id"), func.min(col(Event.at)).label("at"), func.min(rating.at).label("raised_at"))
+        .join(rating, col(rating.id) == rating_id)
+        .where(col(Event.name) == ACKNOWLEDGED, col(Event.at) <= now, send_id.is_not(None))
+        .group_by(send_id)
         .subquery()
     )
 
@@ -833,7 +836,7 @@ def _low_ratings(
         )
         .select_from(rated)
         .join(Customer, col(Customer.id) == rated.c.customer_id)
-        .outerjoin(acknowledged, acknowledged.c.rating_id == rated.c.id)
+        .outerjoin(acknowledged, acknowledged.c.send_id == rated.c.send_id)
         .where(low)
         .order_by(rated.c.at.desc(), rated.c.id.desc())
         .limit(LOW_LISTED)
