@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from engine.clock import utcnow
 from engine.customers import feedback
-from engine.web.pages import _cached, _context, _filled, _found, _mark, _page_text
+from engine.web.pages import cached, filled, found, mark, page_context, page_text
 from engine.web.security import HEADERS
 from engine.web.services import Services, services
 from engine.web.texts import texts
@@ -32,10 +32,10 @@ RATING_CSP = dict(HEADERS)[CSP].decode() + "; script-src 'self'"
 
 def _sent(request: Request, purpose: str) -> tuple[int, int]:
     """The (customer id, send id) the URL's token was signed for, or 404."""
-    found = services(request).links.read_send(purpose, request.path_params["token"])
-    if found is None:
+    signed_for = services(request).links.read_send(purpose, request.path_params["token"])
+    if signed_for is None:
         raise HTTPException(404)
-    return found
+    return signed_for
 
 
 def _score(s: Services, value: object) -> int:
@@ -53,9 +53,9 @@ async def rating_page(request: Request) -> Response:
     s = services(request)
     customer_id, _ = _sent(request, "rate")
     score = _score(s, request.path_params["score"])
-    choices = await _found(s.read(s.preferences.load, customer_id))
+    choices = await found(s.read(s.preferences.load, customer_id))
     saved = request.query_params.get("saved") == "1"
-    page = _cached(
+    page = cached(
         s, ("rating", choices.locale, score, saved), lambda: _rating_text(s, choices.locale, score, saved=saved)
     )
     return _rating_response(request, s, page)
@@ -63,7 +63,7 @@ async def rating_page(request: Request) -> Response:
 
 def _rating_text(s: Services, locale: str, score: int, saved: bool, comment: str = "", error: str = "") -> str:
     scores = s.config.feedback.scores()
-    return _page_text(
+    return page_text(
         s,
         "feedback.html",
         locale,
@@ -75,15 +75,15 @@ def _rating_text(s: Services, locale: str, score: int, saved: bool, comment: str
         comment=comment,
         error=error,
         limit=feedback.COMMENT_LIMIT,
-        token=_mark("token"),
-        csrf=_mark("csrf"),
+        token=mark("token"),
+        csrf=mark("csrf"),
     )
 
 
 def _rating_response(request: Request, s: Services, page: str, status_code: int = 200) -> Response:
     csrf, new_cookie = s.csrf.issue(request)
     response = HTMLResponse(
-        _filled(page, token=request.path_params["token"], csrf=csrf),
+        filled(page, token=request.path_params["token"], csrf=csrf),
         status_code=status_code,
         headers={CSP.decode(): RATING_CSP},
     )
@@ -105,7 +105,7 @@ async def rate(request: Request) -> Response:
         raise HTTPException(400)
     comment = comment.strip()
     if len(comment) > feedback.COMMENT_LIMIT:
-        choices = await _found(s.read(s.preferences.load, customer_id))
+        choices = await found(s.read(s.preferences.load, customer_id))
         error = texts(choices.locale)["comment_too_long"].format(limit=feedback.COMMENT_LIMIT)
         page = _rating_text(s, choices.locale, score, saved=False, comment=comment, error=error)
         return _rating_response(request, s, page, status_code=400)
@@ -159,7 +159,7 @@ def _alert_response(request: Request, s: Services, alert: feedback.Alert | None)
         if alert.acknowledged_at
         else "",
     }
-    response = s.templates.TemplateResponse(request, "alert.html", _context(s, locale, context))
+    response = s.templates.TemplateResponse(request, "alert.html", page_context(s, locale, context))
     if new_cookie:
         s.csrf.set_cookie(response, new_cookie, request)
     return response

@@ -28,13 +28,13 @@ ANY_FREQUENCY = "any"  # the form's value for "no cap of my own"
 
 def _customer(request: Request, purpose: str) -> tuple[int, str | None]:
     """The (customer id, topic) the URL's token was signed for, or 404."""
-    found = services(request).links.read(purpose, request.path_params["token"])
-    if found is None:
+    signed_for = services(request).links.read(purpose, request.path_params["token"])
+    if signed_for is None:
         raise HTTPException(404)
-    return found
+    return signed_for
 
 
-async def _found(choices: Awaitable[Choices | None]) -> Choices:
+async def found(choices: Awaitable[Choices | None]) -> Choices:
     """The customer's choices (from a Preferences method), or 404 if there is no such customer."""
     result = await choices
     if result is None:
@@ -42,17 +42,17 @@ async def _found(choices: Awaitable[Choices | None]) -> Choices:
     return result
 
 
-def _context(s: Services, locale: str, context: dict[str, Any]) -> dict[str, Any]:
+def page_context(s: Services, locale: str, context: dict[str, Any]) -> dict[str, Any]:
     return {"t": texts(locale), "lang": locale, "dir": direction(locale), "brand": s.config.brand, **context}
 
 
 def _render(request: Request, name: str, locale: str, status_code: int = 200, **context: Any) -> Response:
     s = services(request)
-    return s.templates.TemplateResponse(request, name, _context(s, locale, context), status_code=status_code)
+    return s.templates.TemplateResponse(request, name, page_context(s, locale, context), status_code=status_code)
 
 
-def _page_text(s: Services, name: str, locale: str, **context: Any) -> str:
-    return s.templates.get_template(name).render(_context(s, locale, context))
+def page_text(s: Services, name: str, locale: str, **context: Any) -> str:
+    return s.templates.get_template(name).render(page_context(s, locale, context))
 
 
 # -- the preference centre ---------------------------------------------------------------------
@@ -61,15 +61,15 @@ def _page_text(s: Services, name: str, locale: str, **context: Any) -> str:
 async def preference_page(request: Request) -> Response:
     s = services(request)
     customer_id, _ = _customer(request, "preferences")
-    choices = await _found(s.read(s.preferences.load, customer_id))
+    choices = await found(s.read(s.preferences.load, customer_id))
     csrf, new_cookie = s.csrf.issue(request)
     saved = request.query_params.get("saved") == "1"
-    form = _cached(
+    form = cached(
         s,
         ("preferences", choices.locale, choices.frequency, choices.unsubscribed, tuple(choices.topics.items()), saved),
         lambda: _preference_form(s, choices, saved),
     )
-    response = HTMLResponse(_filled(form, token=request.path_params["token"], csrf=csrf))
+    response = HTMLResponse(filled(form, token=request.path_params["token"], csrf=csrf))
     if new_cookie:
         s.csrf.set_cookie(response, new_cookie, request)
     return response
@@ -77,12 +77,12 @@ async def preference_page(request: Request) -> Response:
 
 def _preference_form(s: Services, choices: Choices, saved: bool) -> str:
     t = texts(choices.locale)
-    return _page_text(
+    return page_text(
         s,
         "preferences.html",
         choices.locale,
-        token=_mark("token"),
-        csrf=_mark("csrf"),
+        token=mark("token"),
+        csrf=mark("csrf"),
         choices=choices,
         saved=saved,
         topics=[
@@ -103,11 +103,13 @@ def _preference_form(s: Services, choices: Choices, saved: bool) -> str:
 PAGES_KEPT = 4096
 
 
-def _mark(name: str) -> str:
+def mark(name: str) -> str:
+    """A placeholder for a signed value in a page rendered once: `filled` puts the value in per request."""
     return f"\ue000{name}\ue000"
 
 
-def _cached(s: Services, key: tuple[Any, ...], render: Callable[[], str]) -> str:
+def cached(s: Services, key: tuple[Any, ...], render: Callable[[], str]) -> str:
+    """The page rendered once per key (language, choices, ...), its signed values left as marks."""
     page = s.page_cache.get(key)
     if page is None:
         if len(s.page_cache) >= PAGES_KEPT:
@@ -116,9 +118,9 @@ def _cached(s: Services, key: tuple[Any, ...], render: Callable[[], str]) -> str
     return page
 
 
-def _filled(page: str, **values: str) -> str:
+def filled(page: str, **values: str) -> str:
     for name, value in values.items():
-        page = page.replace(_mark(name), value)
+        page = page.replace(mark(name), value)
     return page
 
 
@@ -129,7 +131,7 @@ async def save_preferences(request: Request) -> Response:
     if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
         raise HTTPException(403)
     wanted = parse_choices(form, s.config)
-    await _found(s.write(s.preferences.save, customer_id, wanted, "preference_centre", utcnow()))
+    await found(s.write(s.preferences.save, customer_id, wanted, "preference_centre", utcnow()))
     return RedirectResponse(f"/preferences/{request.path_params['token']}?saved=1", status_code=303)
 
 
@@ -155,7 +157,7 @@ async def unsubscribe_page(request: Request) -> Response:
     """Asks; changes nothing (mail scanners follow GET links). Its button is the one-click POST."""
     s = services(request)
     customer_id, topic = _customer(request, "unsubscribe")
-    choices = await _found(s.read(s.preferences.load, customer_id))
+    choices = await found(s.read(s.preferences.load, customer_id))
     return _unsubscribe_response(s, customer_id, topic, choices.locale, done=False)
 
 
@@ -166,7 +168,7 @@ async def one_click_unsubscribe(request: Request) -> Response:
     customer_id, topic = _customer(request, "unsubscribe")
     if not await _asks_one_click(request):
         raise HTTPException(400)
-    choices = await _found(s.write(s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow()))
+    choices = await found(s.write(s.preferences.unsubscribe, customer_id, topic, "one_click", utcnow()))
     return _unsubscribe_response(s, customer_id, topic, choices.locale, done=True)
 
 
@@ -179,8 +181,8 @@ async def _asks_one_click(request: Request) -> bool:
 
 
 def _unsubscribe_response(s: Services, customer_id: int, topic: str | None, locale: str, done: bool) -> Response:
-    page = _cached(s, ("unsubscribe", locale, topic, done), lambda: _unsubscribe_text(s, topic, locale, done))
-    return HTMLResponse(_filled(page, preferences=f"/preferences/{s.links.token('preferences', customer_id)}"))
+    page = cached(s, ("unsubscribe", locale, topic, done), lambda: _unsubscribe_text(s, topic, locale, done))
+    return HTMLResponse(filled(page, preferences=f"/preferences/{s.links.token('preferences', customer_id)}"))
 
 
 def _unsubscribe_text(s: Services, topic: str | None, locale: str, done: bool) -> str:
@@ -188,8 +190,8 @@ def _unsubscribe_text(s: Services, topic: str | None, locale: str, done: bool) -
     declared = s.config.topics.get(topic) if topic else None
     title = declared.title_in(locale, s.config.default_locale) if declared else topic
     key = ("unsubscribed_" if done else "unsubscribe_") + ("topic" if topic else "everything")
-    return _page_text(
-        s, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title), preferences=_mark("preferences")
+    return page_text(
+        s, "unsubscribe.html", locale, done=done, message=t[key].format(topic=title), preferences=mark("preferences")
     )
 
 
@@ -197,7 +199,7 @@ async def confirm(request: Request) -> Response:
     """Double opt-in: records the consent once; a second click shows the same page."""
     s = services(request)
     customer_id, _ = _customer(request, "confirm")
-    choices = await _found(s.write(s.preferences.confirm, customer_id, "confirm_link", utcnow()))
+    choices = await found(s.write(s.preferences.confirm, customer_id, "confirm_link", utcnow()))
     t = texts(choices.locale)
     return _render(
         request,
