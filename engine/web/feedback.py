@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from engine.clock import utcnow
 from engine.customers import feedback
-from engine.web.pages import cached, filled, found, mark, page_context, page_text
+from engine.web.pages import cached, checked_form, filled, found, mark, page_context, page_text
 from engine.web.security import HEADERS
 from engine.web.services import Services, services
 from engine.web.texts import texts
@@ -96,9 +96,7 @@ async def rate(request: Request) -> Response:
     """Records the rating (the page's own post, or the customer's with a comment)."""
     s = services(request)
     customer_id, send_id = _sent(request, "rate")
-    form = await request.form()
-    if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
-        raise HTTPException(403)
+    form = await checked_form(request)
     score = _score(s, form.get("score"))
     comment = form.get("comment", "")
     if not isinstance(comment, str):
@@ -130,9 +128,7 @@ async def acknowledge(request: Request) -> Response:
     """ "I'm on it": the first acknowledgement counts; a repeat records nothing and shows the first."""
     s = services(request)
     customer_id, send_id = _sent(request, "alert")
-    form = await request.form()
-    if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
-        raise HTTPException(403)
+    await checked_form(request)
     if await s.write(feedback.acknowledge, customer_id, send_id, utcnow()) is None:
         raise HTTPException(404)
     return RedirectResponse(f"/alerts/{request.path_params['token']}", status_code=303)

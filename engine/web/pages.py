@@ -124,12 +124,19 @@ def filled(page: str, **values: str) -> str:
     return page
 
 
-async def save_preferences(request: Request) -> Response:
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once its CSRF field has been checked against the cookie (403 otherwise)."""
     s = services(request)
-    customer_id, _ = _customer(request, "preferences")
     form = await request.form()
     if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
         raise HTTPException(403)
+    return form
+
+
+async def save_preferences(request: Request) -> Response:
+    s = services(request)
+    customer_id, _ = _customer(request, "preferences")
+    form = await checked_form(request)
     wanted = parse_choices(form, s.config)
     await found(s.write(s.preferences.save, customer_id, wanted, "preference_centre", utcnow()))
     return RedirectResponse(f"/preferences/{request.path_params['token']}?saved=1", status_code=303)
