@@ -112,11 +112,21 @@ class SendgridSender(Strict):
     webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # verifies the signed Event Webhook
 
 
+class PostmarkSender(Strict):
+    server_token_env: str = "POSTMARK_SERVER_TOKEN"
+    base_url: str = "https://api.postmarkapp.com"
+    message_stream_marketing: str = "broadcast"
+    message_stream_transactional: str = "outbound"
+    webhook_user_env: str = "POSTMARK_WEBHOOK_USER"  # HTTP Basic credentials Postmark sends with its webhooks
+    webhook_password_env: str = "POSTMARK_WEBHOOK_PASSWORD"
+
+
 class SenderConfig(Strict):
     backend: str = "file"
     file: FileSender = FileSender()
     smtp: SmtpSender = SmtpSender()
     sendgrid: SendgridSender = SendgridSender()
+    postmark: PostmarkSender = PostmarkSender()
 
 
 class Scheduler(Strict):

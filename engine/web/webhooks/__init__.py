@@ -5,7 +5,10 @@ nothing."""
 
 from starlette.routing import Route
 
-from engine.web.webhooks import sendgrid
+from engine.web.webhooks import postmark, sendgrid
 from engine.web.webhooks.flow import endpoint
 
-routes = [Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"])]
+routes = [
+    Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"]),
+    Route("/webhooks/postmark", endpoint("Postmark", postmark.verify, postmark.parse), methods=["POST"]),
+]
