@@ -13,6 +13,7 @@ BUILT_IN = {
     "null": "engine.senders.null:NullSender",
     "smtp": "engine.senders.smtp:SmtpSender",
     "sendgrid": "engine.senders.sendgrid:SendgridSender",
+    "ses": "engine.senders.ses:SesSender",
 }
 
 
