@@ -121,12 +121,22 @@ class PostmarkSender(Strict):
     webhook_password_env: str = "POSTMARK_WEBHOOK_PASSWORD"
 
 
+class SesSender(Strict):
+    region: str = "us-east-1"
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    endpoint_url: str | None = None  # another SES API (LocalStack, moto) instead of AWS's own
+    configuration_set: str | None = None  # the SES configuration set whose event destination feeds /webhooks/ses
+    topic_arns: list[str] = []  # the SNS topics /webhooks/ses accepts; a post from any other is refused
+
+
 class SenderConfig(Strict):
     backend: str = "file"
     file: FileSender = FileSender()
     smtp: SmtpSender = SmtpSender()
     sendgrid: SendgridSender = SendgridSender()
     postmark: PostmarkSender = PostmarkSender()
+    ses: SesSender = SesSender()
 
 
 class Scheduler(Strict):

@@ -14,6 +14,7 @@ BUILT_IN = {
     "smtp": "engine.senders.smtp:SmtpSender",
     "sendgrid": "engine.senders.sendgrid:SendgridSender",
     "postmark": "engine.senders.postmark:PostmarkSender",
+    "ses": "engine.senders.ses:SesSender",
 }
 
 

@@ -5,10 +5,11 @@ nothing."""
 
 from starlette.routing import Route
 
-from engine.web.webhooks import postmark, sendgrid
+from engine.web.webhooks import postmark, sendgrid, ses
 from engine.web.webhooks.flow import endpoint
 
 routes = [
     Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"]),
     Route("/webhooks/postmark", endpoint("Postmark", postmark.verify, postmark.parse), methods=["POST"]),
+    Route("/webhooks/ses", endpoint("SNS", ses.verify, ses.parse), methods=["POST"]),
 ]
