@@ -112,11 +112,19 @@ class SendgridSender(Strict):
     webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # verifies the signed Event Webhook
 
 
+class MailgunSender(Strict):
+    api_key_env: str = "MAILGUN_API_KEY"
+    domain: str = ""  # the sending domain set up in Mailgun; required with this backend
+    base_url: str = "https://api.mailgun.net"  # EU accounts: https://api.eu.mailgun.net
+    webhook_signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"  # verifies the signed webhooks
+
+
 class SenderConfig(Strict):
     backend: str = "file"
     file: FileSender = FileSender()
     smtp: SmtpSender = SmtpSender()
     sendgrid: SendgridSender = SendgridSender()
+    mailgun: MailgunSender = MailgunSender()
 
 
 class Scheduler(Strict):

@@ -13,6 +13,7 @@ BUILT_IN = {
     "null": "engine.senders.null:NullSender",
     "smtp": "engine.senders.smtp:SmtpSender",
     "sendgrid": "engine.senders.sendgrid:SendgridSender",
+    "mailgun": "engine.senders.mailgun:MailgunSender",
 }
 
 
