@@ -5,7 +5,10 @@ nothing."""
 
 from starlette.routing import Route
 
-from engine.web.webhooks import sendgrid
+from engine.web.webhooks import mailgun, sendgrid
 from engine.web.webhooks.flow import endpoint
 
-routes = [Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"])]
+routes = [
+    Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"]),
+    Route("/webhooks/mailgun", endpoint("Mailgun", mailgun.verify, mailgun.parse), methods=["POST"]),
+]
