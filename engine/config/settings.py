@@ -130,6 +130,13 @@ class SesSender(Strict):
     topic_arns: list[str] = []  # the SNS topics /webhooks/ses accepts; a post from any other is refused
 
 
+class MailgunSender(Strict):
+    api_key_env: str = "MAILGUN_API_KEY"
+    domain: str = ""  # the sending domain set up in Mailgun; required with this backend
+    base_url: str = "https://api.mailgun.net"  # EU accounts: https://api.eu.mailgun.net
+    webhook_signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"  # verifies the signed webhooks
+
+
 class SenderConfig(Strict):
     backend: str = "file"
     file: FileSender = FileSender()
@@ -137,6 +144,7 @@ class SenderConfig(Strict):
     sendgrid: SendgridSender = SendgridSender()
     postmark: PostmarkSender = PostmarkSender()
     ses: SesSender = SesSender()
+    mailgun: MailgunSender = MailgunSender()
 
 
 class Scheduler(Strict):

@@ -15,6 +15,7 @@ BUILT_IN = {
     "sendgrid": "engine.senders.sendgrid:SendgridSender",
     "postmark": "engine.senders.postmark:PostmarkSender",
     "ses": "engine.senders.ses:SesSender",
+    "mailgun": "engine.senders.mailgun:MailgunSender",
 }
 
 
@@ -28,7 +29,7 @@ def load_sender(config: Config) -> Sender:
             [
                 config.problem(
                     ("sender", "backend"),
-                    f"sender.backend: '{config.sender.backend}' is not file, smtp, sendgrid, null "
+                    f"sender.backend: '{config.sender.backend}' is not {', '.join(BUILT_IN)} "
                     "or an importable package.module:Class",
                 )
             ]

@@ -5,11 +5,12 @@ nothing."""
 
 from starlette.routing import Route
 
-from engine.web.webhooks import postmark, sendgrid, ses
+from engine.web.webhooks import mailgun, postmark, sendgrid, ses
 from engine.web.webhooks.flow import endpoint
 
 routes = [
     Route("/webhooks/sendgrid", endpoint("SendGrid", sendgrid.verify, sendgrid.parse), methods=["POST"]),
     Route("/webhooks/postmark", endpoint("Postmark", postmark.verify, postmark.parse), methods=["POST"]),
     Route("/webhooks/ses", endpoint("SNS", ses.verify, ses.parse), methods=["POST"]),
+    Route("/webhooks/mailgun", endpoint("Mailgun", mailgun.verify, mailgun.parse), methods=["POST"]),
 ]
