@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import ClassVar, Self
 
@@ -29,6 +30,20 @@ class SendResult:
     transient: bool = False
     retry_after: float | None = None  # seconds, when the provider said how long to wait
     invalid_address: bool = False
+
+
+def seconds_to_wait(retry_after: str | None) -> float | None:
+    """Seconds to wait from an HTTP Retry-After value: a number of seconds or an HTTP date."""
+    if not retry_after:
+        return None
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(retry_after).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 class Unreachable(Exception):

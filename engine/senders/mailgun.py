@@ -12,15 +12,13 @@ import json
 import os
 import re
 import secrets
-import time
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, one_line
-from engine.senders.base import Sender, SendResult, Unreachable
+from engine.senders.base import Sender, SendResult, Unreachable, seconds_to_wait
 
 TIMEOUT = 30.0  # seconds for one API call; a hung socket must not stall the scheduler
 MAX_TAG = 128  # Mailgun's limit on a tag's length
@@ -72,20 +70,6 @@ def error_text(status: int, body: bytes) -> str:
     return f"mailgun {status}: {detail}" if detail else f"mailgun {status}"
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from Retry-After: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def message_id(body: bytes, email: OutgoingEmail) -> str:
     """The id Mailgun queued the message under; the message's own when the answer lacks one."""
     try:
@@ -99,7 +83,7 @@ def outcome(email: OutgoingEmail, answer: Answer) -> SendResult:
         return SendResult(email.send_id, ok=True, message_id=message_id(answer.body, email))
     error = error_text(answer.status, answer.body)
     if answer.status == 429 or answer.status >= 500:
-        wait = retry_after(answer.retry_after)
+        wait = seconds_to_wait(answer.retry_after)
         return SendResult(email.send_id, ok=False, error=error, transient=True, retry_after=wait)
     invalid = answer.status == 400 and bool(INVALID_TO.search(error))
     return SendResult(email.send_id, ok=False, error=error, invalid_address=invalid)

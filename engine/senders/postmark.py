@@ -17,8 +17,7 @@ from typing import Any
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, mailbox, one_line
-from engine.senders.base import Sender, SendResult
-from engine.senders.sendgrid import retry_after
+from engine.senders.base import Sender, SendResult, seconds_to_wait
 
 MAX_BATCH = 500  # Postmark refuses a batch with more
 TIMEOUT = 30.0  # seconds for one API call; a hung socket must not stall the scheduler
@@ -120,7 +119,7 @@ class PostmarkSender(Sender):
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 answer = response.read()
         except urllib.error.HTTPError as exc:
-            wait = retry_after({"Retry-After": exc.headers.get("Retry-After") or ""})  # the header's name in any case
+            wait = seconds_to_wait(exc.headers.get("Retry-After"))  # the header's name in any case
             return self._refused(emails, exc.code, exc.read(), wait)
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short
             error = f"postmark unreachable: {exc or type(exc).__name__}"

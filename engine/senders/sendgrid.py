@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from typing import Any
 
 import sendgrid
@@ -17,7 +17,7 @@ from python_http_client.exceptions import HTTPError
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, one_line
-from engine.senders.base import Sender, SendResult
+from engine.senders.base import Sender, SendResult, seconds_to_wait
 
 MAX_PERSONALIZATIONS = 1000  # SendGrid refuses a request with more
 TIMEOUT = 30.0  # seconds for one API call; a hung socket must not stall the scheduler
@@ -174,16 +174,7 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
             return max(0.0, float(reset) - time.time())
         except ValueError:
             pass
-    after = headers.get("Retry-After")
-    if after:
-        try:
-            return max(0.0, float(after))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(after).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
+    return seconds_to_wait(headers.get("Retry-After"))
 
 
 class SendgridSender(Sender):
