@@ -4,7 +4,10 @@ them off the event loop and answer `{"recorded", "suppressed"}`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,6 +20,24 @@ from engine.web.services import Services, services
 Verify = Callable[[Services, Mapping[str, str], bytes], bool]
 # The provider's post as neutral events; raises BadPost for a body the provider would never send.
 Parse = Callable[[bytes], list[ProviderEvent]]
+
+
+# A send id as a provider echoes it back: digits only, never more than a bigint holds.
+SEND_ID = re.compile(r"[0-9]{1,18}")
+
+
+def send_id_of(value: Any) -> int | None:
+    """The send id the sender attached (a number, or a string of digits), or None for anything else."""
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    return int(text) if SEND_ID.fullmatch(text) else None
+
+
+def unix_time(value: Any) -> datetime | None:
+    """A unix timestamp (with or without a fraction) as an aware time, if it is a usable one."""
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 class BadPost(ValueError):

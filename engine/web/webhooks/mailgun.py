@@ -18,13 +18,12 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from engine.delivery.events import EventType, ProviderEvent, RejectReason
 from engine.web.bodies import BadJson, loads
 from engine.web.services import Services
-from engine.web.webhooks.flow import BadPost
+from engine.web.webhooks.flow import BadPost, send_id_of, unix_time
 
 MAX_AGE = 300  # seconds, either way, between Mailgun's timestamp and our clock
 STAMP = re.compile(r"[0-9]{1,12}")  # unix seconds; no 400-digit (or non-ASCII) number reaches int()
@@ -127,25 +126,10 @@ def parse_event(event: dict[str, Any]) -> ProviderEvent | None:
     return ProviderEvent(
         type=neutral,
         provider_kind=kind,
-        send_id=_int(variables.get("send_id")) if isinstance(variables, dict) else None,
+        send_id=send_id_of(variables.get("send_id")) if isinstance(variables, dict) else None,
         provider_event_id=str(event["id"]) if event.get("id") else None,
-        at=_when(event),
+        at=unix_time(event.get("timestamp")),
         email=str(event["recipient"]) if event.get("recipient") else None,
         hard=hard,
         reject_reason=reason,
     )
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _when(event: dict[str, Any]) -> datetime | None:
-    """The event's own unix timestamp (with a fraction), if it has a usable one."""
-    try:
-        return datetime.fromtimestamp(float(event["timestamp"]), UTC)
-    except (KeyError, TypeError, ValueError, OverflowError, OSError):
-        return None

@@ -16,7 +16,6 @@ import base64
 import binascii
 import hmac
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.exceptions import HTTPException
 from engine.delivery.events import EventType, ProviderEvent, RejectReason
 from engine.web.bodies import BadJson, loads
 from engine.web.services import Services
-from engine.web.webhooks.flow import BadPost
+from engine.web.webhooks.flow import BadPost, send_id_of
 
 # Bounce record types (Postmark's `Type`) as neutral events, with `hard` for a bounced address.
 # Unlisted types (auto-responders, address changes, challenge mails, ...) are not recorded.
@@ -42,7 +41,6 @@ SOFT_BOUNCES = {
     "VirusNotification",
 }
 NOT_SENT = {"SMTPApiError", "TemplateRenderingFailed", "Unconfirmed"}  # Postmark never sent it
-SEND_ID = re.compile(r"[0-9]{1,18}")
 # When each record type happened.
 TIME_FIELDS = {
     "Delivery": "DeliveredAt",
@@ -113,7 +111,7 @@ def parse_record(record: dict[str, Any]) -> ProviderEvent | None:
     return ProviderEvent(
         type=neutral,
         provider_kind=kind if kind != "Bounce" else f"Bounce:{record.get('Type')}",
-        send_id=_int(metadata.get("send_id")) if isinstance(metadata, dict) else None,
+        send_id=send_id_of(metadata.get("send_id")) if isinstance(metadata, dict) else None,
         provider_event_id=_event_id(kind, record),
         at=_when(record.get(TIME_FIELDS.get(kind, ""))),
         email=_text(record.get("Recipient") or record.get("Email")),
@@ -162,12 +160,6 @@ def _event_id(kind: str, record: dict[str, Any]) -> str | None:
     if not message_id or not at:
         return None
     return f"{message_id}:{kind}:{at}"
-
-
-def _int(value: Any) -> int | None:
-    """A send id as Metadata carries it (a string of digits); nothing longer than a bigint."""
-    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
-    return int(text) if SEND_ID.fullmatch(text) else None
 
 
 def _text(value: Any) -> str | None:

@@ -13,7 +13,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
@@ -23,7 +22,7 @@ from engine.delivery.events import EventType, ProviderEvent, RejectReason
 from engine.errors import ConfigError, Problem
 from engine.web.bodies import BadJson, loads
 from engine.web.services import Services
-from engine.web.webhooks.flow import BadPost
+from engine.web.webhooks.flow import BadPost, send_id_of, unix_time
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -109,9 +108,9 @@ def parse_event(event: dict[str, Any]) -> ProviderEvent | None:
     return ProviderEvent(
         type=neutral,
         provider_kind=kind,
-        send_id=_int(event.get("send_id")),
+        send_id=send_id_of(event.get("send_id")),
         provider_event_id=str(event["sg_event_id"]) if event.get("sg_event_id") else None,
-        at=_when(event),
+        at=unix_time(event.get("timestamp")),
         email=str(event["email"]) if event.get("email") else None,
         hard=neutral is EventType.BOUNCED and event.get("type") != "blocked",  # a block is temporary
         reject_reason=_drop_reason(event) if neutral is EventType.REJECTED else None,
@@ -120,18 +119,3 @@ def parse_event(event: dict[str, Any]) -> ProviderEvent | None:
 
 def _drop_reason(event: dict[str, Any]) -> RejectReason:
     return DROP_REASONS.get(str(event.get("reason", "")).strip().lower(), RejectReason.OTHER)
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _when(event: dict[str, Any]) -> datetime | None:
-    """The event's own unix timestamp, if it has a usable one."""
-    try:
-        return datetime.fromtimestamp(int(event["timestamp"]), UTC)
-    except (KeyError, TypeError, ValueError, OverflowError, OSError):
-        return None

@@ -29,13 +29,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from engine.delivery.events import EventType, ProviderEvent, RejectReason
 from engine.web.bodies import BadJson, loads
 from engine.web.services import Services
-from engine.web.webhooks.flow import BadPost
+from engine.web.webhooks.flow import BadPost, send_id_of
 
 MAX_AGE = 3600  # seconds: SNS retries for about an hour; an older post is a replay
 MAX_AHEAD = 300  # seconds a post's Timestamp may be ahead of our clock
 FETCH_TIMEOUT = 10.0
 MAX_CERT = 64 * 1024  # bytes; a signing certificate is about 2 KB
-ID = re.compile(r"[0-9]{1,18}")  # a send id; no 400-digit (or non-ASCII) number reaches int()
 SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com")
 
 # The fields each kind of SNS message signs, in this order; a field it lacks is left out.
@@ -199,15 +198,14 @@ def send_id(mail: dict[str, Any]) -> int | None:
     headers = mail.get("headers")
     for header in headers if isinstance(headers, list) else []:
         if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-lifecycle-send-id":
-            return _int(header.get("value"))
+            return _stripped_id(header.get("value"))
     tags = mail.get("tags")
     tagged = tags.get("send_id") if isinstance(tags, dict) else None
-    return _int(tagged[0]) if isinstance(tagged, list) and tagged else None
+    return _stripped_id(tagged[0]) if isinstance(tagged, list) and tagged else None
 
 
-def _int(value: Any) -> int | None:
-    text = str(value).strip()
-    return int(text) if ID.fullmatch(text) else None
+def _stripped_id(value: Any) -> int | None:
+    return send_id_of(str(value).strip())
 
 
 def _when(value: Any) -> datetime | None:
