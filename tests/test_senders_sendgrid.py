@@ -8,9 +8,9 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from standin import serving
 
 from engine.config.settings import Config
 from engine.errors import ConfigError
@@ -80,31 +80,8 @@ class FakeSendGrid:
 
 @pytest.fixture
 def api():
-    fake = FakeSendGrid()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, headers, body = fake.handle(self.command, self.path, self.headers, raw)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_POST = do_GET = do_PUT = _any
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serving(FakeSendGrid()) as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)
