@@ -6,11 +6,8 @@ every link), replayed and forged links record nothing."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -18,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import REPO, customer
 from starlette.testclient import TestClient
-from test_web_browser import artifacts, browser, free_port, iso, wait_until_up  # noqa: F401 (fixtures)
+from test_web_browser import artifacts, browser, free_port, iso, lifecycle_serve  # noqa: F401 (fixtures)
 
 from engine.config.settings import Config, load_config
 from engine.web import create_app
@@ -51,31 +48,9 @@ def served(project):
             {"customer": "sara", "event": "purchase", "at": iso(day - timedelta(days=days)), "properties": properties}
         )
     project.tick(iso(day - timedelta(days=1, hours=-2)))  # the request is due three days after the purchase
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--config",
-            "config.yaml",
-        ],
-        cwd=project.root,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until_up(url, server)
+    with lifecycle_serve(project, port):
         project.server = url
         yield project
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def email(project, campaign: str):

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +61,25 @@ def wait_until_up(url: str, server: subprocess.Popen, within: float = 30.0) -> N
     raise AssertionError("lifecycle serve did not come up")
 
 
+@contextmanager
+def lifecycle_serve(project, port: int) -> Iterator[str]:
+    """`lifecycle serve` of the project as a real process on 127.0.0.1:port, for the block."""
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--config", str(project.root / "config.yaml")],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_up(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 @pytest.fixture
 def served(project):
     """The project with two topics' campaigns, an English and an Arabic customer who have each had
@@ -78,29 +99,8 @@ def served(project):
     now = datetime.now(UTC)
     project.events(*({"customer": n, "event": "ping", "at": iso(now - timedelta(hours=2))} for n in ("ann", "sara")))
     project.tick(iso(now - timedelta(hours=1)))
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--config",
-            str(project.root / "config.yaml"),
-        ],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until_up(url, server)
+    with lifecycle_serve(project, port):
         yield project
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @pytest.fixture
