@@ -436,5 +436,17 @@ def run(
     Daemon(cfg, campaigns, engine, sender, clock=(lambda: fixed) if fixed else utcnow).run()
 
 
+@app.command()
+def bounces(config: ConfigOption = None, now: NowOption = None) -> None:
+    """One pass over the bounce mailbox (bounces.imap, bounces.maildir): mark bounced sends, suppress hard bounces."""
+    from engine.delivery.bounces import process_bounces
+
+    with user_errors():
+        cfg = load_config(config)
+        found = process_bounces(cfg, store(cfg), parse_now(now, cfg))
+    for line in found.lines():
+        say(line)
+
+
 def main() -> None:
     app()
