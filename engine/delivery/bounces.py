@@ -20,6 +20,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from sqlalchemy import select
@@ -30,6 +31,7 @@ from engine.config.settings import Config
 from engine.delivery.dsn import Bounce, Failure, Unreadable, read_bounce
 from engine.delivery.events import EventType, ProviderEvent, record_events
 from engine.delivery.mailboxes import Mailbox, Stored, open_mailboxes
+from engine.mail.message import one_line
 from engine.senders.verp import read_verp
 from engine.store.tables import Customer, Send, table_of
 
@@ -76,7 +78,7 @@ class BouncePass:
 
     def lines(self) -> list[str]:
         """Each bounce found, each message moved to the error folder and why, then the counts."""
-        moved = [f"moved to {self.error_folder}: a message {why}" for why in self.rejected]
+        moved = [f"moved to {self.error_folder}: {why}" for why in self.rejected]
         return [str(found) for found in self.found] + moved + [self.summary()]
 
     def summary(self) -> str:
@@ -132,7 +134,7 @@ def process_message(
     try:
         bounce = read_bounce(message.raw)
     except Unreadable as exc:
-        _reject(box, message, result, f"cannot be read: {exc}")
+        _reject(box, message, result, f"cannot be read as a bounce: {exc}")
         return
     if not bounce.is_bounce:
         _reject(box, message, result, "not a bounce")
@@ -221,6 +223,8 @@ def _first(connection: Connection, query: Select[Any]) -> SentMessage | None:
 
 
 def _reject(box: Mailbox, message: Stored, result: BouncePass, why: str) -> None:
-    log.warning("message in the bounce mailbox %s; moved to the error folder", why, extra={"mailbox": box.name})
-    result.rejected.append(why)
+    subject = BytesHeaderParser().parsebytes(message.raw).get("Subject")
+    about = f"message {message.key} of {box.name}" + (f" (Subject: {one_line(str(subject))})" if subject else "")
+    log.warning("message moved to the error folder: %s", why, extra={"mail": about})
+    result.rejected.append(f"{about}: {why}")
     box.reject(message)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ NOT_THE_ADDRESS = {"2.2", "1.7", "1.8", "4.7"}
 NOT_THE_ADDRESS_SUBJECTS = {"3", "6", "7"}
 # Where the bounce says which address it was sent to: a VERP address names the send.
 ADDRESSED_TO = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
+# flufl.bounce logs every detector it runs, and a traceback when one fails on a message it never saw
+# the like of: `read_bounce` reports that failure itself, once, as Unreadable.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
 SEND_ID_HEADER = re.compile(r"^X-Lifecycle-Send-Id:[ \t]*([0-9]{1,18})[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
