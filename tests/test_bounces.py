@@ -23,6 +23,7 @@ from engine.campaigns.language import load_campaigns
 from engine.clock import parse_instant
 from engine.config.settings import Config, load_config
 from engine.delivery.daemon import Daemon
+from engine.delivery.dsn import read_bounce
 from engine.senders import load_sender
 from engine.senders.smtp import SmtpSender
 from engine.senders.verp import ReturnPaths, read_verp, signature
@@ -205,10 +206,15 @@ def test_a_local_maildir_with_processed_messages_deleted(project, smtp):
     box.add(bounce("postfix_user_unknown", went["ann"][1], PEOPLE["ann"], went["ann"][2]))
     box.add(b"\xff\xfe\x00 garbage")
     box.add(bounce("exim_mailbox_full", went["bob"][1], PEOPLE["bob"], went["bob"][2]))
+    # a test send (`lifecycle send-test`, send id 0) to erin's address bounces: about no send of hers
+    test_send = ReturnPaths(load_config(project.root / "config.yaml")).for_send(0)
+    box.add(bounce("gmail_blocked", test_send, PEOPLE["erin"], went["erin"][2], message_id="test-send@example"))
 
     output = project.cli("bounces", "--now", LATER).stdout
 
-    assert "3 messages read, 2 bounced (1 hard, 1 soft), 2 recorded on sends, 1 address suppressed" in output
+    assert "4 messages read, 3 bounced (1 hard, 2 soft), 2 recorded on sends, 1 address suppressed" in output
+    assert "soft bounce 5.7.1: erin@example.com: no send found" in output
+    assert outcomes(project)["erin"] == (False, [])
     assert outcomes(project)["ann"] == (True, ["hard bounce 5.1.1"])
     assert outcomes(project)["bob"] == (True, ["soft bounce 5.2.2"])
     assert project.query("SELECT email FROM suppression") == [("ann@example.com",)]
@@ -297,3 +303,14 @@ def test_a_forged_or_foreign_verp_address_names_no_send(monkeypatch):
     assert read_verp(config, address.replace("shop.example", "other.example")) is None
     assert read_verp(config, BOUNCES) is None
     assert read_verp(config, "bounces+41@shop.example") is None
+
+
+def test_a_code_in_the_returned_copy_or_in_an_address_is_not_the_bounce_status():
+    quoted = b"Subject: News\nX-Lifecycle-Send-Id: 7\n\nVersion 5.1.1 is out, on 10.4.4.1 and 5.2.2.1"
+    yahoo = read_bounce(bounce("yahoo_no_account", BOUNCES, "carol@yahoo.com").replace(b"Subject: Welcome", quoted))
+    assert [(f.recipient, f.status, f.hard) for f in yahoo.failures] == [("carol@yahoo.com", None, True)]
+    assert yahoo.original_send_id == 7
+    exim = read_bounce(bounce("exim_mailbox_full", BOUNCES, "bob@example.com", quoted))
+    assert [(f.status, f.hard, f.kind) for f in exim.failures] == [("5.2.2", False, "soft bounce 5.2.2")]
+    delayed = read_bounce(bounce("postfix_delayed", BOUNCES, "erin@example.com", quoted))
+    assert (delayed.failures, delayed.delayed, delayed.original_send_id) == ((), ("erin@example.com",), 7)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
@@ -166,14 +167,27 @@ def events_of(
             log.warning("forged VERP address ignored", extra={"address": address, "bounce": bounce.key})
             continue
         send = _send(connection, send_id)
-        if send is not None:
-            failure = next((f for f in bounce.failures if f.hard), bounce.failures[0])
-            return [_event(bounce, failure, send.to_email, send.id, at)], [Found(failure.kind, send.to_email, send)]
+        if send is None:  # a test send (id 0) or one no longer stored: the bounce is about no send
+            return _by_address(bounce, at, lambda failure: None)
+        failure = next((f for f in bounce.failures if f.hard), bounce.failures[0])
+        return [_event(bounce, failure, send.to_email, send.id, at)], [Found(failure.kind, send.to_email, send)]
+    return _by_address(
+        bounce,
+        at,
+        lambda failure: (
+            _returned_send(connection, bounce.original_send_id, failure.recipient)
+            or _last_send_to(connection, failure.recipient, now)
+        ),
+    )
+
+
+def _by_address(
+    bounce: Bounce, at: datetime, send_of: Callable[[Failure], SentMessage | None]
+) -> tuple[list[ProviderEvent], list[Found]]:
+    """One event a failed address, about the send `send_of` finds for it (if any)."""
     events, found = [], []
     for failure in bounce.failures:
-        send = _returned_send(connection, bounce.original_send_id, failure.recipient) or _last_send_to(
-            connection, failure.recipient, now
-        )
+        send = send_of(failure)
         events.append(_event(bounce, failure, failure.recipient, send.id if send else None, at))
         found.append(Found(failure.kind, failure.recipient, send))
     return events, found

@@ -25,8 +25,12 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 from flufl.bounce import all_failures
 
-# RFC 3463 enhanced status codes: class.subject.detail.
-STATUS = re.compile(r"\b([245])\.([0-9]{1,3})\.([0-9]{1,3})\b")
+# RFC 3463 enhanced status codes: class.subject.detail (not a piece of an IP address or version).
+STATUS = re.compile(r"(?<![\w.])([245])\.([0-9]{1,3})\.([0-9]{1,3})(?!\.?[0-9])")
+# Where a bounce of plain text starts quoting the message it returns: codes after it are not its own.
+QUOTED_COPY = re.compile(
+    r"^-{2,}.*(?:copy of the message|original message|below this line)", re.IGNORECASE | re.MULTILINE
+)
 # Failed for good, but not because of the address: the mailbox is full (5.2.2), the sender's own
 # address is refused (5.1.7, 5.1.8), the queue expired (5.4.7); the mail system (5.3.x), the
 # content (5.6.x) and security or policy (5.7.x: blocks, spam verdicts, DMARC).
@@ -92,7 +96,7 @@ def read_bounce(raw: bytes) -> Bounce:
         returned = returned_headers(message)
     except Exception as exc:  # a detector meeting a shape it never saw: this message fails alone
         raise Unreadable(f"{type(exc).__name__}: {exc}") from exc
-    in_text = STATUS.search(text)
+    in_text = STATUS.search(QUOTED_COPY.split(text, maxsplit=1)[0])
     failures = []
     for recipient in sorted(_addresses(permanent)):
         status = statuses.get(recipient) or (in_text.group(0) if in_text else None)

@@ -13,7 +13,7 @@ import os
 import re
 import ssl
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -146,22 +146,34 @@ class ImapMailbox:
         self._drop()
 
     def messages(self) -> Iterator[Stored]:
-        connection = self._connected()
-        _, found = connection.uid("SEARCH", "UNDELETED")
+        with self._talking("cannot list the messages"):
+            _, found = self._connected().uid("SEARCH", "UNDELETED")
         for uid in (found[0] or b"").decode().split():
-            status, data = connection.uid("FETCH", uid, "(BODY.PEEK[])")
+            with self._talking(f"cannot read message {uid}"):
+                status, data = self._connected().uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((part[1] for part in data if isinstance(part, tuple)), None)
             if status == "OK" and isinstance(raw, bytes):  # None: gone since the search (another reader)
                 yield Stored(uid, raw)
 
     def done(self, message: Stored) -> None:
-        if self.settings.processed_folder is None:
-            self._delete(message.key)
-        else:
-            self._move(message.key, self.settings.processed_folder)
+        with self._talking(f"cannot move message {message.key} out of {self.imap.folder}"):
+            if self.settings.processed_folder is None:
+                self._delete(message.key)
+            else:
+                self._move(message.key, self.settings.processed_folder)
 
     def reject(self, message: Stored) -> None:
-        self._move(message.key, self.settings.error_folder)
+        with self._talking(f"cannot move message {message.key} to {self.settings.error_folder}"):
+            self._move(message.key, self.settings.error_folder)
+
+    @contextmanager
+    def _talking(self, doing: str) -> Iterator[None]:
+        """A connection lost or refused mid-pass stops the pass with one line; what is left stays put."""
+        try:
+            yield
+        except (imaplib.IMAP4.error, OSError) as exc:
+            self._drop()
+            raise MailboxUnreachable(f"{self.name}: {doing}: {exc or type(exc).__name__}") from exc
 
     def _move(self, uid: str, folder: str) -> None:
         connection = self._connected()
@@ -215,14 +227,22 @@ class MaildirMailbox:
     def messages(self) -> Iterator[Stored]:
         box = self._box()
         for key in sorted(box.keys()):
-            with suppress(KeyError):  # gone since the listing (another reader)
-                yield Stored(key, box.get_bytes(key))
+            try:
+                raw = box.get_bytes(key)
+            except KeyError:  # gone since the listing (another reader)
+                continue
+            except OSError as exc:
+                raise MailboxUnreachable(f"{self.name}: cannot read message {key}: {exc}") from exc
+            yield Stored(key, raw)
 
     def done(self, message: Stored) -> None:
-        if self.settings.processed_folder is None:
-            self._box().discard(message.key)
-        else:
+        if self.settings.processed_folder is not None:
             self._move(message, self.settings.processed_folder)
+            return
+        try:
+            self._box().discard(message.key)
+        except OSError as exc:
+            raise MailboxUnreachable(f"{self.name}: cannot delete message {message.key}: {exc}") from exc
 
     def reject(self, message: Stored) -> None:
         self._move(message, self.settings.error_folder)
@@ -230,11 +250,14 @@ class MaildirMailbox:
     def _move(self, message: Stored, folder: str) -> None:
         box = self._box()
         try:
-            target = box.get_folder(folder)
-        except mailbox.NoSuchMailboxError:
-            target = box.add_folder(folder)
-        target.add(message.raw)
-        box.discard(message.key)
+            try:
+                target = box.get_folder(folder)
+            except mailbox.NoSuchMailboxError:
+                target = box.add_folder(folder)
+            target.add(message.raw)
+            box.discard(message.key)
+        except OSError as exc:
+            raise MailboxUnreachable(f"{self.name}: cannot move message {message.key} to {folder}: {exc}") from exc
 
     def _box(self) -> mailbox.Maildir:
         if self.box is None:
