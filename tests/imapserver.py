@@ -26,7 +26,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = lifecycle-test-{port}
 log_path = {root}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {user}
@@ -48,7 +48,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
   chroot =
 }}
@@ -60,7 +61,8 @@ service anvil {{
 
 @dataclass
 class ImapServer:
-    port: int
+    port: int  # plain, STARTTLS when the server has a certificate
+    tls_port: int  # TLS from the start; 0 without a certificate
     user: str
     password: str
     root: Path
@@ -115,20 +117,29 @@ def _account() -> pwd.struct_passwd:
 
 
 @contextmanager
-def dovecot(user: str = "bounces", password: str = "imap-secret") -> Iterator[ImapServer]:
+def dovecot(
+    user: str = "bounces", password: str = "imap-secret", certificate: tuple[Path, Path] | None = None
+) -> Iterator[ImapServer]:
+    """A running server; with a certificate (PEM files), it offers STARTTLS and TLS on a second port."""
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     if binary is None:
         raise AssertionError("Dovecot is not installed: `make test` installs Debian's dovecot-imapd")
     account = _account()
     # Not under pytest's tmp_path: that folder is private to root, and the server runs as its own user.
     root = Path(tempfile.mkdtemp(prefix="lifecycle-dovecot-"))
-    port = free_port()
+    port, tls_port = free_port(), free_port() if certificate else 0
     try:
         for folder in ("run", "state", "mail", "home"):
             (root / folder).mkdir()
+        ssl = "ssl = no"
+        if certificate:
+            shutil.copy(certificate[0], root / "cert.pem")
+            shutil.copy(certificate[1], root / "key.pem")
+            ssl = f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem"
         group = account.pw_gid
+        settings = {"root": root, "port": port, "tls_port": tls_port, "ssl": ssl}
         (root / "dovecot.conf").write_text(
-            CONFIG.format(root=root, port=port, user=account.pw_name, group=grp.getgrgid(group).gr_name)
+            CONFIG.format(**settings, user=account.pw_name, group=grp.getgrgid(group).gr_name)
         )
         (root / "passwd").write_text(f"{user}:{{PLAIN}}{password}:{account.pw_uid}:{group}::{root}/home\n")
         for path in [root, *root.rglob("*")]:
@@ -142,7 +153,7 @@ def dovecot(user: str = "bounces", password: str = "imap-secret") -> Iterator[Im
         )
         try:
             _wait_for(process, port, root)
-            yield ImapServer(port, user, password, root)
+            yield ImapServer(port, tls_port, user, password, root)
         finally:
             process.terminate()
             try:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import mailbox
 import re
+import ssl
 from email import message_from_bytes
 from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
+import test_senders_smtp
 from conftest import customer
 from imapserver import dovecot
 from sqlalchemy import create_engine
@@ -22,6 +24,7 @@ from test_senders_smtp import Handler, make_email, start
 from engine.campaigns.language import load_campaigns
 from engine.clock import parse_instant
 from engine.config.settings import Config, load_config
+from engine.delivery import mailboxes
 from engine.delivery.daemon import Daemon
 from engine.delivery.dsn import read_bounce
 from engine.senders import load_sender
@@ -29,6 +32,7 @@ from engine.senders.smtp import SmtpSender
 from engine.senders.verp import ReturnPaths, read_verp, signature
 
 HERE = Path(__file__).parent
+certificate = test_senders_smtp.certificate  # the fixture: a throwaway certificate for 127.0.0.1
 SENT = "2026-03-01T10:00:00Z"
 LATER = "2026-03-01T12:00:00Z"
 BOUNCES = "bounces@shop.example"
@@ -257,6 +261,23 @@ def test_a_mailbox_that_cannot_be_read_is_one_clear_line(project, smtp, imap, mo
 
     configure(project, smtp, maildir={"path": "missing"})
     assert "not a Maildir" in project.cli("bounces", expect=1).output
+
+
+@pytest.mark.parametrize("tls", ["ssl", "starttls"])
+def test_the_mailbox_is_read_over_tls(project, smtp, certificate, monkeypatch, tls):
+    """Over TLS from the start (IMAPS) or upgraded with STARTTLS, trusting the server's certificate."""
+    monkeypatch.setattr(mailboxes, "tls_context", lambda: ssl.create_default_context(cafile=str(certificate[0])))
+    with dovecot(certificate=certificate) as server:
+        monkeypatch.setenv("BOUNCES_IMAP_PASSWORD", server.password)
+        secured = {"ssl": True, "port": server.tls_port} if tls == "ssl" else {"ssl": False, "starttls": True}
+        configure(project, smtp, imap={"host": "127.0.0.1", "port": server.port, "username": server.user} | secured)
+        went = send_news(project, smtp)
+        server.append(bounce("postfix_user_unknown", went["ann"][1], PEOPLE["ann"], went["ann"][2]))
+
+        assert "1 message read, 1 bounced (1 hard, 0 soft)" in project.cli("bounces", "--now", LATER).stdout
+
+        assert outcomes(project)["ann"] == (True, ["hard bounce 5.1.1"])
+        assert len(server.folder("Processed")) == 1
 
 
 def smtp_config(port: int, **bounces) -> Config:

@@ -118,8 +118,7 @@ def process_bounces(config: Config, engine: Engine, now: datetime) -> BouncePass
     """One pass over every configured bounce mailbox."""
     boxes = open_mailboxes(config)  # raises when none is configured
     assert config.bounces is not None
-    if config.bounces.verp:
-        config.secret_keys()  # VERP signatures need the secret: a missing one fails before any message is read
+    config.secret_keys()  # VERP addresses are checked with it: a missing secret fails before any message is read
     result = BouncePass(config.bounces.error_folder)
     for box in boxes:
         with box:
