@@ -149,11 +149,12 @@ def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dic
     external_id = _text(record, "id")
     if not external_id:
         raise BadRecord("'id' is required")
-    try:
-        email = validate_email(_text(record, "email"), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
-    clean: dict[str, Any] = {"external_id": external_id, "email": email}
+    clean: dict[str, Any] = {"external_id": external_id}
+    if "email" in record:  # left out, it keeps a known customer's email (a new one needs it)
+        try:
+            clean["email"] = validate_email(_text(record, "email"), check_deliverability=False).normalized.lower()
+        except EmailNotValidError as exc:
+            raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
     for name in ("first_name", "last_name"):
         if record.get(name) is not None:
             clean[name] = _text(record, name)
@@ -361,13 +362,21 @@ class Importer:
             progress(len(batch))
 
     def _store_customers(self, connection: Connection, batch: Batch, label: str, result: ImportResult) -> None:
-        latest = {row["external_id"]: row for _, row in batch}  # the last line for an id wins
+        latest: dict[str, Row] = {}
+        for _, row in batch:  # a later line for an id overrides what it gives of an earlier one
+            earlier = latest.get(row["external_id"])
+            latest[row["external_id"]] = row if earlier is None else _merged(earlier, row)
         existing = _customer_ids(connection, latest)
         attrs: dict[int, dict[str, Any]] = dict(
             connection.execute(
                 select(CUSTOMERS.c.id, CUSTOMERS.c.attributes).where(CUSTOMERS.c.id.in_(existing.values()))
             ).all()
         )
+        for line, row in batch:
+            key = row["external_id"]
+            if key not in existing and "email" not in latest.get(key, row):
+                result.problems.append(Problem(label, line, 1, f"customer '{key}' is new: 'email' is required"))
+                latest.pop(key, None)
         new = [
             {**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
             for key, row in latest.items()
@@ -380,7 +389,7 @@ class Importer:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
                 connection.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == existing[key]).values(values))
         self._consents(connection, latest, _customer_ids(connection, latest))
-        result.stored += len(batch)
+        result.stored += sum(1 for _, row in batch if row["external_id"] in latest)
 
     def _consents(self, connection: Connection, latest: dict[str, Row], ids: dict[str, int]) -> None:
         """Topic choices and confirmations from the file, each with a consent record."""
@@ -475,6 +484,15 @@ def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[s
     """The store's id of each customer of `external_ids` that exists."""
     found = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(CUSTOMERS.c.external_id.in_(external_ids))
     return dict(connection.execute(found).all())
+
+
+def _merged(earlier: Row, later: Row) -> Row:
+    return {
+        **earlier,
+        **later,
+        "attributes": {**earlier["attributes"], **later["attributes"]},
+        "topics": {**earlier["topics"], **later["topics"]},
+    }
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:
