@@ -31,7 +31,7 @@ from engine.clock import parse_instant, utcnow
 from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
-from engine.store.dialect import insert_rows_new
+from engine.store.dialect import insert_rows, insert_rows_new
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
@@ -382,8 +382,7 @@ class Importer:
             for key, row in latest.items()
             if key not in existing
         ]
-        if new:
-            connection.execute(CUSTOMERS.insert(), new)
+        insert_rows(connection, CUSTOMERS, new)
         for key, row in latest.items():
             if key in existing:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
@@ -458,9 +457,8 @@ class Importer:
         stored = 0
         if with_uid:
             stored += insert_rows_new(connection, EVENTS, ["uid"], with_uid)
-        if without:
-            connection.execute(EVENTS.insert(), without)
-            stored += len(without)
+        insert_rows(connection, EVENTS, without)
+        stored += len(without)
         result.stored += stored
         result.skipped += len(rows) - stored
 
