@@ -230,7 +230,20 @@ def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> A
 
 def check_storable(value: Any, where: str = "") -> None:
     """Refuse what the store could not write or read back: a number that is not finite (NaN,
-    Infinity), a NUL character, text that is not Unicode (a lone surrogate)."""
+    Infinity), a NUL character, text that is not Unicode (a lone surrogate). The JSON encoder, in
+    C, passes what is sound at a glance; only the rest is walked, to say where the fault is."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        pass
+    else:
+        if "\\u0000" not in text:
+            return
+    _find_unstorable(value, where)
+
+
+def _find_unstorable(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRecord(f"{where or 'a value'}: {value} is not a finite number")
     if isinstance(value, str):
@@ -242,11 +255,11 @@ def check_storable(value: Any, where: str = "") -> None:
             raise BadRecord(f"{where or 'a value'}: text that is not valid Unicode") from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_storable(key, where)
-            check_storable(item, f"{where}.{key}" if where else str(key))
+            _find_unstorable(key, where)
+            _find_unstorable(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_storable(item, f"{where}[{index}]")
+            _find_unstorable(item, f"{where}[{index}]")
 
 
 def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
