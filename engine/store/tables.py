@@ -150,6 +150,8 @@ class Send(SQLModel, table=True):
     updated_at: datetime | None = None
     # The worker that claimed the send; if it dies mid-send, the send becomes `unknown`.
     claimed_by: str | None = Field(default=None, max_length=40)
+    # Set when an operator resent it after its outcome was unknown (`lifecycle unknown --resolve resend`).
+    resent_at: datetime | None = None
     outcomes: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     delivered_at: datetime | None = None
     opened_at: datetime | None = None
