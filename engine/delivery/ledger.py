@@ -7,6 +7,7 @@ Each change is set-wise: one statement (an executemany) for a kind of change to 
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from engine.mail.compose import CUSTOMER_COLUMNS
 from engine.store.dialect import insert_new, json_valid, shifted, try_advisory_lock
 from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
-EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
 CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
 CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER)
 
@@ -80,11 +80,13 @@ class NewSend(NamedTuple):
     due_at: datetime
 
 
-def lock_evaluation(connection: Connection) -> bool:
-    """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
-    this), so `reentry: never` holds even when two daemons see the same signup at once. A daemon
-    that finds another evaluating skips evaluation this tick and goes straight to sending."""
-    return try_advisory_lock(connection, EVALUATION_LOCK)
+def lock_evaluation(connection: Connection, campaign: str) -> bool:
+    """One evaluator of a campaign at a time across machines on PostgreSQL (SQLite's write lock
+    already does this), so `reentry: never` holds even when two daemons see the same signup at
+    once; other campaigns are evaluated meanwhile by the other daemons. A daemon that finds a
+    campaign being evaluated leaves it to the other this tick."""
+    digest = hashlib.blake2b(campaign.encode(), digest_size=8, person=b"evaluation").digest()
+    return try_advisory_lock(connection, int.from_bytes(digest, "big", signed=True))
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -212,6 +212,15 @@ def concurrent_reads(engine: Engine, reads: int) -> int:
     return 1 if engine.dialect.name == "sqlite" else reads
 
 
+def keep_latest(dialect: Dialect, table: Table, key: str, column: str) -> postgresql.Insert | sqlite.Insert:
+    """`INSERT ... ON CONFLICT DO UPDATE` that keeps the later of the stored and the new `column`
+    (PostgreSQL's `greatest`, SQLite's two-argument `max`): a row that only ever moves forward."""
+    statement = _insert(dialect, table)
+    stored, new = table.c[column], statement.excluded[column]
+    later = func.greatest(stored, new) if dialect.name == "postgresql" else func.max(stored, new)
+    return statement.on_conflict_do_update(index_elements=[key], set_={column: later})
+
+
 def try_advisory_lock(connection: Connection, key: int) -> bool:
     """Take the lock `key` until the transaction ends, or return False at once if another
     transaction holds it: PostgreSQL's advisory lock, so that machines sharing the store take turns.

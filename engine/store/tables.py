@@ -207,6 +207,14 @@ class EntryTallyChange(SQLModel, table=True):
     change: int
 
 
+class Watermark(SQLModel, table=True):
+    """The instant up to which a campaign's triggers were last evaluated: the next evaluation looks
+    back to it, however long ago, so the triggers of an outage are not missed."""
+
+    campaign: str = Field(primary_key=True, max_length=100)
+    evaluated_until: datetime
+
+
 class Worker(SQLModel, table=True):
     """A running tick or daemon. Its heartbeat (wall clock) and process id tell the others
     whether the sends it claimed are still in flight or were cut off by a crash."""
