@@ -448,5 +448,44 @@ def bounces(config: ConfigOption = None, now: NowOption = None) -> None:
         say(line)
 
 
+@app.command()
+def unknown(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="only this campaign")] = None,
+    resolve: Annotated[
+        str | None, typer.Option("--resolve", help="sent (they went out) or resend (send them again)")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """Sends whose outcome is unknown (in flight when their worker stopped), and settling them."""
+    from engine.delivery.unknown import Resolution, settle
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        if resolve is not None and resolve not in tuple(Resolution):
+            raise UserError(f"--resolve: '{resolve}' is not one of sent, resend")
+        cfg = load_config(config)
+        resolution = Resolution(resolve) if resolve else None
+        sends = settle(store(cfg), load_campaigns(cfg), campaign, resolution, parse_now(now, cfg))
+    if output == "json":
+        print(json.dumps({"unknown": [s.as_json() for s in sends], "resolved": resolve}, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{len(sends)} sends with an unknown outcome")
+    for column in ("send", "campaign", "step", "customer", "email", "claimed at", "provider says"):
+        table.add_column(column)
+    for s in sends:
+        claimed = s.claimed_at.isoformat(timespec="seconds") if s.claimed_at else ""
+        table.add_row(*cells(s.id, s.campaign, s.step, s.external_id, s.to_email or "", claimed, ", ".join(s.outcomes)))
+    out.print(table)
+    went = sum(1 for s in sends if {"delivered", "opened", "clicked"} & set(s.outcomes))
+    say(f"{went} of {len(sends)} have a delivery, open or click from the provider: they went out")
+    if resolution is Resolution.SENT:
+        say(f"settled {len(sends)} as sent; each entry's next step is scheduled from its claim")
+    elif resolution is Resolution.RESEND:
+        say(f"{len(sends)} will be sent again from the next tick (recorded as resent)")
+
+
 def main() -> None:
     app()

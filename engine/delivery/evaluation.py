@@ -3,6 +3,11 @@
 Each trigger kind yields candidates (customer, entry key, entry time, event); one INSERT ... SELECT
 adds those that pass the audience and the `reentry` rule, and the unique key (campaign, customer,
 entry key) makes a second evaluation, here or on another machine, add nothing.
+
+Each campaign looks back to its watermark, the instant its last evaluation reached, so that after
+an outage every trigger of the outage gets its entry once (and a first step that can no longer go
+out is recorded `expired`); a campaign evaluated for the first time looks back only as far as a
+first step could still go out, so importing last year's history creates nothing.
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ from engine.config.settings import Config
 from engine.delivery import ledger
 from engine.delivery.ledger import NewSend
 from engine.delivery.statuses import EntryStatus
-from engine.store.dialect import insert_new, read_json, shifted
-from engine.store.tables import Customer, Entry, Event, table_of
+from engine.store.dialect import insert_new, keep_latest, read_json, shifted
+from engine.store.tables import Customer, Entry, Event, Watermark, table_of
 
 Query = Select[*tuple[Any, ...]]
 
@@ -77,7 +82,21 @@ class Evaluator:
         candidates = self.candidates(campaign)
         created = self.enter(campaign, candidates) if candidates is not None else 0
         self.schedule_first_steps(campaign)
+        self._advance_watermark(campaign)
         return created
+
+    def earliest(self, campaign: Campaign) -> datetime:
+        """The oldest trigger that still counts: back to the watermark, and at least as far as a
+        first step could still go out (a replay of an earlier `--now` sees what it saw then)."""
+        recent = self.now - campaign.expire_after - campaign.steps[0].delay
+        mark = self.connection.execute(
+            select(col(Watermark.evaluated_until)).where(col(Watermark.campaign) == campaign.name)
+        ).scalar()
+        return recent if mark is None else min(as_utc(mark), recent)
+
+    def _advance_watermark(self, campaign: Campaign) -> None:
+        statement = keep_latest(self.connection.dialect, table_of(Watermark), "campaign", "evaluated_until")
+        self.connection.execute(statement, {"campaign": campaign.name, "evaluated_until": self.now})
 
     # -- candidates per trigger kind: (customer_id, entry_key, entered_at, event_id) --------------
 
@@ -100,7 +119,7 @@ class Evaluator:
         ).where(
             col(Event.name) == name,
             col(Event.at) <= self.now,
-            col(Event.at) >= self.now - self.lookback(campaign),
+            col(Event.at) >= self.earliest(campaign),
             self.conditions.where(campaign.trigger.where),
         )
 
@@ -114,7 +133,7 @@ class Evaluator:
             (literal("inactive:") + cast(last, String)).label("entry_key"),
             shifted(last, rule.for_).label("entered_at"),
             cast(null(), Integer).label("event_id"),
-        ).where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign))
+        ).where(last <= self.now - rule.for_, last >= self.earliest(campaign) - rule.for_)
 
     def _schedule_candidates(self, campaign: Campaign) -> Query | None:
         firings = self.firings(campaign)
@@ -129,7 +148,7 @@ class Evaluator:
         )
 
     def firings(self, campaign: Campaign) -> list[datetime]:
-        trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
+        trigger, earliest = campaign.trigger, self.earliest(campaign)
         if trigger.at is not None:
             return [trigger.at] if earliest <= trigger.at <= self.now else []
         if trigger.schedule is None:
@@ -144,7 +163,7 @@ class Evaluator:
     def _date_candidates(self, campaign: Campaign, rule: DateTrigger) -> Query:
         """Dates are read in each customer's timezone, so the exact moment is computed in Python
         for the few customers whose date falls near now, then joins the common INSERT."""
-        earliest = self.now - self.lookback(campaign)
+        earliest = self.earliest(campaign)
         value = read_json(col(Customer.attributes), col(Customer.attributes)[rule.attribute].as_string())
         first_day, last_day = (
             (earliest - rule.offset - timedelta(days=1)).date(),
@@ -192,11 +211,6 @@ class Evaluator:
         if len(text) <= 10:
             parsed = datetime.combine(parsed.date(), time(0), ZoneInfo(zone))
         return as_utc(parsed, zone)
-
-    def lookback(self, campaign: Campaign) -> timedelta:
-        """How far back a trigger still matters: an older entry's first step would only expire,
-        so importing last year's history creates nothing, and a tick never rescans it."""
-        return campaign.expire_after + campaign.steps[0].delay
 
     # -- entering --------------------------------------------------------------------------------
 

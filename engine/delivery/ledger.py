@@ -7,11 +7,12 @@ Each change is set-wise: one statement (an executemany) for a kind of change to 
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.engine import Connection
@@ -20,13 +21,14 @@ from sqlmodel import col
 from engine.campaigns.assignment import pick_variant
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign
+from engine.clock import utcnow
 from engine.config.settings import Config
+from engine.delivery.outcomes import outcome_names
 from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
 from engine.store.dialect import insert_new, json_valid, shifted, try_advisory_lock
 from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
-EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
 CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
 CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER)
 
@@ -78,11 +80,13 @@ class NewSend(NamedTuple):
     due_at: datetime
 
 
-def lock_evaluation(connection: Connection) -> bool:
-    """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
-    this), so `reentry: never` holds even when two daemons see the same signup at once. A daemon
-    that finds another evaluating skips evaluation this tick and goes straight to sending."""
-    return try_advisory_lock(connection, EVALUATION_LOCK)
+def lock_evaluation(connection: Connection, campaign: str) -> bool:
+    """One evaluator of a campaign at a time across machines on PostgreSQL (SQLite's write lock
+    already does this), so `reentry: never` holds even when two daemons see the same signup at
+    once; other campaigns are evaluated meanwhile by the other daemons. A daemon that finds a
+    campaign being evaluated leaves it to the other this tick."""
+    digest = hashlib.blake2b(campaign.encode(), digest_size=8, person=b"evaluation").digest()
+    return try_advisory_lock(connection, int.from_bytes(digest, "big", signed=True))
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -181,6 +185,74 @@ def events_by_id(connection: Connection, ids: list[int]) -> dict[int, dict[str, 
         select(col(Event.id), col(Event.name), col(Event.at), col(Event.properties)).where(col(Event.id).in_(ids))
     )
     return {r.id: {"name": r.name, "at": r.at, "properties": r.properties} for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSend:
+    """A send whose outcome is not known (its worker stopped mid-send), with what the provider has
+    said of it since: a delivery, an open or a click shows that it went out."""
+
+    id: int
+    campaign: str
+    step: int
+    entry_id: int
+    customer_id: int
+    external_id: str
+    to_email: str | None
+    claimed_at: datetime | None
+    reason: str | None
+    outcomes: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        claimed = self.claimed_at.isoformat() if self.claimed_at else None
+        return {
+            "send_id": self.id,
+            "campaign": self.campaign,
+            "step": self.step,
+            "customer": self.external_id,
+            "email": self.to_email,
+            "claimed_at": claimed,
+            "reason": self.reason,
+            "outcomes": self.outcomes,
+        }
+
+
+def unknown_sends(connection: Connection, campaign: str | None = None) -> list[UnknownSend]:
+    """The sends left `unknown`, oldest claim first, of one campaign or of all."""
+    query = (
+        select(
+            col(Send.id),
+            col(Send.campaign),
+            col(Send.step),
+            col(Send.entry_id),
+            col(Send.customer_id),
+            col(Customer.external_id),
+            col(Send.to_email),
+            col(Send.sent_at),
+            col(Send.reason),
+            col(Send.outcomes),
+        )
+        .join(Customer, col(Customer.id) == col(Send.customer_id))
+        .where(col(Send.status) == SendStatus.UNKNOWN)
+        .order_by(col(Send.sent_at), col(Send.id))
+    )
+    if campaign is not None:
+        query = query.where(col(Send.campaign) == campaign)
+    return [
+        UnknownSend(
+            id=row.id,
+            campaign=row.campaign,
+            step=row.step,
+            entry_id=row.entry_id,
+            customer_id=row.customer_id,
+            external_id=row.external_id,
+            to_email=row.to_email,
+            claimed_at=row.sent_at,
+            reason=row.reason,
+            outcomes=outcome_names(row.outcomes),
+        )
+        for row in connection.execute(query)
+    ]
 
 
 # -- writing: every status change ------------------------------------------------------------------
@@ -287,8 +359,21 @@ def claim(
     return claimed
 
 
+class Settled(Protocol):
+    """What marking a send sent needs of it: a DueSend, or an UnknownSend settled by hand."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def entry_id(self) -> int: ...
+    @property
+    def customer_id(self) -> int: ...
+    @property
+    def external_id(self) -> str: ...
+
+
 def mark_sent(
-    connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[DueSend, str | None]], now: datetime
+    connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[Settled, str | None]], now: datetime
 ) -> None:
     """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
     its delay from now, or after the last step the entry is completed."""
@@ -323,6 +408,31 @@ def mark_unknown_sends(connection: Connection, sends: Sequence[tuple[DueSend, st
         connection,
         [{"id": send.id, "status": SendStatus.UNKNOWN, "reason": why, "updated_at": now} for send, why in sends],
     )
+
+
+def settle_as_sent(connection: Connection, campaign: Campaign, sends: Sequence[UnknownSend]) -> None:
+    """Unknown sends the operator knows went out: `sent` as of their claim, and each entry's next
+    step scheduled from then, as if the result had come back at the time."""
+    by_claim: dict[datetime | None, list[UnknownSend]] = defaultdict(list)
+    for send in sends:
+        by_claim[send.claimed_at].append(send)
+    for claimed_at, group in by_claim.items():
+        for step in sorted({send.step for send in group}):
+            went = [(send, None) for send in group if send.step == step]
+            mark_sent(connection, campaign, step, went, claimed_at or utcnow())
+
+
+def resend(connection: Connection, sends: Sequence[UnknownSend], now: datetime) -> int:
+    """Unknown sends the operator wants sent again: waiting from `now`, with the time of the
+    decision kept in `resent_at`, so a second message to the customer is never a silent one."""
+    if not sends:
+        return 0
+    statement = (
+        update(Send)
+        .where(col(Send.id).in_([send.id for send in sends]), col(Send.status) == SendStatus.UNKNOWN)
+        .values(status=SendStatus.SCHEDULED, reason=None, next_attempt_at=now, resent_at=now, updated_at=now)
+    )
+    return connection.execute(statement).rowcount or 0
 
 
 def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetime) -> None:
