@@ -478,8 +478,7 @@ def customer_page(
     for column in ("at", "kind", "what", "detail"):
         timeline.add_column(column)
     for item in data["timeline"]:
-        at = datetime.fromisoformat(item["at"]).strftime("%Y-%m-%d %H:%M")
-        timeline.add_row(*cells(at, item["kind"], item["title"], _timeline_detail(item)))
+        timeline.add_row(*cells(_minute(item["at"]), item["kind"], item["title"], _timeline_detail(item)))
     out.print(timeline)
     if view.left_out:
         say(f"{view.left_out} older items not shown (--format json shows the same {len(view.timeline)})")
@@ -491,12 +490,14 @@ def _timeline_detail(item: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in detail["properties"].items())
     if item["kind"] == "entry":
         return f"{detail['status']}, by {detail['trigger']}" + (", held out" if detail["held_out"] else "")
-    parts = [
-        f"variant {detail['variant']}" if detail["variant"] else "",
-        f"until {detail['until']}" if detail["until"] else "",
-    ]
-    parts += [f"{name} {at}" for name, at in detail["outcomes"].items()]
+    parts = [f"variant {detail['variant']}" if detail["variant"] else ""]
+    parts.append(f"until {_minute(detail['until'])}" if detail["until"] else "")
+    parts += [f"{name} {_minute(at)}" for name, at in detail["outcomes"].items()]
     return ", ".join(p for p in parts if p)
+
+
+def _minute(instant: str) -> str:
+    return datetime.fromisoformat(instant).strftime("%Y-%m-%d %H:%M")
 
 
 @app.command()
