@@ -449,15 +449,17 @@ class _Explainer:
         until = f": waits until {when(decision.until)}" if decision and decision.until else ""
         campaign = self.campaign
         if check is Check.EXIT:
-            names = ", ".join(rule.event for rule in campaign.exit) or "none"
+            ends = [rule.event for rule in campaign.exit]
             if campaign.trigger.inactivity is not None:
-                names += " (or activity coming back)"
+                ends.append("activity coming back")
+            names = ", ".join(ends) or "nothing: the campaign has no exit rule"
             words = "no exit event since entering" if passed else "did an exit event since entering"
             return RuleOutcome("exit", passed, f"{words} (exit on: {names})")
         if check is Check.SUPPRESSED:
             if passed:
                 return RuleOutcome("suppression", True, "the address is not on the suppression list")
-            why = self.connection.scalar(select(col(Suppression.reason)).where(col(Suppression.email) == send.email))
+            address = campaign.recipient or send.email
+            why = self.connection.scalar(select(col(Suppression.reason)).where(col(Suppression.email) == address))
             return RuleOutcome("suppression", False, f"the address is on the suppression list ({why})")
         if check is Check.TOPIC:
             if send.unsubscribed_at is not None:
