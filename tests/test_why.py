@@ -78,6 +78,7 @@ steps: [{template: plain, subject: "Offer"}]
 """
 NEWS = """\
 topic: news
+priority: 10
 trigger: {event: joined_news}
 steps: [{template: plain, subject: "News"}]
 """
@@ -105,14 +106,16 @@ def shop(store_project):
         customer("dan", points=150),
         customer("eve", points=150, timezone="Asia/Tokyo"),  # 21:00 there at NOW
         customer("fay", points=150),
+        customer("gil", points=150),  # gets the news in the same tick: it goes first, by priority
     )
     project.events({"customer": "fay", "event": "joined_news", "at": "2026-03-01T12:00:00Z"})
     project.tick("2026-03-01T12:00:00Z")  # fay gets the news: her one marketing email of the week
     project.cli("suppress", "dan@example.com", "--reason", "bounced")
+    project.events({"customer": "gil", "event": "joined_news", "at": "2026-03-02T11:00:00Z"})
     project.events(
         *(
             {"customer": c, "event": "signed_up", "at": "2026-03-02T11:00:00Z"}
-            for c in ("ann", "bob", "cat", "dan", "eve", "fay")
+            for c in ("ann", "bob", "cat", "dan", "eve", "fay", "gil")
         )
     )
     return project
@@ -165,6 +168,12 @@ def test_frequency_cap(shop):
     assert _rules(step)["frequency cap"] == (False, "at most 1 per 1w: 1 sent: waits until 2026-03-08 12:00 UTC")
 
 
+def test_the_cap_counts_what_a_campaign_of_higher_priority_sends_in_the_same_tick(shop):
+    [step] = _why(shop, "offer", "gil", NOW)["steps"]
+    assert (step["action"], step["reason"]) == ("defer", "frequency_cap")
+    assert _rules(step)["frequency cap"] == (False, "at most 1 per 1w: 1 sent: waits until 2026-03-09 12:00 UTC")
+
+
 def test_holdout(shop):
     [step] = _why(shop, "held", "ann", NOW)["steps"]
     assert step["action"] == "held_out"
@@ -175,11 +184,11 @@ def test_each_case_agrees_with_the_dry_run_and_then_the_tick(shop):
     """What `why` says before the tick is what the dry run plans and what the tick then records."""
     said = {
         (c, name): [(s["action"], s["reason"]) for s in _why(shop, name, c, NOW)["steps"]]
-        for c in ("ann", "bob", "cat", "dan", "eve", "fay")
+        for c in ("ann", "bob", "cat", "dan", "eve", "fay", "gil")
         for name in ("offer", "held")
     }
     dry = json.loads(shop.cli("tick", "--now", NOW, "--dry-run", "--json").stdout)["planned"]
-    planned = {(p["customer"], p["campaign"]): [(p["action"], p["reason"])] for p in dry}
+    planned = {(p["customer"], p["campaign"]): [(p["action"], p["reason"])] for p in dry if p["campaign"] != "news"}
     assert {k: v for k, v in said.items() if v[0][0] in DECIDED} == planned
     shop.tick(NOW)
     stored = {(c, name): (status, reason) for name, c, _, status, reason in shop.sends() if name in ("offer", "held")}
@@ -188,7 +197,8 @@ def test_each_case_agrees_with_the_dry_run_and_then_the_tick(shop):
         ("dan", "offer"): ("skipped", "suppressed"),
         ("eve", "offer"): ("deferred", "quiet_hours"),
         ("fay", "offer"): ("deferred", "frequency_cap"),
-        **{(c, "held"): ("held_out", "holdout") for c in ("ann", "dan", "eve", "fay", "bob")},
+        ("gil", "offer"): ("deferred", "frequency_cap"),  # the news went first in the same tick
+        **{(c, "held"): ("held_out", "holdout") for c in ("ann", "dan", "eve", "fay", "bob", "gil")},
     }
     after = _why(shop, "offer", "ann", NOW)
     assert after["enters"] is False and after["already_entered"] == "on 2026-03-02 11:00 UTC (completed)"

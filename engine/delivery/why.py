@@ -102,19 +102,21 @@ class Explanation:
 def explain(
     engine: Engine, config: Config, campaigns: list[Campaign], campaign: str, customer_id: str, now: datetime
 ) -> Explanation:
+    """Whether the customer enters `campaign` at `now`, and what a tick would do with each step.
+    Campaigns that dispatch before it in a tick (higher priority) are explained first for their
+    marketing sends to this customer, which count towards its cap as they do in the tick."""
     target = find_campaign(campaigns, campaign)
     with engine.connect().execution_options(read_only=True) as connection, connection.begin() as transaction:
         customer = connection.execute(select(*CUSTOMER).where(col(Customer.external_id) == customer_id)).first()
         if customer is None:
             raise no_such_customer(connection, customer_id)
-        planned: list[datetime] = []  # marketing going to them earlier in the same tick
+        planned: list[datetime] = []  # marketing going to them earlier in the same tick, added as decided
         if target.marketing:
             for earlier in sorted(campaigns, key=lambda c: -c.priority):
                 if earlier is target:
                     break
                 if earlier.marketing:
-                    steps = _Explainer(connection, config, earlier, customer._asdict(), now, planned).explain().steps
-                    planned += [now for s in steps if s.action == Action.SEND]
+                    _Explainer(connection, config, earlier, customer._asdict(), now, planned).explain()
         explanation = _Explainer(connection, config, target, customer._asdict(), now, planned).explain()
         transaction.rollback()  # the date trigger's candidates pass through a temporary table
     return explanation
