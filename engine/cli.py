@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -485,6 +485,102 @@ def unknown(
         say(f"settled {len(sends)} as sent; each entry's next step is scheduled from its claim")
     elif resolution is Resolution.RESEND:
         say(f"{len(sends)} will be sent again from the next tick (recorded as resent)")
+
+
+# -- one customer, and why they get a campaign or not ------------------------------------------
+
+
+@app.command("customer")
+def customer_page(
+    customer_id: Annotated[str, typer.Argument(metavar="ID", help="the customer's id")],
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """One customer: profile, attributes, stage, risk, topics and a timeline of events, entries and sends."""
+    from engine.customers.search import no_such_customer
+    from engine.insights.timeline import customer_view
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        engine = store(cfg)
+        view = customer_view(engine, cfg, customer_id, moment)
+        if view is None:
+            with engine.connect() as connection:
+                raise no_such_customer(connection, customer_id)
+    if output == "json":
+        print(json.dumps(view.as_json(), ensure_ascii=False, indent=2))
+        return
+    data = view.as_json()
+    facts = Table(title=f"customer {printable(customer_id)} at {moment.isoformat()}", show_header=False)
+    facts.add_column("")
+    facts.add_column("")
+    shown = {**data["profile"], "stage": view.stage, "risk": view.risk}
+    shown["topics"] = ", ".join(f"{t} {'yes' if on else 'no'}" for t, on in view.topics.items()) or "none declared"
+    shown["suppressed"] = view.suppressed or "no"
+    shown.update({f"attribute {k}": v for k, v in data["attributes"].items()})
+    for key, value in shown.items():
+        facts.add_row(*cells(key, "" if value is None else value))
+    out.print(facts)
+    timeline = Table(title="timeline, newest first")
+    for column in ("at", "kind", "what", "detail"):
+        timeline.add_column(column)
+    for item in data["timeline"]:
+        timeline.add_row(*cells(_minute(item["at"]), item["kind"], item["title"], _timeline_detail(item)))
+    out.print(timeline)
+    if view.left_out:
+        say(f"{view.left_out} older items not shown (--format json shows the same {len(view.timeline)})")
+
+
+def _timeline_detail(item: dict[str, Any]) -> str:
+    detail = item["detail"]
+    if item["kind"] == "event":
+        return ", ".join(f"{k}={v}" for k, v in detail["properties"].items())
+    if item["kind"] == "entry":
+        return f"{detail['status']}, by {detail['trigger']}" + (", held out" if detail["held_out"] else "")
+    parts = [f"variant {detail['variant']}" if detail["variant"] else ""]
+    parts.append(f"until {_minute(detail['until'])}" if detail["until"] else "")
+    parts += [f"{name} {_minute(at)}" for name, at in detail["outcomes"].items()]
+    return ", ".join(p for p in parts if p)
+
+
+def _minute(instant: str) -> str:
+    return datetime.fromisoformat(instant).strftime("%Y-%m-%d %H:%M")
+
+
+@app.command()
+def why(
+    campaign: str,
+    customer: Annotated[str, typer.Option("--customer", help="customer id")],
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """Whether and why (not) a customer enters a campaign and gets each step now, rule by rule."""
+    from engine.delivery.why import explain
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        explanation = explain(store(cfg), cfg, load_campaigns(cfg), campaign, customer, moment)
+    if output == "json":
+        print(json.dumps(explanation.as_json(), ensure_ascii=False, indent=2))
+        return
+    entering = "enters now" if explanation.enters else "does not enter now"
+    if explanation.already_entered:
+        entering += f" (already entered {explanation.already_entered})"
+    say(f"{campaign} for customer {customer} at {moment.isoformat()}: {entering}")
+    for rule in explanation.rules:
+        say(f"  {'✓' if rule.passed else '✗'} {rule.rule}: {rule.detail}")
+    for step in explanation.steps:
+        say(f"step {step.step} ({step.template}): {step.verdict}")
+        for rule in step.rules:
+            say(f"  {'✓' if rule.passed else '✗'} {rule.rule}: {rule.detail}")
 
 
 def main() -> None:

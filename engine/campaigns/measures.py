@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, not_, or_, select
+from sqlalchemy import and_, case, exists, false, func, not_, or_, select
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import col
 
@@ -102,3 +102,14 @@ class Measures:
         red = or_(self.inactive("red", facts), facts.red_event)
         yellow = and_(not_(red), self.inactive("yellow", facts))
         return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]
+
+    def stage_of(self, customer: type[Customer] = Customer) -> ColumnElement[str]:
+        """The customer's stage by name (one SQL expression): the rules above, first match wins."""
+        facts = self.facts(customer)
+        named = [(self.stage(name, customer, facts), name) for name in ("lost", "loyal", "current")]
+        return case(*named, else_="prospect")
+
+    def risk_of(self, customer: type[Customer] = Customer) -> ColumnElement[str]:
+        """The customer's churn risk by name (one SQL expression), by the rules above."""
+        facts = self.facts(customer)
+        return case(*((self.risk(name, customer, facts), name) for name in ("red", "yellow")), else_="green")

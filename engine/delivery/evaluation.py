@@ -13,6 +13,7 @@ first step could still go out, so importing last year's history creates nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,7 +44,7 @@ from sqlalchemy.sql.selectable import Exists, Subquery
 from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from engine.campaigns.assignment import share
+from engine.campaigns.assignment import in_holdout
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign, DateTrigger, Inactivity
 from engine.clock import as_utc
@@ -69,13 +70,38 @@ date_candidate = Table(
 )
 
 
+@dataclass(frozen=True)
+class EntryRules:
+    """What a candidate must pass to enter, rule by rule, so that `lifecycle why` can show each one."""
+
+    signed_up: ColumnElement[bool]  # the customer existed by the candidate's time
+    audience: list[ColumnElement[bool]]  # one for each condition of the campaign's audience
+    topic: ColumnElement[bool] | None  # subscribed to the campaign's topic (marketing)
+    reentry: ColumnElement[bool] | None  # no earlier entry keeps them out, per `reentry`
+
+    def all(self) -> list[ColumnElement[bool]]:
+        return [self.signed_up, *self.audience, *(r for r in (self.topic, self.reentry) if r is not None)]
+
+
 class Evaluator:
-    def __init__(self, connection: Connection, config: Config, now: datetime, batch_size: int = 5000):
+    def __init__(
+        self,
+        connection: Connection,
+        config: Config,
+        now: datetime,
+        batch_size: int = 5000,
+        only: int | None = None,
+    ):
+        """`only`: one customer's store id, whose candidates alone are wanted (`lifecycle why`)."""
         self.connection = connection
         self.config = config
         self.now = now
         self.batch_size = batch_size
         self.conditions = ConditionCompiler(config, now)
+        self.only = only
+
+    def _mine(self, customer_id: Any) -> ColumnElement[bool]:
+        return true() if self.only is None else customer_id == self.only
 
     def evaluate(self, campaign: Campaign) -> int:
         """Create the campaign's new entries and their first sends; returns the entries created."""
@@ -121,6 +147,7 @@ class Evaluator:
             col(Event.at) <= self.now,
             col(Event.at) >= self.earliest(campaign),
             self.conditions.where(campaign.trigger.where),
+            self._mine(col(Event.customer_id)),
         )
 
     def _inactivity_candidates(self, campaign: Campaign, rule: Inactivity) -> Query:
@@ -133,7 +160,11 @@ class Evaluator:
             (literal("inactive:") + cast(last, String)).label("entry_key"),
             shifted(last, rule.for_).label("entered_at"),
             cast(null(), Integer).label("event_id"),
-        ).where(last <= self.now - rule.for_, last >= self.earliest(campaign) - rule.for_)
+        ).where(
+            last <= self.now - rule.for_,
+            last >= self.earliest(campaign) - rule.for_,
+            self._mine(col(Customer.id)),
+        )
 
     def _schedule_candidates(self, campaign: Campaign) -> Query | None:
         firings = self.firings(campaign)
@@ -145,7 +176,7 @@ class Evaluator:
             literal("fire:" + fired.isoformat()).label("entry_key"),
             literal(fired, UTCDateTime()).label("entered_at"),
             cast(null(), Integer).label("event_id"),
-        )
+        ).where(self._mine(col(Customer.id)))
 
     def firings(self, campaign: Campaign) -> list[datetime]:
         trigger, earliest = campaign.trigger, self.earliest(campaign)
@@ -176,7 +207,7 @@ class Evaluator:
         else:
             near = and_(value >= first_day.isoformat(), value <= (last_day + timedelta(days=1)).isoformat())
         query = select(col(Customer.id), value, col(Customer.timezone)).where(
-            col(Customer.created_at) <= self.now, near
+            col(Customer.created_at) <= self.now, near, self._mine(col(Customer.id))
         )
         date_candidate.create(self.connection, checkfirst=True)
         self.connection.execute(date_candidate.delete())
@@ -216,17 +247,10 @@ class Evaluator:
 
     def enter(self, campaign: Campaign, candidates: Query) -> int:
         c = candidates.subquery("candidate").c
-        audience = list(campaign.audience)
-        conditions = [col(Customer.created_at) <= self.now, self.conditions.all_of(audience)]
-        if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
-            conditions.append(self.conditions.subscribed(campaign.topic))
-        blocked = self.reentry_block(campaign, c)
-        if blocked is not None:
-            conditions.append(not_(blocked))
         chosen = (
             select(c.customer_id, c.entry_key, c.entered_at, c.event_id)
             .join(Customer, col(Customer.id) == c.customer_id)
-            .where(*conditions)
+            .where(*self.entry_rules(campaign, c).all())
         )
         statement = insert_new(self.connection, table_of(Entry), ["campaign", "customer_id", "entry_key"])
         columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id", "held_out", "scheduled", "status"]
@@ -248,6 +272,17 @@ class Evaluator:
             total += added
             if added == 0:
                 return total
+
+    def entry_rules(self, campaign: Campaign, c: ReadOnlyColumnCollection[str, Any]) -> EntryRules:
+        """The rules of entering for candidates `c`, joined with their customer row."""
+        blocked = self.reentry_block(campaign, c)
+        marketing_topic = campaign.topic if campaign.marketing else None  # a marketing campaign always has one
+        return EntryRules(
+            signed_up=col(Customer.created_at) <= self.now,
+            audience=[self.conditions.condition(condition) for condition in campaign.audience],
+            topic=self.conditions.subscribed(marketing_topic) if marketing_topic is not None else None,
+            reentry=not_(blocked) if blocked is not None else None,
+        )
 
     def _insert(self, statement: Any, columns: list[str], campaign: Campaign, rows: Subquery) -> int:
         source = select(
@@ -292,9 +327,7 @@ class Evaluator:
         )
         while rows := self.connection.execute(query).all():
             sends = [NewSend(r.id, r.customer_id, r.external_id, r.entered_at + first.delay) for r in rows]
-            held = {
-                s.entry_id for s in sends if share(campaign.name, "holdout", s.external_id) * 100 < campaign.holdout
-            }
+            held = {s.entry_id for s in sends if in_holdout(campaign, s.external_id)}
             ledger.schedule(self.connection, campaign, 1, sends, self.now, held)
             ids = [s.entry_id for s in sends]
             self.connection.execute(update(Entry).where(col(Entry.id).in_(ids)).values(scheduled=True))

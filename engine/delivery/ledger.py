@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import Label
 from sqlmodel import col
 
 from engine.campaigns.assignment import pick_variant
@@ -96,17 +97,6 @@ def due_sends(
     connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int
 ) -> list[DueSend]:
     """The next due sends of one step, with everything the send-time checks need, in one query."""
-    conditions = ConditionCompiler(config, now)
-    step_spec = campaign.steps[step - 1]
-    recipient_email = campaign.recipient if campaign.recipient else col(Customer.email)
-    checks = [
-        exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
-        conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
-        _exited(conditions, campaign, now).label("exited"),
-        json_valid(col(Customer.attributes)).label("readable"),
-    ]
-    if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
-        checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
     query = (
         select(
             col(Send.id),
@@ -118,7 +108,7 @@ def due_sends(
             col(Entry.entered_at),
             col(Entry.event_id),
             *CUSTOMER,
-            *checks,
+            *send_checks(config, campaign, step, now),
         )
         .join(Entry, col(Entry.id) == col(Send.entry_id))
         .join(Customer, col(Customer.id) == col(Send.customer_id))
@@ -136,15 +126,45 @@ def due_sends(
     return [DueSend(**row) for row in connection.execute(query).mappings()]
 
 
-def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime) -> ColumnElement[bool]:
-    """An exit event after the entry; for an inactivity trigger, the activity coming back."""
+def send_checks(
+    config: Config,
+    campaign: Campaign,
+    step: int,
+    now: datetime,
+    entered_at: ColumnElement[datetime] | datetime | None = None,
+) -> list[Label[bool]]:
+    """The send-time checks of `DueSend` on the customer row, labelled by their fields: for a stored
+    entry, or for one that would enter at `entered_at` (`lifecycle why`)."""
+    conditions = ConditionCompiler(config, now)
+    step_spec = campaign.steps[step - 1]
+    recipient_email = campaign.recipient if campaign.recipient else col(Customer.email)
+    checks = [
+        exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
+        conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
+        _exited(conditions, campaign, now, entered_at).label("exited"),
+        json_valid(col(Customer.attributes)).label("readable"),
+    ]
+    if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
+        checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
+    return checks
+
+
+def _exited(
+    conditions: ConditionCompiler,
+    campaign: Campaign,
+    now: datetime,
+    entered_at: ColumnElement[datetime] | datetime | None,
+) -> ColumnElement[bool]:
+    """An exit event after the entry (the stored one, or one at `entered_at`); for an inactivity
+    trigger, the activity coming back."""
+    entered: Any = col(Entry.entered_at) if entered_at is None else entered_at
     rules = [(rule.event, rule.where) for rule in campaign.exit]
     checks = [
         exists(
             select(col(Event.id)).where(
                 col(Event.customer_id) == col(Customer.id),
                 col(Event.name) == name,
-                col(Event.at) > col(Entry.entered_at),
+                col(Event.at) > entered,
                 col(Event.at) <= now,
                 conditions.where(where),
             )
@@ -156,7 +176,7 @@ def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime) ->
         back = select(col(Event.id)).where(
             col(Event.customer_id) == col(Customer.id),
             col(Event.at) <= now,
-            col(Event.at) > shifted(Entry.entered_at, -inactivity.for_),
+            col(Event.at) > shifted(entered, -inactivity.for_),
         )
         if inactivity.event:
             back = back.where(col(Event.name) == inactivity.event)
@@ -294,12 +314,17 @@ def schedule(
         )
 
 
+def expired_before(campaign: Campaign, now: datetime) -> datetime:
+    """A step still waiting that was due before this is dropped (`expired`)."""
+    return now - campaign.expire_after
+
+
 def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
     """Steps that could not go out by due + expire_after are dropped, and their entries end."""
     overdue = and_(
         col(Send.campaign) == campaign.name,
         col(Send.status).in_(CLAIMABLE),
-        col(Send.due_at) < now - campaign.expire_after,
+        col(Send.due_at) < expired_before(campaign, now),
     )
     entries = select(col(Send.entry_id)).where(overdue).scalar_subquery()
     connection.execute(
