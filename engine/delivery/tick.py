@@ -4,10 +4,12 @@ campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (ski
   --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
 
 The tick only orchestrates: the rules of who gets what are `policy.decide`, and every status change
-is the ledger's. What goes wrong with one send (its customer's data, a filter, the message) fails that
-send alone, with its reason; a campaign whose templates no longer compile, or whose evaluation or
-dispatch meets a bug or bad data, is reported in `TickReport.problems` and the others go on. Only a
-store that cannot be reached (`dialect.unavailable`) stops the tick.
+is the ledger's. Between evaluating and sending, the deliverability guard (`guard.py`) may pause
+campaigns; a paused campaign (`pauses.py`) sends nothing from its next batch on. What goes wrong
+with one send (its customer's data, a filter, the message) fails that send alone, with its reason;
+a campaign whose templates no longer compile, or whose evaluation or dispatch meets a bug or bad
+data, is reported in `TickReport.problems` and the others go on. Only a store that cannot be
+reached (`dialect.unavailable`) stops the tick.
 """
 
 from __future__ import annotations
