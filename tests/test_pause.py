@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 from conftest import customer
 from starlette.testclient import TestClient
+from test_daemon import daemon, inbox, prepared, settled, statuses, stop, wait_for  # noqa: F401 (a fixture)
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
@@ -193,3 +195,27 @@ def test_the_tick_sets_the_gauge_for_every_campaign_it_runs(project):
     assert REGISTRY.get_sample_value("lifecycle_campaign_paused", {"campaign": "news"}) == 0
     with open_store(load_config(project.root / "config.yaml").database_url).connect() as connection:
         assert set(pauses.active(connection)) == {"drip"}
+
+
+def test_running_daemons_hold_a_paused_campaign_and_send_it_once_resumed(store_project, inbox):  # noqa: F811
+    """Two `lifecycle run` daemons on one store, a real SMTP server counting what arrives."""
+    project = store_project
+    total = len(prepared(project, inbox, customers=60, batch_size=10))
+    project.cli("pause", "hello", "--reason", "hold it")
+    daemons = [daemon(project, "a.log"), daemon(project, "b.log")]
+    try:
+        for name in ("a.log", "b.log"):
+            wait_for(lambda name=name: held_in_log(project, name), what=f"a tick of {name} holding the campaign")
+        assert inbox.received == Counter() and statuses(project) == Counter({"scheduled": total})
+        project.cli("resume", "hello")
+        wait_for(lambda: settled(project, total), what="every send after the resume")
+    finally:
+        assert [stop(d) for d in daemons] == [0, 0]
+    assert statuses(project) == Counter({"sent": total})
+    assert len(inbox.received) == total and max(inbox.received.values()) == 1
+
+
+def held_in_log(project, name: str) -> bool:
+    path = project.root / name
+    lines = path.read_text().splitlines() if path.exists() else []
+    return any(json.loads(line).get("paused") == ["hello"] for line in lines if line.startswith("{"))
