@@ -9,8 +9,9 @@ for the second. Prints a markdown table and the machine.
     .venv/bin/python bench/guard_window.py
     .venv/bin/python bench/guard_window.py --sends 200000
 
-The store: 10 campaigns sharing the sends equally, one sent a second over the last weeks; 1 in 20 skipped,
-1 in 500 complained about, 1 in 500 bounced (its address suppressed as a bounce).
+The store: one email sent a second over the last weeks. Half are 5 campaigns that run all along (welcome,
+thanks: interleaved), half are 5 broadcasts that ran one after the other, each in a period of its own. 1 in
+20 skipped, 1 in 500 complained about, 1 in 500 bounced (its address suppressed as a bounce).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ FILL = """
 INSERT INTO send (entry_id, campaign, customer_id, step, marketing, priority, due_at, next_attempt_at,
                   status, attempts, to_email, sent_at, outcomes)
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :sends)
-SELECT 1, 'campaign' || (i % 10), 1, i, 1, 0, '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000',
+SELECT 1, 'campaign' || CASE WHEN i % 2 = 0 THEN (i / 2) % 5 ELSE 5 + i * 5 / (:sends + 1) END, 1, i, 1, 0,
+       '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000',
        CASE WHEN i % 20 = 0 THEN 'skipped' ELSE 'sent' END, 1, 'a' || (i % 100000) || '@example.com',
        strftime('%Y-%m-%d %H:%M:%S', '2026-01-01', '+' || i || ' seconds') || '.000000',
        CASE (i / 10) % 500 WHEN 1 THEN 16 WHEN 2 THEN 8 ELSE 1 END

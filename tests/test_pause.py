@@ -219,3 +219,14 @@ def held_in_log(project, name: str) -> bool:
     path = project.root / name
     lines = path.read_text().splitlines() if path.exists() else []
     return any(json.loads(line).get("paused") == ["hello"] for line in lines if line.startswith("{"))
+
+
+def test_a_dry_run_plans_nothing_for_a_paused_campaign_and_says_why(project):
+    project.campaign("news", NEWS)
+    signups(project, "ann")
+    project.cli("pause", "news", "--reason", "checking")
+    dry = json.loads(project.cli("tick", "--now", T0, "--dry-run", "--json").stdout)
+    assert dry["planned"] == [] and dry["paused"]["news"]["reason"] == "checking"
+    project.cli("resume", "news")
+    planned = json.loads(project.cli("tick", "--now", T0, "--dry-run", "--json").stdout)["planned"]
+    assert [(p["customer"], p["action"]) for p in planned] == [("ann", "send")]
