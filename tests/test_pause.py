@@ -9,10 +9,13 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from conftest import customer
 from starlette.testclient import TestClient
 from test_daemon import daemon, inbox, prepared, settled, statuses, stop, wait_for  # noqa: F401 (a fixture)
+from test_report_browser import ARTIFACTS, CHROMIUM
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
@@ -230,3 +233,30 @@ def test_a_dry_run_plans_nothing_for_a_paused_campaign_and_says_why(project):
     project.cli("resume", "news")
     planned = json.loads(project.cli("tick", "--now", T0, "--dry-run", "--json").stdout)["planned"]
     assert [(p["customer"], p["action"]) for p in planned] == [("ann", "send")]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)")
+def test_a_person_sees_the_pause_at_the_top_of_the_report_page(project):
+    from playwright.sync_api import sync_playwright
+
+    project.campaign("news", NEWS)
+    signups(project, "ann")
+    project.cli("pause", "news", "--reason", "wrong price", "--now", T0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page_file = ARTIFACTS / "paused.html"
+    page_file.write_text(project.cli("report", "--now", T0, "--format", "html").stdout, encoding="utf-8")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_file.as_uri())
+            box = page.locator("#paused").bounding_box()
+            charts = page.locator(".charts").bounding_box()
+            said = page.locator("#paused li").inner_text()
+            mark = page.locator('tr.campaign[data-campaign="news"] .paused-mark').is_visible()
+            page.screenshot(path=str(ARTIFACTS / "paused.png"))
+        finally:
+            browser.close()
+    assert box and charts and box["y"] + box["height"] <= charts["y"] and box["y"] < 900  # first thing, on screen
+    assert said.startswith("news: paused by operator since 2026-03-01T10:00:00+00:00: wrong price")
+    assert mark
