@@ -184,10 +184,19 @@ class RefusesTheFirstAlert(FileSender):
         return super().deliver(emails)
 
 
-def test_an_alert_the_sender_refuses_is_tried_again_at_the_next_tick(guarded, monkeypatch):
+class RaisesOnTheFirstAlert(RefusesTheFirstAlert):
+    def deliver(self, emails):
+        if any(e.send_id == ALERT_SEND_ID for e in emails) and not RefusesTheFirstAlert.refused:
+            RefusesTheFirstAlert.refused += 1
+            raise ConnectionResetError("the provider hung up")
+        return super().deliver(emails)
+
+
+@pytest.mark.parametrize("sender", ["RefusesTheFirstAlert", "RaisesOnTheFirstAlert"])
+def test_an_alert_the_sender_refuses_is_tried_again_at_the_next_tick(guarded, monkeypatch, sender):
     project = guarded.project
     monkeypatch.setattr(RefusesTheFirstAlert, "refused", 0)
-    project.config(guard=GUARD, sender={"backend": "test_guard:RefusesTheFirstAlert"})
+    project.config(guard=GUARD, sender={"backend": f"test_guard:{sender}"})
     post(guarded, *((f"c0{i}", "spamreport", {}) for i in range(2)))
     project.tick(DAY2)
     assert alerts(project) == [] and paused(project)["by"] == "guard"

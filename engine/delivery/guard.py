@@ -13,7 +13,8 @@ With at least `guard.min_sends` sends in the window, a rate above its limit paus
 send, so the newest sends of the window count as not complained about yet: the rates are lower bounds.
 
 The alert goes once per pause: it is claimed (`alerted_at`) in its own commit before it is handed to the
-sender, as a send is; if the sender refuses it, the claim is released and the next tick tries again.
+sender, as a send is; if the sender refuses it or raises, the claim is released and the next tick tries
+again.
 """
 
 from __future__ import annotations
@@ -157,16 +158,17 @@ def alert(connection: Connection, config: Config, sender: Sender, now: datetime)
         ).all()
     if not rows:
         return 0
-    claimed = [Pause(*row[:4]) for row in rows]
-    trips = [Trip.of(row.figures) if row.figures else None for row in rows]
-    results = sender.send_batch([alert_email(config, p, trip, now) for p, trip in zip(claimed, trips, strict=True)])
-    refused = [pause for pause, result in zip(claimed, results, strict=False) if not result.ok]
-    refused += claimed[len(results) :]
+    refused = []
+    for row in rows:
+        pause = Pause(*row[:4])
+        error = _send_alert(sender, alert_email(config, pause, Trip.of(row.figures) if row.figures else None, now))
+        if error is not None:
+            log.warning(
+                "the guard's alert email was not sent; the next tick tries again",
+                extra={"campaign": pause.campaign, "error": error},
+            )
+            refused.append(pause)
     if refused:
-        log.warning(
-            "the guard's alert email was not sent; the next tick tries again",
-            extra={"campaigns": [p.campaign for p in refused], "errors": [r.error for r in results if not r.ok]},
-        )
         with connection.begin():
             for pause in refused:
                 connection.execute(
@@ -174,7 +176,19 @@ def alert(connection: Connection, config: Config, sender: Sender, now: datetime)
                     .where(PAUSE.c.campaign == pause.campaign, PAUSE.c.paused_at == pause.since)
                     .values(alerted_at=None)
                 )
-    return len(claimed) - len(refused)
+    return len(rows) - len(refused)
+
+
+def _send_alert(sender: Sender, email: OutgoingEmail) -> str | None:
+    """Hand one alert to the sender (alone: alerts share one send id); why it failed, or None. A sender
+    that raises may or may not have sent it: the alert is tried again, as twice is better than never."""
+    try:
+        results = sender.send_batch([email])
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not results:
+        return "the sender gave no result for it"
+    return None if results[0].ok else results[0].error or "refused"
 
 
 def run(
