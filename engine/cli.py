@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +234,8 @@ def _print_tick(report: TickReport) -> None:
         other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k not in ("entered", "sent"))
         table.add_row(*cells(name, counts.get("entered", 0), counts.get("sent", 0), other))
     out.print(table)
+    for name, held in sorted(report.paused.items()):
+        say(f"paused: {name} (by {held['by']} since {held['since']}): {held['reason']}")
     if report.dry_run:
         for plan in report.planned:
             detail = f" {plan['reason']}" if plan["reason"] else ""
@@ -581,6 +583,60 @@ def why(
         say(f"step {step.step} ({step.template}): {step.verdict}")
         for rule in step.rules:
             say(f"  {'✓' if rule.passed else '✗'} {rule.rule}: {rule.detail}")
+
+
+@app.command()
+def pause(
+    campaign: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="why, shown by report and tick")] = None,
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """Stop a campaign's sending on every daemon from their next batch; entries are still recorded."""
+    from engine.delivery.pauses import PausedBy, active
+    from engine.delivery.pauses import pause as hold
+
+    with user_errors():
+        cfg = load_config(config)
+        name = _campaign_named(campaign, [c.name for c in load_campaigns(cfg)])
+        moment = parse_now(now, cfg)
+        with store(cfg).begin() as connection:
+            made = hold(connection, name, reason or "no reason given", PausedBy.OPERATOR, moment)
+            held = made or active(connection, name)[name]
+    if made:
+        say(f"{name} paused: its sends wait from each daemon's next batch until `lifecycle resume {name}`")
+    else:
+        say(f"{name} was already paused (by {held.by} since {held.since.isoformat()}): {held.reason}")
+
+
+@app.command()
+def resume(campaign: str, config: ConfigOption = None, now: NowOption = None) -> None:
+    """Let a paused campaign send again from each daemon's next batch."""
+    from engine.delivery.pauses import active
+    from engine.delivery.pauses import resume as lift
+
+    with user_errors():
+        cfg = load_config(config)
+        engine = store(cfg)
+        with engine.connect() as connection:
+            paused = list(active(connection))
+        name = _campaign_named(campaign, {c.name for c in load_campaigns(cfg)} | set(paused))
+        moment = parse_now(now, cfg)
+        with engine.begin() as connection:
+            lifted = lift(connection, name, moment)
+    if lifted:
+        say(f"{name} resumed: its waiting sends go from each daemon's next batch (paused by {lifted.by})")
+    else:
+        say(f"{name} was not paused")
+
+
+def _campaign_named(name: str, names: Iterable[str]) -> str:
+    from engine.campaigns.language import did_you_mean
+
+    known = sorted(names)
+    if name not in known:
+        raise NotFound(f"no campaign named '{name}'{did_you_mean(name, known)} (campaigns: {', '.join(known)})")
+    return name
 
 
 def main() -> None:

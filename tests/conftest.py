@@ -107,7 +107,8 @@ class Project:
 
     def outbox(self) -> list:
         folder = self.root / "outbox"
-        files = sorted(folder.glob("*.eml"), key=lambda p: int(p.stem)) if folder.exists() else []
+        # the sends' messages, `<send id>.eml`; not test sends nor alerts to the operator
+        files = sorted((p for p in folder.glob("*.eml") if p.stem.isdigit()), key=lambda p: int(p.stem))
         return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
 
 

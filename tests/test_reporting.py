@@ -154,6 +154,7 @@ EXPECTED_OFFER = {
         "p_value": 0.8047,
         "confidence": 0.95,
     },
+    "paused": None,
 }
 EXPECTED_WELCOME = {
     "goal": None,
@@ -169,6 +170,7 @@ EXPECTED_WELCOME = {
     "skipped": {},
     "steps": [step_row(1, None, sent=10), step_row(2, None, expired=10)],
     "lift": None,
+    "paused": None,
 }
 
 

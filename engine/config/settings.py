@@ -5,12 +5,22 @@ from __future__ import annotations
 import difflib
 import os
 from datetime import time
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from engine.config.datamodel import DataModel, Declared
 from engine.config.durations import Span
@@ -268,6 +278,50 @@ class Bounces(Strict):
     error_folder: Folder = "Errors"  # messages that are not bounces or cannot be read
 
 
+def parse_percent(value: Any) -> Decimal:
+    """A rate written as a percentage, like `0.3%`, as an exact fraction (0.003): a rate at its limit
+    is not above it."""
+    if isinstance(value, Decimal):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        if not text.endswith("%"):
+            raise InvalidOperation
+        rate = Decimal(text[:-1].strip()) / 100
+        if not rate.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        raise ValueError(f"'{value}' is not a percentage: write it with a % sign, like 0.3%") from None
+    if not 0 < rate <= 1:
+        raise ValueError(f"'{value}' is not a rate above 0% and at most 100%")
+    return rate
+
+
+Percent = Annotated[Decimal, BeforeValidator(parse_percent)]
+
+
+class Guard(Strict):
+    """The deliverability guard (engine/delivery/guard.py): a campaign whose complaint or hard-bounce
+    rate over its latest `window` sends passes its limit, with at least `min_sends` of them, is paused
+    on every daemon and `alert_to` (default: the `from` address) gets an email."""
+
+    enabled: bool = True
+    complaint_rate: Percent = Field(default="0.3%", validate_default=True)
+    hard_bounce_rate: Percent = Field(default="5%", validate_default=True)
+    min_sends: int = Field(500, gt=0)
+    window: int = Field(2000, gt=0, description="how many of the campaign's latest sends the rates are over")
+    alert_to: Email | None = None
+
+    @model_validator(mode="after")
+    def _window_holds_min_sends(self) -> Guard:
+        if self.window < self.min_sends:
+            raise ValueError(
+                f"window: {self.window} sends can never hold min_sends ({self.min_sends}): "
+                "make the window at least as large"
+            )
+        return self
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -290,6 +344,7 @@ class Config(Strict):
     risk: Risk = Risk()
     feedback: Feedback = Feedback()
     team: Team = Team()
+    guard: Guard = Guard()
     api_keys_env: str = "LIFECYCLE_API_KEYS"
     # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
     attributes: dict[str, Declared] = {}

@@ -172,6 +172,7 @@ class Daemon:
                 "seconds": round(seconds, 3),
                 "evaluated": len(self.campaigns),
                 **dict(totals),
+                **({"paused": sorted(report.paused)} if report.paused else {}),
             },
         )
 

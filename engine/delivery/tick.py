@@ -4,10 +4,12 @@ campaigns/*.yaml --Evaluator--> entries + first sends --due_sends--> decide (ski
   --claim--> render --Sender--> sent / failed / retried, and the next step scheduled.
 
 The tick only orchestrates: the rules of who gets what are `policy.decide`, and every status change
-is the ledger's. What goes wrong with one send (its customer's data, a filter, the message) fails that
-send alone, with its reason; a campaign whose templates no longer compile, or whose evaluation or
-dispatch meets a bug or bad data, is reported in `TickReport.problems` and the others go on. Only a
-store that cannot be reached (`dialect.unavailable`) stops the tick.
+is the ledger's. Between evaluating and sending, the deliverability guard (`guard.py`) may pause
+campaigns; a paused campaign (`pauses.py`) sends nothing from its next batch on. What goes wrong
+with one send (its customer's data, a filter, the message) fails that send alone, with its reason;
+a campaign whose templates no longer compile, or whose evaluation or dispatch meets a bug or bad
+data, is reported in `TickReport.problems` and the others go on. Only a store that cannot be
+reached (`dialect.unavailable`) stops the tick.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
 from engine.customers import feedback
-from engine.delivery import ledger, policy, workers
+from engine.delivery import guard, ledger, pauses, policy, workers
 from engine.delivery.evaluation import Evaluator
 from engine.delivery.ledger import DueSend
 from engine.delivery.policy import Action
@@ -57,6 +59,7 @@ class TickReport:
     failed: list[dict[str, Any]] = field(default_factory=list)  # each failed send and its reason, to print
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
     problems: dict[str, str] = field(default_factory=dict)  # campaign -> why part of it did not run
+    paused: dict[str, dict[str, str]] = field(default_factory=dict)  # campaign -> its pause (pauses.Pause)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class TickReport:
             "campaigns": {name: dict(sorted(c.items())) for name, c in sorted(self.counts.items())},
             **({"planned": self.planned} if self.dry_run else {}),
             **({"problems": dict(sorted(self.problems.items()))} if self.problems else {}),
+            **({"paused": dict(sorted(self.paused.items()))} if self.paused else {}),
         }
 
     def problem(self, campaign: str, what: str, exc: BaseException) -> None:
@@ -120,6 +124,9 @@ class Tick:
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
                 self._evaluate(connection)
             self.report.seconds["evaluate"] = time.perf_counter() - started
+            names = [c.name for c in self.campaigns]
+            held = guard.run(connection, self.config, names, self.sender, self.now, self.dry_run)
+            self.report.paused.update({name: pause.as_dict() for name, pause in held.items()})
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
                 self._dispatch_campaign(connection, campaign)
             if not self.dry_run:
@@ -208,6 +215,9 @@ class Tick:
         batch_size = self.config.scheduler.batch_size
         while not self.stop():  # a stop request lets the batch in hand finish, then claims no more
             with self._transaction(connection):
+                if held := pauses.active(connection, campaign.name):  # a pause holds from the next batch
+                    self.report.paused[campaign.name] = held[campaign.name].as_dict()
+                    return
                 if self.worker:
                     workers.heartbeat(connection, self.worker)
                 due = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)

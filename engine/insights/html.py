@@ -36,17 +36,22 @@ table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; } tr.step td:first-child { padding-left: 1.6rem; }
 tr.campaign { font-weight: 600; }
+.paused { background: #fff4e0; border: 1px solid #d98e04; border-radius: 6px; padding: .25rem 1rem; margin: 1rem 0; }
+.paused h2 { margin: .4rem 0; color: #8a5300; } .paused-mark { color: #8a5300; font-weight: 600; font-size: .85em; }
 </style>
 <script>{{ plotly_js }}</script>
 </head><body>
 <h1>Lifecycle report</h1>
 <p class="when">as of {{ report.now }}{% if report.since %}, entries since {{ report.since }}{% endif %}</p>
+{% for name, f in report.campaigns.items() if f.paused %}{% if loop.first %}<section id="paused" class="paused" role="status"><h2>Paused</h2><ul>{% endif %}
+<li data-campaign="{{ name }}"><strong>{{ name }}</strong>: paused by {{ f.paused.by }} since {{ f.paused.since }}: {{ f.paused.reason }}</li>
+{% if loop.last %}</ul><p>Their due emails wait and go out after <code>lifecycle resume</code>.</p></section>{% endif %}{% endfor %}
 <div class="charts">{% for chart in charts %}<div class="chart">{{ chart }}</div>{% endfor %}</div>
 
 <h2>Campaigns</h2>
 <table id="campaigns"><tr><th>campaign</th>{% for c in campaign_columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, f in report.campaigns.items() %}
-<tr class="campaign" data-campaign="{{ name }}"><td>{{ name }}</td>{% for c in campaign_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}</tr>
+<tr class="campaign" data-campaign="{{ name }}"><td>{{ name }}{% if f.paused %} <span class="paused-mark">paused</span>{% endif %}</td>{% for c in campaign_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}</tr>
 {% for s in f.steps %}<tr class="step" data-campaign="{{ name }}" data-step="{{ s.step }}" data-variant="{{ s.variant or '' }}">
 <td>step {{ s.step }}{% if s.variant %} ({{ s.variant }}){% endif %}</td><td></td>{% for c in campaign_columns[1:] %}<td data-figure="{{ c }}">{{ s[c] }}</td>{% endfor %}</tr>{% endfor %}
 {% endfor %}</table>

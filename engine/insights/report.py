@@ -23,6 +23,8 @@ Choices where the contract is silent:
 - The lift's treated group is the entries that got a send, that is whose first step was sent (the
   ledger schedules a step only after the one before it was sent).
 - A campaign without a `goal` has `converted` 0, `goal` null and no lift.
+- `paused` is the campaign's pause now (engine/delivery/pauses.py: reason, since, by) or null, whatever
+  `--since`.
 - Rates are percentages; the lift's `difference` is in percentage points.
 - A customer's value (for the red list) is the sum of the `total` property of their `purchase` events.
 - Months are calendar months in the config timezone; a customer created at a month's first instant
@@ -66,6 +68,7 @@ from engine.campaigns.language import RISKS, STAGES, Campaign, Goal
 from engine.campaigns.measures import PURCHASE, Facts, Measures
 from engine.config.durations import format_duration
 from engine.config.settings import Config
+from engine.delivery import pauses
 from engine.delivery.outcomes import first_at, outcome_names
 from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
@@ -178,6 +181,7 @@ def campaign_figures(
     steps = _step_rows(connection, scope)
     goals = {name: goal for name in names if name in campaigns and (goal := campaigns[name].goal)}
     converted_sends, converted_entries = _conversions(connection, scope, goals)
+    held = pauses.active(connection)
     result = {}
     for name in names:
         spec = campaigns.get(name)
@@ -195,6 +199,7 @@ def campaign_figures(
             else {}
         )
         result[name] = _campaign((entered, held_out), rows, goal, groups, holdout=bool(spec and spec.holdout))
+        result[name]["paused"] = held[name].as_dict() if name in held else None
         advance(1)
     return result
 

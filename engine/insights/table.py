@@ -64,8 +64,10 @@ def cells(*values: object) -> list[Text]:
 
 
 def report_tables(report: dict[str, Any]) -> list[Table]:
-    """Every table of the report, in reading order."""
+    """Every table of the report, in reading order: the paused campaigns first, when there are any."""
+    paused = {name: f["paused"] for name, f in report["campaigns"].items() if f.get("paused")}
     return [
+        *([paused_table(paused)] if paused else []),
         campaigns_table(report),
         other_outcomes_table(report),
         lift_table(report),
@@ -94,6 +96,14 @@ def _step_label(step: dict[str, Any]) -> str:
 
 def _text(value: Any) -> str:
     return "–" if value is None else str(value)  # noqa: RUF001 (a dash for "none")
+
+
+def paused_table(paused: dict[str, dict[str, str]]) -> Table:
+    """Campaigns whose sending is held, by the deliverability guard or an operator."""
+    table = _table("paused: due sends wait until `lifecycle resume`", "campaign", "by", "since", "reason")
+    for name, held in paused.items():
+        table.add_row(*cells(name, held["by"], held["since"][:16], held["reason"]), style="bold")
+    return table
 
 
 def campaigns_table(report: dict[str, Any]) -> Table:

@@ -18,6 +18,10 @@ from engine.config.settings import Config
 from engine.mail.message import OutgoingEmail
 from engine.metrics import SENDER_SECONDS
 
+# Not a send of the ledger (whose ids start at 1): an alert to the operator, such as the
+# deliverability guard's (engine/delivery/guard.py).
+ALERT_SEND_ID = -1
+
 
 @dataclass
 class SendResult:

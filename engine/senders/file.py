@@ -1,6 +1,7 @@
 """Writes each message to `<directory>/<send id>.eml`: the embedded default, and a dry outbox. A test send
 (`lifecycle send-test`, not in the ledger) gets a name of its own, `test-<UTC time>-<n>.eml`, so that no test
-overwrites an earlier one and no test is mistaken for a real send."""
+overwrites an earlier one and no test is mistaken for a real send; an alert to the operator (the deliverability
+guard's) likewise, `alert-<UTC time>-<n>.eml`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 from engine.config.settings import Config
 from engine.mail.message import OutgoingEmail
 from engine.mail.previews import PREVIEW_SEND_ID
-from engine.senders.base import Sender, SendResult
+from engine.senders.base import ALERT_SEND_ID, Sender, SendResult
+
+OUTSIDE_LEDGER = {PREVIEW_SEND_ID: "test", ALERT_SEND_ID: "alert"}  # the file name's prefix for each
 
 
 class FileSender(Sender):
@@ -27,7 +30,8 @@ class FileSender(Sender):
         return [self._write(email) for email in emails]
 
     def _write(self, email: OutgoingEmail) -> SendResult:
-        final = self._test_file() if email.send_id == PREVIEW_SEND_ID else self.directory / f"{email.send_id}.eml"
+        prefix = OUTSIDE_LEDGER.get(email.send_id)
+        final = self._own_file(prefix) if prefix else self.directory / f"{email.send_id}.eml"
         partial = final.with_suffix(".eml.part")
         try:
             partial.write_bytes(email.raw)
@@ -37,10 +41,11 @@ class FileSender(Sender):
             return SendResult(email.send_id, ok=False, error=f"cannot write {final}: {exc}", transient=True)
         return SendResult(email.send_id, ok=True, message_id=email.message_id)
 
-    def _test_file(self) -> Path:
-        """The first free `test-<UTC time>-<n>.eml`: tests sent within the same second each keep their file."""
+    def _own_file(self, prefix: str) -> Path:
+        """The first free `<prefix>-<UTC time>-<n>.eml`: messages written within the same second each keep
+        their file."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         n = 1
-        while (self.directory / f"test-{stamp}-{n}.eml").exists():
+        while (self.directory / f"{prefix}-{stamp}-{n}.eml").exists():
             n += 1
-        return self.directory / f"test-{stamp}-{n}.eml"
+        return self.directory / f"{prefix}-{stamp}-{n}.eml"

@@ -129,6 +129,8 @@ class Send(SQLModel, table=True):
         # the report's figures: one ordered pass over this index, never the table
         Index("ix_send_figures", "status", "campaign", "step", "variant", "outcomes", "reason"),
         Index("ix_send_status_sent", "status", "sent_at"),
+        # the deliverability guard's window: a campaign's latest sends that went out, newest first
+        Index("ix_send_campaign_sent", "campaign", "status", "sent_at"),
         *(_first_at_index(outcome) for outcome in OUTCOMES),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -224,6 +226,22 @@ class Worker(SQLModel, table=True):
     pid: int
     started_at: datetime
     heartbeat_at: datetime
+
+
+class CampaignPause(SQLModel, table=True):
+    """A campaign whose sending is held (engine/delivery/pauses.py): by an operator (`lifecycle pause`)
+    or by the deliverability guard. One row a campaign; it is paused while `resumed_at` is null, and
+    the row stays after a resume so the guard's window starts afresh from it."""
+
+    __tablename__ = "campaign_pause"
+    campaign: str = Field(primary_key=True, max_length=100)
+    paused_at: datetime
+    paused_by: str = Field(max_length=20)  # guard or operator
+    reason: str
+    # what the guard saw: {measure, count, sends, limit}, for the alert email in the team's language
+    figures: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonType, nullable=True))
+    alerted_at: datetime | None = None  # when the guard's alert email was handed to the sender
+    resumed_at: datetime | None = None
 
 
 class Delivery(SQLModel, table=True):

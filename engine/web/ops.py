@@ -3,6 +3,7 @@ the default registry: the engine's metrics and the HTTP ones below)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
@@ -14,10 +15,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import metrics as engine_metrics  # noqa: F401  (registers the engine's metrics for /metrics)
+from engine.delivery import pauses
+from engine.metrics import show_paused  # the engine's metrics are registered on import, for /metrics
 from engine.web.security import METHODS
 from engine.web.services import services
 
+log = logging.getLogger("lifecycle.web")
 HTTP_SECONDS = Histogram(
     "lifecycle_http_request_duration_seconds",
     "HTTP requests by route, method and status",
@@ -69,7 +72,13 @@ def _ping(connection: Connection) -> None:
 
 
 def metrics(request: Request) -> Response:
-    """Written in a worker thread (a plain function), so that a scrape never holds up the event loop."""
+    """Written in a worker thread (a plain function), so that a scrape never holds up the event loop.
+    Which campaigns are paused is read from the store at each scrape: a daemon may have paused one."""
+    try:
+        with services(request).engine.connect().execution_options(read_only=True) as connection:
+            show_paused(pauses.states(connection))
+    except SQLAlchemyError:
+        log.warning("/metrics: the store is unreachable; campaign pauses are shown as last read")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
