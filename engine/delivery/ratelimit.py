@@ -165,11 +165,13 @@ class RateLimiter:
             start = end
 
     def throttled(self, connection: Connection, now: datetime, retry_after: float | None) -> datetime:
-        """The provider said to slow down: every daemon holds off until its Retry-After, or for a
-        backoff that grows with each throttle in a row. Returns until when."""
+        """The provider said to slow down: every daemon holds off for the wait it asked (its
+        Retry-After), or else for a backoff that doubles with each throttle in a row. Returns until
+        when."""
         row = self._row(connection, lock=True, create=True)
         assert row is not None
-        until = now + backoff(row.throttles + 1, retry_after)
+        wait = timedelta(seconds=retry_after) if retry_after is not None else backoff(row.throttles + 1, None)
+        until = now + wait
         if row.paused_until is not None and row.paused_until > until:
             until = row.paused_until
         connection.execute(

@@ -6,6 +6,7 @@ import os
 import re
 import smtplib
 import ssl
+from dataclasses import replace
 
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
@@ -85,12 +86,17 @@ class SmtpSender(Sender):
         self._connect()
 
     def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        """Each message in turn; once the server says to slow down, the rest are not tried."""
         results: list[SendResult] = []
         for index, email in enumerate(emails):
             try:
-                results.append(self._send_with_retry(email))
+                result = self._send_with_retry(email)
             except Unreachable as exc:  # a reconnection failed mid-batch
                 results.extend(exc.results(emails[index:]))
+                break
+            results.append(result)
+            if result.throttled:
+                results.extend(replace(result, send_id=other.send_id) for other in emails[index + 1 :])
                 break
         return results
 
