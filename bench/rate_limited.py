@@ -2,7 +2,7 @@
 under `sender.rate.per_second`, and the pace they keep together is compared with the rate set and
 with the same three daemons unlimited.
 
-    .venv/bin/python bench/rate_limited.py                       # 14, 50 and 200 a second, 30 s each
+    .venv/bin/python bench/rate_limited.py                       # 14, 50, 100 and 200 a second, 30 s each
     .venv/bin/python bench/rate_limited.py --rates 14 --seconds 10
 
 The time each message reached the "provider" is when the file sender wrote it (the file's
@@ -139,7 +139,7 @@ def busiest_second(times: list[float]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rates", type=float, nargs="+", default=[14, 50, 200], help="per_second values to run")
+    parser.add_argument("--rates", type=float, nargs="+", default=[14, 50, 100, 200], help="per_second values to run")
     parser.add_argument("--seconds", type=float, default=30, help="how long each limited run should last")
     parser.add_argument("--unlimited-sends", type=int, default=6000)
     args = parser.parse_args()

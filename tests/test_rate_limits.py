@@ -199,8 +199,7 @@ def test_an_idle_pace_saves_up_no_burst(limiters):
 def test_each_message_is_handed_over_at_its_slot(limiters):
     clock, (first, _) = limiters
     start = clock.now
-    slots = first.pace(5)
-    handed = [(clock.now - start, group) for group in first.in_turn(list("abcde"), slots)]
+    handed = [(clock.now - start, group) for group in first.in_turn(list("abcde"))]
     assert [(round(t, 9), g) for t, g in handed] == [
         (0.0, ["a"]),
         (0.1, ["b"]),
@@ -212,13 +211,25 @@ def test_each_message_is_handed_over_at_its_slot(limiters):
 
 def test_a_sender_slower_than_the_pace_is_not_held_back_further(limiters):
     clock, (first, _) = limiters
-    slots = first.pace(6)
     groups = []
-    for group in first.in_turn(list("abcdef"), slots):
+    for group in first.in_turn(list("abcdef")):
         groups.append(group)
         clock.now += 0.25  # each call to the provider takes longer than a slot
     assert groups == [["a"], ["b", "c"], ["d", "e", "f"]]
     assert clock.slept == []
+
+
+def test_a_process_held_up_takes_fresh_slots_instead_of_a_burst(limiters):
+    clock, (first, second) = limiters
+    handed = []
+    for group in first.in_turn(list("abcd")):
+        handed.append((clock.now, group))
+        if group == ["a"]:
+            clock.now += 5  # stopped for five seconds; meanwhile the other daemon reserved a second
+            later = second.pace(10)
+    assert [g for _, g in handed] == [["a"], ["b"], ["c"], ["d"]]  # one at a time, not b, c, d at once
+    times = [t for t, _ in handed[1:]]
+    assert times[0] == later[-1] + 0.1 and [round(b - a, 9) for a, b in pairwise(times)] == [0.1, 0.1]
 
 
 def test_three_paced_processes_together_stay_within_the_pace(store_project):

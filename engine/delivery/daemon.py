@@ -157,6 +157,7 @@ class Daemon:
                 "seconds": round(seconds, 3),
                 "evaluated": len(self.campaigns),
                 **dict(totals),
+                **({"paused_until": report.paused_until.isoformat()} if report.paused_until else {}),
             },
         )
 

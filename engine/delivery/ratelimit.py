@@ -40,6 +40,7 @@ from engine.store.tables import Send, SendRate, table_of
 
 T = TypeVar("T")
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+LATE = 1.0  # seconds past its slot after which a message takes a fresh one
 
 
 def backoff(attempt: int, retry_after: float | None) -> timedelta:
@@ -149,11 +150,16 @@ class RateLimiter:
             )
         return [start + i * interval for i in range(count)]
 
-    def in_turn(self, items: Sequence[T], slots: Sequence[float]) -> Iterator[list[T]]:
-        """The items in groups, each yielded once its slots have come: those whose slots have all
-        passed go together, so a sender slower than the pace is never held back further."""
+    def in_turn(self, items: Sequence[T]) -> Iterator[list[T]]:
+        """The items in groups, each yielded once its slots (reserved here) have come: those whose
+        slots have all passed go together, so a sender slower than the pace is never held back
+        further. A process held up for more than `LATE` (stopped, swapping, a provider that
+        stalled) takes fresh slots for the rest rather than sending them all at once."""
+        slots = self.pace(len(items))
         start = 0
         while start < len(items):
+            if self.rate.per_second is not None and self.clock() - slots[start] > LATE:
+                slots = [*slots[:start], *self.pace(len(items) - start)]
             wait = slots[start] - self.clock()
             if wait > 0:
                 self.sleep(wait)

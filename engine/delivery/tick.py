@@ -331,7 +331,7 @@ class Tick:
         tried: set[int] = set()
         held = "not tried: the sender raised on an earlier message"
         try:
-            for group in self.limiter.in_turn(emails, self.limiter.pace(len(emails))):
+            for group in self.limiter.in_turn(emails):
                 tried.update(email.send_id for email in group)
                 results += self.sender.send_batch(group)
                 if any(result.throttled for result in results):
