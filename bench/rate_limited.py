@@ -1,4 +1,4 @@
-"""Three `lifecycle run` daemons on one PostgreSQL store send due receipts to the file sender
+"""Three `lifecycle run` daemons (`--daemons`) on one PostgreSQL store send due receipts to the file sender
 under `sender.rate.per_second`, and the pace they keep together is compared with the rate set and
 with the same three daemons unlimited.
 
@@ -31,7 +31,6 @@ from engine.store.dialect import make_engine
 from engine.store.schema import upgrade
 
 POSTGRES_DB = "lifecycle_bench_rate"
-DAEMONS = 3
 CUSTOMERS = 5000
 
 
@@ -95,7 +94,7 @@ def due_receipts(url: str, sends: int) -> None:
     engine.dispose()
 
 
-def run(url: str, config: Path, env: dict[str, str], sends: int) -> list[float]:
+def run(url: str, config: Path, env: dict[str, str], sends: int, daemons: int) -> list[float]:
     """Start the daemons, wait until they all run, make `sends` due, and return the times (s) each
     message was written, once none waits."""
     outbox = config.parent / "outbox"
@@ -108,11 +107,11 @@ def run(url: str, config: Path, env: dict[str, str], sends: int) -> list[float]:
             return int(connection.execute(text(sql)).scalar_one())
 
     command = [sys.executable, "-m", "engine", "run", "--config", str(config), "--now", NOW.isoformat()]
-    daemons = [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(DAEMONS)
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(daemons)
     ]
     try:
-        while count("SELECT count(*) FROM worker") < DAEMONS:
+        while count("SELECT count(*) FROM worker") < daemons:
             time.sleep(0.1)
         due_receipts(url, sends)
         while count("SELECT count(*) FROM send WHERE status IN ('scheduled', 'deferred', 'sending')"):
@@ -124,10 +123,10 @@ def run(url: str, config: Path, env: dict[str, str], sends: int) -> list[float]:
         if other:
             raise SystemExit(f"sends that did not go: {other}")
     finally:
-        for daemon in daemons:
-            daemon.terminate()
-        for daemon in daemons:
-            daemon.wait()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait()
         engine.dispose()
     return sorted(path.stat().st_mtime_ns / 1e9 for path in outbox.glob("*.eml"))
 
@@ -142,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[14, 50, 100, 200], help="per_second values to run")
     parser.add_argument("--seconds", type=float, default=30, help="how long each limited run should last")
     parser.add_argument("--unlimited-sends", type=int, default=6000)
+    parser.add_argument("--daemons", type=int, default=3)
     args = parser.parse_args()
     env = {**os.environ, "LIFECYCLE_SECRET": "bench"}
     admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
@@ -158,17 +158,17 @@ def main() -> None:
             (config.parent / "campaigns" / "receipt.yaml").write_text(RECEIPT)
             fill(url)
             configure(config, None)
-            unlimited = run(url, config, env, args.unlimited_sends)
+            unlimited = run(url, config, env, args.unlimited_sends, args.daemons)
             naive = (len(unlimited) - 1) / (unlimited[-1] - unlimited[0])
             for rate in args.rates:
                 configure(config, rate)
-                times = run(url, config, env, int(rate * args.seconds))
+                times = run(url, config, env, int(rate * args.seconds), args.daemons)
                 results.append((rate, times))
     finally:
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB} WITH (FORCE)"))
     print(f"\nMachine: {machine()}, PostgreSQL on the same machine\n")
-    print(f"{DAEMONS} `lifecycle run` daemons on one PostgreSQL store, file sender:\n")
+    print(f"{args.daemons} `lifecycle run` daemons on one PostgreSQL store, file sender:\n")
     print("| per_second set | messages | achieved (per s) | deviation | most in any 1 s | vs unlimited |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(f"| none (unlimited) | {len(unlimited):,} | {naive:,.1f} | | {busiest_second(unlimited):,} | 1.00x |")

@@ -5,8 +5,9 @@ every daemon takes when the provider says to slow down.
   campaigns). Each batch reserves its slots from the store's `send_rate` row under its row lock:
   the next free ones, `1 / per_second` apart, after whatever any daemon reserved before. The batch
   then hands each message to the sender at its slot. Reserving ahead, rather than counting what
-  went, lets daemons interleave without ever exceeding the pace together; no burst is saved up
-  while idle, so no second holds more than the pace.
+  went, lets daemons interleave without ever exceeding the pace together. One slot at most is
+  saved up while idle (so that a daemon alone, preparing its next batch between two, keeps the
+  pace), so no second holds more than the pace and one.
 - `per_hour` and `per_day` are sliding windows on the business clock (`--now`), counted from the
   ledger itself: the sends that went or may have gone (`COUNTED_FOR_CAP`) whose `sent_at` falls
   within the window. They are counted and the batch claimed in one transaction holding that same
@@ -144,7 +145,7 @@ class RateLimiter:
         with self.engine.begin() as connection:
             row = self._row(connection, lock=True, create=True)
             assert row is not None
-            start = max(row.next_free, self.clock())
+            start = max(row.next_free, self.clock() - interval)
             connection.execute(
                 update(SendRate).where(col(SendRate.sender) == self.sender).values(next_free=start + count * interval)
             )
