@@ -22,6 +22,7 @@ from test_delivery import NEWS, at, free_port, send_row, signups, when
 
 from engine.config.settings import load_config
 from engine.delivery.ratelimit import RateLimiter
+from engine.senders import Sender, SendResult
 from engine.store.dialect import make_engine
 from engine.store.schema import ensure_schema
 
@@ -367,3 +368,29 @@ def test_a_busy_mailbox_is_an_ordinary_retry_not_a_pause(project):
         assert send_row(project, "ann")["attempts"] == 1
     finally:
         controller.stop()
+
+
+class RaisesOnItsSecondCall(Sender):
+    """A backend with a bug that shows on its second call."""
+
+    calls = 0
+
+    def deliver(self, emails):
+        RaisesOnItsSecondCall.calls += 1
+        if RaisesOnItsSecondCall.calls == 2:
+            raise RuntimeError("backend bug")
+        return [SendResult(email.send_id, ok=True, message_id=email.message_id) for email in emails]
+
+
+def test_under_a_pace_a_sender_that_raises_leaves_the_messages_it_never_had_to_retry(project):
+    """Slots half a second apart: the first call gets the saved-up slot and the first, the second
+    call (which raises) the third message, and the fourth was never handed over."""
+    RaisesOnItsSecondCall.calls = 0
+    project.config(sender={"backend": "test_rate_limits:RaisesOnItsSecondCall", "rate": {"per_second": 2}})
+    project.campaign("news", NEWS)
+    signups(project, "ann", "bob", "cat", "dan")
+    project.tick(at(T0))
+    rows = {name: send_row(project, name) for name in ("ann", "bob", "cat", "dan")}
+    assert [rows[n]["status"] for n in ("ann", "bob", "cat")] == ["sent", "sent", "unknown"]
+    assert rows["dan"]["status"] == "deferred"
+    assert rows["dan"]["reason"] == "retry: not tried: the sender raised on an earlier message"

@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -329,22 +329,19 @@ class Tick:
         gone out); once the provider says to slow down, the rest are held back untried."""
         results: list[SendResult] = []
         tried: set[int] = set()
-        held = "not tried: the sender raised on an earlier message"
+        untried = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
         try:
             for group in self.limiter.in_turn(emails):
                 tried.update(email.send_id for email in group)
                 results += self.sender.send_batch(group)
                 if any(result.throttled for result in results):
-                    held = "held back: the provider asked to slow down"
+                    untried = replace(untried, error="held back: the provider asked to slow down", throttled=True)
                     break
-        except Exception:
+        except Exception as exc:
+            if unavailable(exc):  # the store, reserving the pace: the claims stay until recovered
+                raise
             log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
-        throttled = held.startswith("held back")
-        return results + [
-            SendResult(email.send_id, ok=False, error=held, transient=True, throttled=throttled)
-            for email in emails
-            if email.send_id not in tried
-        ]
+        return results + [replace(untried, send_id=email.send_id) for email in emails if email.send_id not in tried]
 
     @staticmethod
     def _team(
