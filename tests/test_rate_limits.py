@@ -248,7 +248,7 @@ def test_three_paced_processes_together_stay_within_the_pace(store_project):
     written = sorted(path.stat().st_mtime for path in (project.root / "outbox").glob("*.eml"))
     assert len(written) == 60
     busiest = max(sum(1 for t in written[i:] if t < start + 1.0) for i, start in enumerate(written))
-    assert busiest <= 25  # 20 a second; a little more when a process was held up and caught up
+    assert busiest <= 30  # 20 a second, and a few handed over late beside those on time (unlimited: all 60)
     assert written[-1] - written[0] >= 0.9 * 59 / 20  # all at once would take a fraction of a second
 
 
