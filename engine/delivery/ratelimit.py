@@ -7,7 +7,7 @@ every daemon takes when the provider says to slow down.
   then hands each message to the sender at its slot. Reserving ahead, rather than counting what
   went, lets daemons interleave without ever exceeding the pace together. One slot at most is
   saved up while idle (so that a daemon alone, preparing its next batch between two, keeps the
-  pace), so no second holds more than the pace and one.
+  pace), so no second holds more slots than the pace and one.
 - `per_hour` and `per_day` are sliding windows on the business clock (`--now`), counted from the
   ledger itself: the sends that went or may have gone (`COUNTED_FOR_CAP`) whose `sent_at` falls
   within the window. They are counted and the batch claimed in one transaction holding that same
