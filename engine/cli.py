@@ -240,6 +240,8 @@ def _print_tick(report: TickReport) -> None:
         for plan in report.planned:
             detail = f" {plan['reason']}" if plan["reason"] else ""
             say(f"would {plan['action']}: {plan['campaign']} step {plan['step']} -> {plan['email']}{detail}")
+    if report.paused_until:
+        say(f"sending paused until {report.paused_until.isoformat()}: the provider asked to slow down")
     for (campaign, step, reason), customers in _failures(report).items():
         count = f"{len(customers)} send" + ("s, e.g." if len(customers) > 1 else ",")
         say(f"failed: {campaign} step {step}: {count} customer {customers[0]}: {reason}")

@@ -147,8 +147,18 @@ class MailgunSender(Strict):
     webhook_signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"  # verifies the signed webhooks
 
 
+class Rate(Strict):
+    """How fast the sender may go, shared by every daemon on the store (engine/delivery/ratelimit.py):
+    messages a second (paced by the wall clock) and the most in any sliding hour or day."""
+
+    per_second: float | None = Field(None, gt=0, allow_inf_nan=False, description="like per_second: 14")
+    per_hour: int | None = Field(None, gt=0, strict=True, description="like per_hour: 10000")
+    per_day: int | None = Field(None, gt=0, strict=True, description="like per_day: 50000")
+
+
 class SenderConfig(Strict):
     backend: str = "file"
+    rate: Rate = Rate()
     file: FileSender = FileSender()
     smtp: SmtpSender = SmtpSender()
     sendgrid: SendgridSender = SendgridSender()

@@ -173,6 +173,7 @@ class Daemon:
                 "evaluated": len(self.campaigns),
                 **dict(totals),
                 **({"paused": sorted(report.paused)} if report.paused else {}),
+                **({"paused_until": report.paused_until.isoformat()} if report.paused_until else {}),
             },
         )
 

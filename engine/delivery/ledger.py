@@ -349,12 +349,25 @@ def skip(connection: Connection, skipped: Sequence[tuple[DueSend, SkipReason]], 
     _end_entries(connection, ended)
 
 
-def defer(connection: Connection, deferred: Sequence[tuple[DueSend, str, datetime]], now: datetime) -> None:
-    """Sends that wait again, with why, until the time given: (send, reason, until)."""
+def defer(
+    connection: Connection,
+    deferred: Sequence[tuple[DueSend, str, datetime]],
+    now: datetime,
+    count_try: bool = True,
+) -> None:
+    """Sends that wait again, with why, until the time given: (send, reason, until). Without
+    `count_try`, the claim's try is given back (the provider refused to take it, not the message)."""
     _change(
         connection,
         [
-            {"id": send.id, "status": SendStatus.DEFERRED, "reason": why, "next_attempt_at": until, "updated_at": now}
+            {
+                "id": send.id,
+                "status": SendStatus.DEFERRED,
+                "reason": why,
+                "next_attempt_at": until,
+                "updated_at": now,
+                **({} if count_try else {"attempts": send.attempts}),
+            }
             for send, why, until in deferred
         ],
     )

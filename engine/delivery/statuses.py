@@ -43,12 +43,15 @@ class SkipReason(StrEnum):
 
 
 class DeferReason(StrEnum):
-    """Why a due send waits; a retry is stored as `retry: <the provider's error>`."""
+    """Why a due send waits; a retry is stored as `retry: <the provider's error>`, and so are the
+    sender's limits (engine/delivery/ratelimit.py): `rate_limit: <the window>`, `throttled: <error>`."""
 
     SEND_WINDOW = "send_window"
     QUIET_HOURS = "quiet_hours"
     FREQUENCY_CAP = "frequency_cap"
     RETRY = "retry"
+    RATE_LIMIT = "rate_limit"  # sender.rate.per_hour or per_day reached: waits for the window to move on
+    THROTTLED = "throttled"  # the provider said to slow down: waits, its try not counted
 
 
 # Sends a worker may claim once due: never sent, or waiting again.

@@ -15,14 +15,13 @@ reached (`dialect.unavailable`) stops the tick.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -34,6 +33,7 @@ from engine.delivery import guard, ledger, pauses, policy, workers
 from engine.delivery.evaluation import Evaluator
 from engine.delivery.ledger import DueSend
 from engine.delivery.policy import Action
+from engine.delivery.ratelimit import Gate, RateLimiter, backoff
 from engine.delivery.statuses import DeferReason, SendStatus, SkipReason
 from engine.errors import Problem, ProblemsError, TemplateError
 from engine.mail.compose import compose
@@ -60,6 +60,7 @@ class TickReport:
     seconds: dict[str, float] = field(default_factory=dict)  # evaluate, dispatch
     problems: dict[str, str] = field(default_factory=dict)  # campaign -> why part of it did not run
     paused: dict[str, dict[str, str]] = field(default_factory=dict)  # campaign -> its pause (pauses.Pause)
+    paused_until: datetime | None = None  # the provider said to slow down: no daemon sends until then
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class TickReport:
             **({"planned": self.planned} if self.dry_run else {}),
             **({"problems": dict(sorted(self.problems.items()))} if self.problems else {}),
             **({"paused": dict(sorted(self.paused.items()))} if self.paused else {}),
+            **({"paused_until": self.paused_until.isoformat()} if self.paused_until else {}),
         }
 
     def problem(self, campaign: str, what: str, exc: BaseException) -> None:
@@ -105,6 +107,7 @@ class Tick:
         self.report.counts.update({c.name: Counter() for c in campaigns})  # every campaign has a row
         self.worker = worker
         self.stop = stop
+        self.limiter = RateLimiter(config, engine)
 
     def run(self) -> TickReport:
         """One tick. A tick of its own (not a daemon's) registers as a worker for its duration."""
@@ -212,7 +215,7 @@ class Tick:
         return connection.begin_nested() if self.dry_run else nullcontext()
 
     def _dispatch(self, connection: Connection, campaign: Campaign, step: int) -> None:
-        batch_size = self.config.scheduler.batch_size
+        batch_size = self.limiter.batch_size(self.config.scheduler.batch_size)
         while not self.stop():  # a stop request lets the batch in hand finish, then claims no more
             with self._transaction(connection):
                 if held := pauses.active(connection, campaign.name):  # a pause holds from the next batch
@@ -220,10 +223,14 @@ class Tick:
                     return
                 if self.worker:
                     workers.heartbeat(connection, self.worker)
+                gate = self.limiter.gate(connection, self.now, lock=not self.dry_run)
+                if gate.paused_until is not None:
+                    self.report.paused_until = gate.paused_until
+                    return
                 due = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)
                 if not due:
                     return
-                to_send = self._decide(connection, campaign, due)
+                to_send = self._within_rate(connection, campaign, gate, self._decide(connection, campaign, due))
                 emails = {send.id: campaign.recipient or send.email for send in to_send}
                 claimed = ledger.claim(connection, list(emails), self.now, emails, self.worker)
                 outgoing = [send for send in to_send if send.id in claimed]
@@ -272,6 +279,23 @@ class Tick:
         ledger.mark_failed(connection, failed, self.now)
         return to_send
 
+    def _within_rate(
+        self, connection: Connection, campaign: Campaign, gate: Gate, to_send: list[DueSend]
+    ) -> list[DueSend]:
+        """The sends the sender's windows (per_hour, per_day) still have room for; the rest wait,
+        deferred, until the windows move on."""
+        budget = gate.budget
+        if budget is None or len(to_send) <= budget:
+            return to_send
+        allowed, held = to_send[:budget], to_send[budget:]
+        reason, until = gate.deferral(connection, self.now, len(allowed))
+        ledger.defer(connection, [(send, reason, until) for send in held], self.now)
+        self.report.counts[campaign.name][f"{SendStatus.DEFERRED}:{DeferReason.RATE_LIMIT}"] += len(held)
+        if self.dry_run:
+            for send in held:
+                self._plan(campaign, send, Action.DEFER, reason, until)
+        return allowed
+
     # -- delivery --------------------------------------------------------------------------------
 
     def _deliver(
@@ -318,13 +342,24 @@ class Tick:
             raise
 
     def _send(self, emails: list[OutgoingEmail]) -> list[SendResult]:
-        """The sender's results; a sender that raises leaves its messages without one (`unknown`:
-        some may have gone out)."""
+        """The sender's results, each message handed over at its slot of the sender's pace. A
+        sender that raises leaves the messages it had without a result (`unknown`: some may have
+        gone out); once the provider says to slow down, the rest are held back untried."""
+        results: list[SendResult] = []
+        tried: set[int] = set()
+        untried = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
         try:
-            return self.sender.send_batch(emails) if emails else []
-        except Exception:
-            log.warning("the sender raised; its batch is marked unknown", exc_info=True)
-            return []
+            for group in self.limiter.in_turn(emails):
+                tried.update(email.send_id for email in group)
+                results += self.sender.send_batch(group)
+                if any(result.throttled for result in results):
+                    untried = replace(untried, error="held back: the provider asked to slow down", throttled=True)
+                    break
+        except Exception as exc:
+            if unavailable(exc):  # the store, reserving the pace: the claims stay until recovered
+                raise
+            log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
+        return results + [replace(untried, send_id=email.send_id) for email in emails if email.send_id not in tried]
 
     @staticmethod
     def _team(
@@ -372,6 +407,7 @@ class Tick:
         counts = self.report.counts[campaign.name]
         sent: list[tuple[DueSend, str | None]] = []
         retries: list[tuple[DueSend, str, datetime]] = []
+        throttled: list[tuple[SendResult, DueSend]] = []
         failed: list[tuple[DueSend, str | None]] = []
         invalid = []
         for result in results:
@@ -382,8 +418,11 @@ class Tick:
             if result.ok:
                 sent.append((send, result.message_id))
                 counts[SendStatus.SENT] += 1
+            elif result.throttled:
+                throttled.append((result, send))
+                counts[f"{SendStatus.DEFERRED}:{DeferReason.THROTTLED}"] += 1
             elif result.transient and attempts < self.config.scheduler.max_attempts:
-                until = self.now + _backoff(attempts, result.retry_after)
+                until = self.now + backoff(attempts, result.retry_after)
                 retries.append((send, f"{DeferReason.RETRY}: {result.error}", until))
                 counts[f"{SendStatus.DEFERRED}:{DeferReason.RETRY}"] += 1
             else:
@@ -396,8 +435,22 @@ class Tick:
                     invalid.append(send.email)
         ledger.mark_sent(connection, campaign, step, sent, self.now)
         ledger.defer(connection, retries, self.now)
+        self._hold_off(connection, throttled, went=bool(sent))
         ledger.mark_failed(connection, failed, self.now)
         ledger.suppress_invalid(connection, invalid, self.now)
+
+    def _hold_off(self, connection: Connection, throttled: list[tuple[SendResult, DueSend]], went: bool) -> None:
+        """The provider said to slow down: every daemon pauses, and the sends it refused wait
+        until then, their try given back."""
+        if went:
+            self.limiter.went_through(connection)
+        if not throttled:
+            return
+        asked = max((result.retry_after or 0 for result, _ in throttled), default=0) or None
+        until = self.limiter.throttled(connection, self.now, asked)
+        self.report.paused_until = until
+        waiting = [(send, f"{DeferReason.THROTTLED}: {result.error}", until) for result, send in throttled]
+        ledger.defer(connection, waiting, self.now, count_try=False)
 
     def _plan(
         self, campaign: Campaign, send: DueSend, action: str, reason: str | None = None, until: datetime | None = None
@@ -420,12 +473,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ProblemsError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _backoff(attempt: int, retry_after: float | None) -> timedelta:
-    """Exponential backoff with jitter, never sooner than the provider asked."""
-    seconds = min(60 * 2 ** (attempt - 1), 3600) * random.uniform(0.5, 1.5)
-    return timedelta(seconds=max(seconds, retry_after or 0))
 
 
 def tick(

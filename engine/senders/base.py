@@ -25,7 +25,9 @@ ALERT_SEND_ID = -1
 
 @dataclass
 class SendResult:
-    """The outcome for one message. `transient` failures are retried; others are final."""
+    """The outcome for one message. `transient` failures are retried; others are final. A
+    `throttled` one is the provider saying to slow down (HTTP 429, a throttling error, SMTP 421):
+    every daemon holds off, and the message waits without the try counting against it."""
 
     send_id: int
     ok: bool
@@ -34,6 +36,7 @@ class SendResult:
     transient: bool = False
     retry_after: float | None = None  # seconds, when the provider said how long to wait
     invalid_address: bool = False
+    throttled: bool = False
 
 
 def seconds_to_wait(retry_after: str | None) -> float | None:
@@ -51,11 +54,19 @@ def seconds_to_wait(retry_after: str | None) -> float | None:
 
 
 class Unreachable(Exception):
-    """The provider cannot be reached or refused us: no message of the batch can go now."""
+    """The provider cannot be reached or refused us: no message of the batch can go now.
+    `throttled` when it refused us to slow us down (an SMTP server's 421 greeting)."""
+
+    def __init__(self, message: str, throttled: bool = False):
+        super().__init__(message)
+        self.throttled = throttled
 
     def results(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         """A transient failure for each message, since trying each would only multiply the wait."""
-        return [SendResult(email.send_id, ok=False, error=str(self), transient=True) for email in emails]
+        return [
+            SendResult(email.send_id, ok=False, error=str(self), transient=True, throttled=self.throttled)
+            for email in emails
+        ]
 
 
 class Sender(ABC):

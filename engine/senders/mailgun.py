@@ -84,7 +84,8 @@ def outcome(email: OutgoingEmail, answer: Answer) -> SendResult:
     error = error_text(answer.status, answer.body)
     if answer.status == 429 or answer.status >= 500:
         wait = seconds_to_wait(answer.retry_after)
-        return SendResult(email.send_id, ok=False, error=error, transient=True, retry_after=wait)
+        throttled = answer.status == 429
+        return SendResult(email.send_id, ok=False, error=error, transient=True, retry_after=wait, throttled=throttled)
     invalid = answer.status == 400 and bool(INVALID_TO.search(error))
     return SendResult(email.send_id, ok=False, error=error, invalid_address=invalid)
 

@@ -145,5 +145,9 @@ class PostmarkSender(Sender):
         """The whole call refused: throttling and server errors pass, the rest (a bad token, 422) do not."""
         error = error_text(status, body)
         if status == 429 or status >= 500:
-            return [SendResult(e.send_id, ok=False, error=error, transient=True, retry_after=wait) for e in emails]
+            throttled = status == 429
+            return [
+                SendResult(e.send_id, ok=False, error=error, transient=True, retry_after=wait, throttled=throttled)
+                for e in emails
+            ]
         return [SendResult(e.send_id, ok=False, error=error) for e in emails]

@@ -231,8 +231,11 @@ class SendgridSender(Sender):
                 return self._without_blamed(emails, blamed)
         error = error_text(status, body)
         if status == 429 or status >= 500:
-            wait = retry_after(headers)
-            return [SendResult(e.send_id, ok=False, error=error, transient=True, retry_after=wait) for e in emails]
+            wait, throttled = retry_after(headers), status == 429
+            return [
+                SendResult(e.send_id, ok=False, error=error, transient=True, retry_after=wait, throttled=throttled)
+                for e in emails
+            ]
         return [SendResult(e.send_id, ok=False, error=error) for e in emails]
 
     def _without_blamed(self, emails: list[OutgoingEmail], blamed: dict[int, tuple[str, str]]) -> list[SendResult]:

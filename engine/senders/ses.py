@@ -22,15 +22,14 @@ from engine.senders.base import Sender, SendResult
 
 TIMEOUT = 30.0  # seconds to connect and to read; a hung socket must not stall the scheduler
 
-# SES's error codes for "slow down" and for a passing fault on its side.
-TRANSIENT_CODES = {
+# SES's error codes for "slow down", and those for a passing fault on its side.
+THROTTLE_CODES = {
     "TooManyRequestsException",
     "Throttling",
     "ThrottlingException",
     "LimitExceededException",  # the daily quota or the sending rate: it passes
-    "ServiceUnavailable",
-    "InternalFailure",
 }
+TRANSIENT_CODES = THROTTLE_CODES | {"ServiceUnavailable", "InternalFailure"}
 # Codes SES uses for a malformed request; an address that is not one is among them.
 BAD_REQUEST_CODES = {"BadRequestException", "InvalidParameterValue"}
 ADDRESS_WORDS = ("address", "domain")
@@ -47,7 +46,8 @@ def refused(email: OutgoingEmail, exc: ClientError) -> SendResult:
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     error = f"ses {code}: {message}" if message else f"ses {code}"
     if code in TRANSIENT_CODES or status == 429 or status >= 500:
-        return SendResult(email.send_id, ok=False, error=error, transient=True)
+        throttled = code in THROTTLE_CODES or status == 429
+        return SendResult(email.send_id, ok=False, error=error, transient=True, throttled=throttled)
     invalid = code in BAD_REQUEST_CODES and any(word in message.lower() for word in ADDRESS_WORDS)
     return SendResult(email.send_id, ok=False, error=error, invalid_address=invalid)
 

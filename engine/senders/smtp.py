@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
+from dataclasses import replace
 
 from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
@@ -14,6 +16,10 @@ from engine.senders.verp import ReturnPaths
 
 # Replies to RCPT that say the mailbox does not exist or cannot be named: suppress the address.
 INVALID_ADDRESS_CODES = {550, 551, 553}
+
+# A 4xx reply that asks us to slow down rather than saying one mailbox is busy: a policy code
+# (4.7.x: "451 4.7.1 rate limit exceeded", Microsoft's "451 4.7.500 server busy") or its words.
+SLOW_DOWN = re.compile(r"\b4\.7\.\d{1,3}\b|rate.?limit|too many|slow down|throttl", re.IGNORECASE)
 
 # The connection broke under us (dropped, reset, timed out: all OSError); a fresh one may well
 # deliver the same message.
@@ -30,12 +36,18 @@ def decode(reply: bytes | str) -> str:
     return " ".join(text.split())
 
 
+class Closing(smtplib.SMTPServerDisconnected):
+    """The server answered 421: it is closing the channel, idle too long or asking us to slow down."""
+
+
 def reply_result(send_id: int, code: int, reply: bytes | str, *, recipient: bool) -> SendResult:
-    """5xx is final, anything else (4xx, garbled) is worth another try later."""
+    """5xx is final, anything else (4xx, garbled) is worth another try later; a 4xx that asks
+    us to slow down is throttling."""
     error = f"smtp {code} {decode(reply)}"
     if 500 <= code < 600:
         return SendResult(send_id, ok=False, error=error, invalid_address=recipient and code in INVALID_ADDRESS_CODES)
-    return SendResult(send_id, ok=False, error=error, transient=True)
+    throttled = 400 <= code < 500 and bool(SLOW_DOWN.search(error))
+    return SendResult(send_id, ok=False, error=error, transient=True, throttled=throttled)
 
 
 def needs_smtputf8(email: OutgoingEmail, mail_from: str) -> bool:
@@ -76,12 +88,17 @@ class SmtpSender(Sender):
         self._connect()
 
     def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
+        """Each message in turn; once the server says to slow down, the rest are not tried."""
         results: list[SendResult] = []
         for index, email in enumerate(emails):
             try:
-                results.append(self._send_with_retry(email))
+                result = self._send_with_retry(email)
             except Unreachable as exc:  # a reconnection failed mid-batch
                 results.extend(exc.results(emails[index:]))
+                break
+            results.append(result)
+            if result.throttled:
+                results.extend(replace(result, send_id=other.send_id) for other in emails[index + 1 :])
                 break
         return results
 
@@ -96,7 +113,8 @@ class SmtpSender(Sender):
         self.connection = None
 
     def _send_with_retry(self, email: OutgoingEmail) -> SendResult:
-        """Servers drop idle or long-lived connections: reconnect once and try the message again."""
+        """Servers drop idle or long-lived connections: reconnect once and try the message again.
+        A fresh connection closed with 421 at once is the server asking us to slow down."""
         try:
             return self._send(email)
         except Disconnected:
@@ -105,6 +123,8 @@ class SmtpSender(Sender):
             return self._send(email)
         except Disconnected as exc:
             self._drop()
+            if isinstance(exc, Closing):
+                return SendResult(email.send_id, ok=False, transient=True, throttled=True, error=str(exc))
             return SendResult(
                 email.send_id, ok=False, transient=True, error=f"smtp connection lost: {exc or type(exc).__name__}"
             )
@@ -123,7 +143,7 @@ class SmtpSender(Sender):
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421:  # "closing channel", often an idle timeout: a broken link
                 self._drop()
-                raise smtplib.SMTPServerDisconnected(f"smtp 421 {decode(exc.smtp_error)}") from exc
+                raise Closing(f"smtp 421 {decode(exc.smtp_error)}") from exc
             return reply_result(email.send_id, exc.smtp_code, exc.smtp_error, recipient=False)
         except smtplib.SMTPServerDisconnected:
             raise
@@ -154,6 +174,10 @@ class SmtpSender(Sender):
             ) from exc
         except smtplib.SMTPNotSupportedError as exc:
             raise Unreachable(f"smtp server {host}:{port}: {exc}") from exc
+        except smtplib.SMTPConnectError as exc:  # its greeting refused us; 421: too many connections or mail
+            raise Unreachable(
+                f"smtp server {host}:{port}: {exc.smtp_code} {decode(exc.smtp_error)}", throttled=exc.smtp_code == 421
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise Unreachable(f"cannot connect to smtp server {host}:{port}: {exc or type(exc).__name__}") from exc
         return self.connection

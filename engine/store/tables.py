@@ -244,6 +244,18 @@ class CampaignPause(SQLModel, table=True):
     resumed_at: datetime | None = None
 
 
+class SendRate(SQLModel, table=True):
+    """The pace of one sender, shared by every daemon on the store (engine/delivery/ratelimit.py):
+    the next free slot on the wall clock (seconds since the epoch), and how long the provider asked
+    every daemon to hold off, with how many times in a row it asked."""
+
+    __tablename__ = "send_rate"
+    sender: str = Field(primary_key=True, max_length=200)
+    next_free: float = 0.0
+    paused_until: datetime | None = None
+    throttles: int = 0
+
+
 class Delivery(SQLModel, table=True):
     """What the provider told us after the send: delivered, open, click, bounce, spamreport, ..."""
 
