@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
+from engine.clock import utcnow
 from engine.config.settings import Config
 from engine.customers import feedback
 from engine.delivery import ledger, policy, workers
@@ -338,7 +339,7 @@ class Tick:
             send.customer,
             event,
             send_id=send.id,
-            now=self.now,
+            now=utcnow(),  # the Date of a message is when it leaves, whatever day --now replays
             team=team,
         )
 
