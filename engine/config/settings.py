@@ -228,6 +228,14 @@ class Team(Strict):
     locale: str | None = None  # the team's language (alerts with `recipient:`); default: default_locale
 
 
+class DkimKey(Strict):
+    """One DKIM signature on every message the SMTP and file senders emit (engine/mail/dkim.py)."""
+
+    domain: str = Field(description="the signing domain (d=), like domain: example.com")
+    selector: str = Field(description="the DNS selector (s=): the key is published at SELECTOR._domainkey.DOMAIN")
+    private_key_env: str = Field(description="the environment variable holding the private key, RSA or Ed25519 PEM")
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -250,6 +258,7 @@ class Config(Strict):
     feedback: Feedback = Feedback()
     team: Team = Team()
     api_keys_env: str = "LIFECYCLE_API_KEYS"
+    dkim: list[DkimKey] = []  # several entries sign several times (a new key beside the old, RSA beside Ed25519)
     # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
     attributes: dict[str, Declared] = {}
     events: dict[str, dict[str, Declared]] = {}

@@ -16,6 +16,7 @@ from engine.senders.base import Sender, SendResult
 
 class FileSender(Sender):
     name = "file"
+    signs = True
 
     def __init__(self, config: Config):
         super().__init__(config)
