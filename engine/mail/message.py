@@ -199,7 +199,7 @@ def build_email(
         f"Message-ID: {message_id}",
         *(header(name, value) for name, value in headers.items()),
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        fold(f'Content-Type: multipart/alternative; boundary="{boundary}"'),
         "",
         f"--{boundary}",
         body_part("plain", [rendered.text]),
