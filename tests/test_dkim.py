@@ -11,9 +11,13 @@ import pytest
 from conftest import customer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from dkim.canonicalization import Relaxed
+from hypothesis import given
+from hypothesis import strategies as st
 from test_senders_smtp import Handler, make_config, make_email, start
 
 from engine.config.settings import Config
+from engine.mail.dkim import relaxed_body
 from engine.senders.smtp import SmtpSender
 
 WELCOME = """
@@ -176,3 +180,13 @@ def test_a_missing_or_unusable_key_is_a_clear_error_with_the_keys_path(project, 
     # The tick refuses to start rather than send unsigned mail.
     tick = project.cli("tick", "--now", "2026-03-01T09:05:00Z", expect=1)
     assert "DKIM_MISSING is not set" in tick.output
+
+
+@given(
+    st.lists(st.text(st.sampled_from(["a", "é", " ", "\t", "=", "."]), max_size=20), max_size=12),
+    st.sampled_from(["\r\n", "\r\n\r\n"]),
+)
+def test_the_relaxed_body_is_dkimpys(lines, end):
+    """Spaces, tabs and empty lines anywhere; the message always ends with a line break (its last boundary)."""
+    body = ("\r\n".join(lines) + end).encode()
+    assert relaxed_body(body) == Relaxed.canonicalize_body(body)
