@@ -71,7 +71,7 @@ data_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), ma
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=data_text, subject=data_text, body=data_text, marketing=st.booleans())
 def test_any_data_gives_folded_headers_without_control_characters_and_short_qp_lines(name, subject, body, marketing):
     email = build_email(
@@ -96,11 +96,12 @@ def test_any_data_gives_folded_headers_without_control_characters_and_short_qp_l
     message = message_from_bytes(email.raw, policy=policy.default)
     assert not message.defects
     assert message["To"].addresses[0].addr_spec == "ann@example.com"
-    # Names and subjects are compared without spaces: a very long run without one goes as several
-    # encoded words, and the standard library has been seen to read a space at one of their joins.
     shown = " ".join(re.sub("[\x00-\x1f\x7f-\x9f]", " ", name).split())
+    # A long name goes as several encoded words on folded lines. RFC 2047 says to ignore the space
+    # between two of them, but the standard library's address parser keeps it (where the first
+    # ends in a space, the name reads two): names are compared without their spaces.
     assert "".join(message["To"].addresses[0].display_name.split()) == "".join(shown.split())
-    assert "".join(str(message["Subject"]).split()) == "".join(re.sub("[\x00-\x1f\x7f-\x9f]", " ", subject).split())
+    assert str(message["Subject"]) == " ".join(re.sub("[\x00-\x1f\x7f-\x9f]", " ", subject).split())
     headers = BytesHeaderParser(policy=policy.default).parsebytes(email.raw)
     assert headers["Message-ID"] == email.message_id
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == body.replace("\r\n", "\n").replace(
