@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tick_welcome import machine, make_project, run_tick, timed
 
-from engine.mail.dkim import Key, Signer  # noqa: E402
+from engine.mail.dkim import Key, Signer
 
 KEYS = {
     "no signature": None,
@@ -79,9 +79,7 @@ def main() -> None:
     base = best["no signature"]
     print(f"{args.emails:,} welcome emails, `lifecycle tick` with the file sender, best of {args.rounds}; {machine()}")
     print()
-    print(
-        "| signing | tick total (s) | tick, ms per email | difference, ms per email | `Signer.sign` alone, ms per email |"
-    )
+    print("| signing | tick (s) | tick, ms per email | difference, ms per email | `Signer.sign` alone, ms per email |")
     print("|---|---:|---:|---:|---:|")
     for label, seconds in best.items():
         difference = "" if label == "no signature" else f"{(seconds - base) / args.emails * 1000:.3f}"
