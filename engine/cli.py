@@ -121,11 +121,14 @@ def options(config: Annotated[Path | None, typer.Option("--config", help=CONFIG_
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check config, every campaign and every template."""
+    from engine.config.public_url import public_url_warning
     from engine.mail.validation import names_note, validate_all
 
     loaded, campaigns, problems = validate_all(config)
     if loaded is not None and (note := names_note(loaded)):
         err.print(note, markup=False, highlight=False, soft_wrap=True)
+    if loaded is not None and (warning := public_url_warning(loaded, any(c.marketing for c in campaigns))):
+        err.print(warning, markup=False, highlight=False, soft_wrap=True)
     if problems or loaded is None:
         fail(ProblemsError(problems))
     out.print(f"ok: config, {len(campaigns)} campaigns and their templates in {len(loaded.locales)} locales")

@@ -143,6 +143,8 @@ def test_the_request_carries_the_whole_message(api, sender):
             "Headers": [
                 {"Name": "X-Lifecycle-Campaign", "Value": "spring"},
                 {"Name": "X-Lifecycle-Send-Id", "Value": "42"},
+                {"Name": "List-Id", "Value": "<spring.example.com>"},
+                {"Name": "Feedback-ID", "Value": "spring:marketing:example.com"},
                 {"Name": "List-Unsubscribe", "Value": "<https://shop.example.com/unsubscribe/tok42>"},
                 {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
                 {"Name": "Message-ID", "Value": email.message_id},

@@ -164,6 +164,8 @@ def test_identical_content_goes_in_requests_of_at_most_1000(api, sender):
     assert first["headers"]["Message-ID"] == emails[6].message_id
     assert api.bodies[0]["headers"] == {
         "X-Lifecycle-Campaign": "spring",
+        "List-Id": "<spring.example.com>",
+        "Feedback-ID": "spring:marketing:example.com",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
 
@@ -184,6 +186,8 @@ def test_the_request_carries_the_whole_message(api, sender):
     assert body["headers"] == {
         "X-Lifecycle-Campaign": "spring",
         "X-Lifecycle-Send-Id": "42",
+        "List-Id": "<spring.example.com>",
+        "Feedback-ID": "spring:marketing:example.com",
         "List-Unsubscribe": "<https://shop.example.com/unsubscribe/tok42>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "Message-ID": email.message_id,

@@ -332,6 +332,14 @@ class Guard(Strict):
         return self
 
 
+class DkimKey(Strict):
+    """One DKIM signature on every message the SMTP and file senders emit (engine/mail/dkim.py)."""
+
+    domain: str = Field(description="the signing domain (d=), like domain: example.com")
+    selector: str = Field(description="the DNS selector (s=): the key is published at SELECTOR._domainkey.DOMAIN")
+    private_key_env: str = Field(description="the environment variable holding the private key, RSA or Ed25519 PEM")
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -356,6 +364,7 @@ class Config(Strict):
     team: Team = Team()
     guard: Guard = Guard()
     api_keys_env: str = "LIFECYCLE_API_KEYS"
+    dkim: list[DkimKey] = []  # several entries sign several times (a new key beside the old, RSA beside Ed25519)
     # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
     attributes: dict[str, Declared] = {}
     events: dict[str, dict[str, Declared]] = {}

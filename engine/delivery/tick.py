@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
+from engine.clock import utcnow
 from engine.config.settings import Config
 from engine.customers import feedback
 from engine.delivery import guard, ledger, pauses, policy, workers
@@ -391,7 +392,7 @@ class Tick:
             send.customer,
             event,
             send_id=send.id,
-            now=self.now,
+            now=utcnow(),  # the Date of a message is when it leaves, whatever day --now replays
             team=team,
         )
 

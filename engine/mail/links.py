@@ -1,8 +1,26 @@
-"""Signed links into the preference centre: bound to one customer and one purpose, carrying an
-internal number rather than anything personal, and still valid after the secret is rotated."""
+"""Links into the preference centre: bound to one customer and one purpose, revealing nothing
+about either, and still valid after the secret is rotated.
+
+A token is the customer's internal number (with the topic, or the send it is about) sealed with
+AES-SIV under a key derived from the secret and the purpose: the link shows no number, not even
+the store's own, and any change to it fails authentication. AES-SIV is deterministic, so one
+customer's link for one purpose is the same in every email, as before.
+
+Tokens of the first format (`payload.signature`, itsdangerous-signed JSON whose payload is the
+internal number in readable base64) are no longer made, but are still read: links already in
+inboxes keep working."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from engine.config.settings import Config
@@ -13,39 +31,67 @@ PURPOSES = ("preferences", "unsubscribe", "confirm")
 SEND_PURPOSES = ("rate", "alert")
 
 
+def sealing_key(secret: str, purpose: str) -> AESSIV:
+    """An AES-SIV key (512 bits) of its own for each secret and purpose: a token made for one
+    purpose never opens as another."""
+    return AESSIV(hmac.new(secret.encode(), f"lifecycle.link.{purpose}".encode(), hashlib.sha512).digest())
+
+
 class Links:
     def __init__(self, config: Config):
         self.base = config.public_url.rstrip("/")
-        # itsdangerous signs with the LAST key and verifies with all, so the current secret
-        # (first in config) goes last: links signed with an old key listed in config still work.
-        self.secrets = list(reversed(config.secret_keys()))
-        # One serializer a purpose, made once: every email signs three links.
-        self._serializers = {
-            p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in PURPOSES + SEND_PURPOSES
-        }
+        keys = config.secret_keys()  # the current secret first, then old ones still accepted
+        # itsdangerous signs with the LAST key and verifies with all (the CSRF fields use this order).
+        self.secrets = list(reversed(keys))
+        everything = PURPOSES + SEND_PURPOSES
+        # Made once: every email seals three to five links.
+        self._keys = {p: [sealing_key(secret, p) for secret in keys] for p in everything}
+        self._first_format = {p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in everything}
+
+    def _seal(self, purpose: str, fields: list[Any]) -> str:
+        sealed = self._keys[purpose][0].encrypt(json.dumps(fields, separators=(",", ":")).encode(), None)
+        return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def _open(self, purpose: str, token: str) -> Any:
+        """The fields a token was made with, or None for any forged, altered or foreign token."""
+        if "." in token:  # the first format: base64url never contains a dot
+            try:
+                return self._first_format[purpose].loads(token)
+            except (BadSignature, ValueError, TypeError):
+                return None
+        try:
+            sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        for key in self._keys[purpose]:
+            try:
+                return json.loads(key.decrypt(sealed, None))
+            except (InvalidTag, ValueError):
+                continue
+        return None
 
     def token(self, purpose: str, customer_id: int, topic: str | None = None) -> str:
-        return self._serializers[purpose].dumps([customer_id, topic])
+        return self._seal(purpose, [customer_id, topic])
 
     def read(self, purpose: str, token: str) -> tuple[int, str | None] | None:
         """The (customer id, topic) a token was made for, or None for any forged or foreign token."""
-        try:
-            customer_id, topic = self._serializers[purpose].loads(token)
-        except (BadSignature, ValueError, TypeError):
+        fields = self._open(purpose, token)
+        if not isinstance(fields, list) or len(fields) != 2:
             return None
+        customer_id, topic = fields
         if not isinstance(customer_id, int) or isinstance(customer_id, bool):
             return None
         return (customer_id, topic) if topic is None or isinstance(topic, str) else None
 
     def send_token(self, purpose: str, customer_id: int, send_id: int) -> str:
-        return self._serializers[purpose].dumps([customer_id, send_id])
+        return self._seal(purpose, [customer_id, send_id])
 
     def read_send(self, purpose: str, token: str) -> tuple[int, int] | None:
         """The (customer id, send id) a send token was made for, or None for any forged or foreign token."""
-        try:
-            customer_id, send_id = self._serializers[purpose].loads(token)
-        except (BadSignature, ValueError, TypeError):
+        fields = self._open(purpose, token)
+        if not isinstance(fields, list) or len(fields) != 2:
             return None
+        customer_id, send_id = fields
         numbers = (customer_id, send_id)
         return numbers if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) else None
 

@@ -28,6 +28,8 @@ CRLF = "\r\n"
 # A boundary beginning "=_" can occur in neither a quoted-printable nor a base64 body.
 BOUNDARY_PREFIX = "=_lifecycle_"
 MAX_LINE = 998  # RFC 5322: a longer header line must be folded
+FOLD_AT = 78  # RFC 5322: header lines should be folded at 78 characters where they can be
+QP_LINE = 76  # RFC 2045: quoted-printable lines, the "=" of a soft line break included
 HIGH_BYTES = bytes(range(128, 256))
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
@@ -57,25 +59,66 @@ def one_line(value: str) -> str:
     return " ".join(CONTROL.sub(" ", str(value)).split())
 
 
+def fold(line: str) -> str:
+    """A header line folded (CRLF before a space) wherever it would pass 78 characters, never
+    between the field's name and its first word; a run without a space stays whole, so a line
+    only stays long where it cannot be folded."""
+    if len(line) <= FOLD_AT:
+        return line
+    name, first, *words = line.split(" ")
+    lines, current = [], f"{name} {first}"
+    for word in words:
+        if len(current) + 1 + len(word) > FOLD_AT:
+            lines.append(current)
+            current = " " + word
+        else:
+            current += " " + word
+    lines.append(current)
+    return CRLF.join(lines)
+
+
+def fits(lines: str) -> bool:
+    return all(len(line) <= MAX_LINE for line in lines.split(CRLF))
+
+
 def header(name: str, value: str) -> str:
-    """One header field on one logical line; encoded words only where ASCII will not do."""
+    """One header field, folded at 78 characters where there is a space to fold at; encoded words
+    (which can be split anywhere) when the value is not ASCII or a run of it passes 998."""
     value = one_line(value)
-    if value.isascii() and len(name) + 2 + len(value) <= MAX_LINE:
-        return f"{name}: {value}"
-    encoded = Header(value, "us-ascii" if value.isascii() else "utf-8", header_name=name)
-    return f"{name}: {encoded.encode(linesep=CRLF)}"
+    if value.isascii():
+        line = fold(f"{name}: {value}")
+        if fits(line):
+            return line
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}"
+
+
+def quoted(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def mailbox(name: str | None, address: str) -> str:
-    """`"Name" <address>`: the name quoted, or an encoded word when it is not ASCII."""
+    """`"Name" <address>` on one line, for the providers' APIs that take it as a field: the name
+    quoted, or an encoded word when it is not ASCII."""
     name, address = one_line(name or ""), one_line(address)
     if not name:
         return address
-    if name.isascii():
-        shown = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    else:
-        shown = Header(name, "utf-8").encode(linesep=CRLF)
+    shown = quoted(name) if name.isascii() else Header(name, "utf-8").encode(linesep=CRLF)
     return f"{shown} <{address}>"
+
+
+def address_header(name: str, display: str | None, address: str) -> str:
+    """`Name: "Display" <address>`: the display name quoted, or as encoded words when it is not
+    ASCII or too long to fold, the address on a line of its own when it would pass 78."""
+    display, address = one_line(display or ""), one_line(address)
+    if not display:
+        return f"{name}: {address}"
+    if display.isascii():
+        line = fold(f"{name}: {quoted(display)} <{address}>")
+        if fits(line):
+            return line
+    line = f"{name}: {Header(display, 'utf-8', header_name=name).encode(linesep=CRLF)}"
+    last = line.rpartition(CRLF)[2]
+    return f"{line}{' ' if len(last) + len(address) + 3 <= FOLD_AT else CRLF + ' '}<{address}>"
 
 
 @dataclass(frozen=True)
@@ -94,6 +137,11 @@ def encoded(piece: str) -> Piece:
     quoted = binascii.b2a_qp(data, istext=True)
     if b"\n" not in data:  # with no line break to copy, b2a_qp ends its soft line breaks with a bare LF
         quoted = quoted.replace(b"=\n", b"=\r\n")
+    head, newline, last = quoted.rpartition(b"\r\n")
+    if len(last) >= QP_LINE:  # the "=" that joins it to the next piece would make it 77
+        cut = QP_LINE - 1
+        cut -= 1 if last[cut - 1] == ord("=") else 2 if last[cut - 2] == ord("=") else 0  # not inside "=XX"
+        quoted = head + newline + last[:cut] + b"=\r\n" + last[cut:]
     return Piece(data, len(data) - len(data.translate(None, HIGH_BYTES)), quoted)
 
 
@@ -125,24 +173,33 @@ def build_email(
     unsubscribe_url: str | None,
     now: datetime,
 ) -> OutgoingEmail:
+    """`now` is the message's Date: the tick passes the wall clock, not its `--now`, since the
+    date is when the message leaves, whatever day the tick is replaying."""
     domain = config.from_.email.rpartition("@")[2] or "localhost"
     message_id = make_msgid(idstring=f"send{send_id}", domain=domain)
     headers = {"X-Lifecycle-Campaign": campaign, "X-Lifecycle-Send-Id": str(send_id)}
     if config.reply_to:
         headers["Reply-To"] = config.reply_to
-    if marketing and unsubscribe_url:
-        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if marketing:
+        # RFC 2919 names the list (mail clients and filters group by it); Gmail's Feedback-ID
+        # (campaign:stream:sender) lets its postmaster tools report complaints per campaign.
+        headers["List-Id"] = f"<{campaign}.{domain}>"
+        headers["Feedback-ID"] = f"{campaign}:marketing:{domain}"
+        if unsubscribe_url:
+            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    else:
+        headers["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation or out-of-office replies
     boundary = BOUNDARY_PREFIX + secrets.token_hex(12)
     lines = [
-        f"From: {mailbox(config.from_.name, config.from_.email)}",
-        f"To: {mailbox(to_name, to)}",
+        address_header("From", config.from_.name, config.from_.email),
+        address_header("To", to_name, to),
         header("Subject", rendered.subject),
         f"Date: {format_datetime(now)}",
         f"Message-ID: {message_id}",
         *(header(name, value) for name, value in headers.items()),
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        fold(f'Content-Type: multipart/alternative; boundary="{boundary}"'),
         "",
         f"--{boundary}",
         body_part("plain", [rendered.text]),

@@ -363,6 +363,41 @@ def uncommented(html: str) -> str:
     return COMMENT.sub(lambda comment: "".join(m.group() for m in PLACEHOLDER.finditer(comment.group())), html)
 
 
+# A link as MRML writes it: <a ... href="URL" ...>TEXT</a>.
+LINK = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)')[^>]*>(.*?)</a\s*>""", re.DOTALL | re.IGNORECASE)
+HEADING = re.compile(r"<(/?)h[1-6]\b", re.IGNORECASE)
+TAG = re.compile(r"<[^>]*>")
+# What html2text escapes for Markdown's sake (a backslash, "1." or "-" opening a line): prose needs none of it.
+MARKDOWN_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>])")
+
+
+def plain_text(html: str, tags: list[str]) -> str:
+    """The text part as prose, from the compiled HTML (placeholders for the `tags` and all): each
+    link written `text (url)`, headings as paragraphs, no Markdown emphasis, escapes or hard-break
+    spaces. html2text does the layout (paragraphs, lists, line breaks); what it would add for
+    Markdown's sake is configured away or undone here."""
+
+    def as_written(text: str) -> str:
+        return " ".join(PLACEHOLDER.sub(lambda m: tags[int(m.group(1))], text).split())
+
+    def link_as_text(link: re.Match[str]) -> str:
+        """`text (url)`, or the URL alone when it is the text (or there is no text, as round an image)."""
+        url, inner = link.group(1) if link.group(1) is not None else link.group(2), link.group(3)
+        shown = as_written(TAG.sub("", inner))
+        if not shown or shown in (as_written(url), as_written(url.removeprefix("mailto:"))):
+            return f" {url} "
+        return f"{inner.strip()} ({url})"
+
+    maker = html2text.HTML2Text(bodywidth=0)
+    maker.ignore_images = True
+    maker.ignore_tables = True  # MJML lays out with tables; the text is what matters
+    maker.ignore_emphasis = True
+    maker.ignore_links = True  # every link with an href is already text
+    maker.ul_item_mark = "-"
+    text = maker.handle(HEADING.sub(r"<\1p", LINK.sub(link_as_text, html)))
+    return "\n".join(MARKDOWN_ESCAPE.sub(r"\1", line).rstrip() for line in text.splitlines())
+
+
 @dataclass
 class CompiledEmail:
     """One template file compiled: what runs per recipient, and how to tell it is stale."""
@@ -383,9 +418,6 @@ class Renderer:
         self.folder = config.templates_path
         self.markup, self.plain, self.compiled = _shared(self.folder)
         self.files: dict[tuple[str, str], tuple[str, str | None]] = {}
-        self._text_maker = html2text.HTML2Text(bodywidth=0)
-        self._text_maker.ignore_images = True
-        self._text_maker.ignore_tables = True  # MJML lays out with tables; the text is what matters
 
     def template_file(self, name: str, locale: str, ext: str = "mjml") -> str | None:
         """NAME.<locale>.EXT, else NAME.EXT; None when neither exists."""
@@ -460,7 +492,7 @@ class Renderer:
             raise TemplateError(
                 [Problem(self.source_path(name), 1, 1, f"MJML: {exc}{HOLDING_BACK_HINT if loader.tags else ''}")]
             ) from None
-        text = self._text_maker.handle(uncommented(html))
+        text = plain_text(uncommented(html), loader.tags)
         try:
             return CompiledEmail(
                 html=self.markup.from_string(put_back(html, loader.tags)),

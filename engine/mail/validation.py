@@ -18,9 +18,11 @@ from jinja2 import TemplateSyntaxError, nodes
 from markupsafe import escape
 
 from engine.campaigns.language import Campaign, Variant, check_campaigns
+from engine.config.public_url import public_url_problems
 from engine.config.settings import Config, load_config
 from engine.config.source import KeyPath, Located, load_located
 from engine.errors import Problem, ProblemsError, TemplateError, display_path
+from engine.mail.dkim import load_keys
 from engine.mail.mjml_elements import mjml_problems
 from engine.mail.rendering import Renderer, did_you_mean, template_context
 from engine.mail.samples import CUSTOMER_FIELDS, EVENT_FIELDS, Samples, build_samples
@@ -41,6 +43,8 @@ def validate_all(config_file: str | Path | None) -> tuple[Config | None, list[Ca
     except ProblemsError as exc:
         problems += exc.problems
     campaigns, campaign_problems = check_campaigns(config)
+    problems += public_url_problems(config, any(c.marketing for c in campaigns))
+    problems += load_keys(config)[1]
     problems += campaign_problems + check_templates(config, campaigns)
     return config, campaigns, problems
 

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from engine.config.settings import Config
+from engine.mail.dkim import Signer
 from engine.mail.message import OutgoingEmail
 from engine.metrics import SENDER_SECONDS
 
@@ -73,9 +74,13 @@ class Sender(ABC):
     """Delivers a batch of rendered messages; one bad recipient never fails the rest."""
 
     name: ClassVar[str] = "custom"  # the backend's label in metrics; a backend from elsewhere may keep this one
+    # A backend that emits `OutgoingEmail.raw` as it is sets this: each message is DKIM-signed with
+    # `config.dkim`'s keys before `deliver` sees it. Providers whose API builds the message sign themselves.
+    signs: ClassVar[bool] = False
 
     def __init__(self, config: Config):
         self.config = config
+        self.signer = Signer.of(config) if self.signs else None  # a missing or bad key fails at start
 
     def __enter__(self) -> Self:
         return self
@@ -95,6 +100,9 @@ class Sender(ABC):
         except Unreachable as exc:
             results = exc.results(emails)
         else:
+            if self.signer is not None:
+                for email in emails:
+                    email.raw = self.signer.sign(email.raw)
             results = self.deliver(emails)
         SENDER_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         return results

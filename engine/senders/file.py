@@ -19,6 +19,7 @@ OUTSIDE_LEDGER = {PREVIEW_SEND_ID: "test", ALERT_SEND_ID: "alert"}  # the file n
 
 class FileSender(Sender):
     name = "file"
+    signs = True
 
     def __init__(self, config: Config):
         super().__init__(config)

@@ -56,6 +56,7 @@ def needs_smtputf8(email: OutgoingEmail, mail_from: str) -> bool:
 
 class SmtpSender(Sender):
     name = "smtp"
+    signs = True
 
     def __init__(self, config: Config):
         super().__init__(config)
