@@ -60,7 +60,7 @@ class ConditionCompiler:
     def history(self, c: Condition, customer: type[Customer] = Customer) -> ColumnElement[bool]:
         query = select(func.count(col(Event.id))).where(self.measures.seen_events(customer), col(Event.name) == c.event)
         if c.within is not None:
-            query = query.where(col(Event.at) > self.now - c.within)
+            query = query.where(col(Event.at) >= self.now - c.within)
         query = query.where(self.where(c.where))
         count = query.scalar_subquery()
         if c.at_least is None and c.at_most is None:
