@@ -236,7 +236,7 @@ def test_the_table_shows_the_same_numbers(store, monkeypatch):
         "39.98",
         "0.8047",
     ]
-    assert cells("2026-02") == ["10", "10", "0", "100.0"]
+    assert cells("2026-02") == ["10", "10", "0", "0", "100.0"]
     assert cells("gus") == ["gus@example.com", "Gus", "0.00", "2026-03-15"]
     step_rows = [line.split() for line in lines if line.strip().startswith("step")]
     assert step_rows[:3] == [

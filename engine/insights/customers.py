@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, Select, case, func, literal, or_, select
+from sqlalchemy import Float, Select, case, cast, func, literal, null, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import col
@@ -161,7 +161,7 @@ def customer_query(config: Config, now: datetime, filters: Filters) -> Select[An
 
 def risk_columns(measures: Measures, facts: Facts) -> tuple[ColumnElement[str], ColumnElement[float | None]]:
     """Risk by name and the churn probability behind it: none under the rules."""
-    return measures.risk_of(facts), literal(None, Float())
+    return measures.risk_of(facts), cast(null(), Float)
 
 
 def ordered(query: Select[Any]) -> Select[Any]:
