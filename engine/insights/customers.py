@@ -134,29 +134,26 @@ def red_list(connection: Connection, config: Config, now: datetime, limit: int) 
 def customer_query(config: Config, now: datetime, filters: Filters) -> Select[Any]:
     """Every customer created by `now` that passes the filters, with stage, risk and value; unordered."""
     measures = Measures(config, now)
-    grouped = measures.per_customer()
+    # the customer's own columns come along in the one pass, grouped by the key they depend on
+    own = (col(Customer.external_id), col(Customer.email), col(Customer.first_name), col(Customer.last_name))
+    grouped = measures.per_customer(*own, only=_customer_conditions(config, now, filters))
     values = measures.values()
     facts = Measures.grouped(grouped)
     stage = measures.stage_of(facts)
     risk, probability = risk_columns(measures, facts)
     value = func.coalesce(values.c.value, literal(0.0))
-    query = (
-        select(
-            col(Customer.external_id).label("id"),
-            col(Customer.email),
-            col(Customer.first_name),
-            col(Customer.last_name),
-            stage.label("stage"),
-            risk.label("risk"),
-            probability.label("churn_probability"),
-            value.label("value"),
-            grouped.c.last_activity,
-        )
-        .select_from(grouped)
-        .join(Customer, col(Customer.id) == grouped.c.id)
-        .outerjoin(values, values.c.customer_id == grouped.c.id)
-    )
-    return query.where(*_conditions(config, now, filters, stage, risk))
+    query = select(
+        grouped.c.external_id.label("id"),
+        grouped.c.email,
+        grouped.c.first_name,
+        grouped.c.last_name,
+        stage.label("stage"),
+        risk.label("risk"),
+        probability.label("churn_probability"),
+        value.label("value"),
+        grouped.c.last_activity,
+    ).select_from(grouped.outerjoin(values, values.c.customer_id == grouped.c.id))
+    return query.where(*_measure_conditions(filters, stage, risk))
 
 
 def risk_columns(measures: Measures, facts: Facts) -> tuple[ColumnElement[str], ColumnElement[float | None]]:
@@ -167,11 +164,11 @@ def risk_columns(measures: Measures, facts: Facts) -> tuple[ColumnElement[str], 
 def ordered(query: Select[Any]) -> Select[Any]:
     """Red first, each part by value, most first; ties by the customer's id."""
     columns = query.selected_columns
-    return query.order_by(case((columns.risk == RED, 0), else_=1), columns.value.desc(), col(Customer.external_id))
+    return query.order_by(case((columns.risk == RED, 0), else_=1), columns.value.desc(), columns.id)
 
 
-def _conditions(
-    config: Config, now: datetime, filters: Filters, stage: ColumnElement[str], risk: ColumnElement[str]
+def _measure_conditions(
+    filters: Filters, stage: ColumnElement[str], risk: ColumnElement[str]
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.stage is not None:
@@ -180,6 +177,12 @@ def _conditions(
     if filters.risk is not None:
         _known("risk", filters.risk, RISKS)
         conditions.append(risk == filters.risk)
+    return conditions
+
+
+def _customer_conditions(config: Config, now: datetime, filters: Filters) -> list[ColumnElement[bool]]:
+    """The filters on the customer row, applied before their events are read."""
+    conditions: list[ColumnElement[bool]] = []
     compiler = ConditionCompiler(config, now)
     if filters.topic is not None:
         if filters.topic not in config.topics:
