@@ -10,8 +10,9 @@ of sends to provider events nor a subquery per send (bench/report_10m.py):
   since each send carries its outcomes as bits (engine/delivery/outcomes.py); with `--since`, one ordered
   pass over `ix_send_figures`; the monthly series: range counts on time-ordered indexes;
 - conversions: from each goal event to its customer's sends and entries in the window;
-- customers: their facts (last activity, purchases, red events) grouped once per report into cells
-  of customers alike, from which the rules of engine/campaigns/measures.py count stages, risk and retention.
+- customers: their facts (last activity now and at each month boundary, purchases, red events) grouped
+  once per report into cells of customers alike, from which the rules of engine/campaigns/measures.py
+  count stages, risk and retention; the red list is engine/insights/customers.py's list, red and cut short.
 
 Choices where the contract is silent:
 - `--since` keeps the entries that entered at or after it, with their sends and deliveries, in the
@@ -24,9 +25,7 @@ Choices where the contract is silent:
   ledger schedules a step only after the one before it was sent).
 - A campaign without a `goal` has `converted` 0, `goal` null and no lift.
 - Rates are percentages; the lift's `difference` is in percentage points.
-- A customer's value (for the red list) is the sum of the `total` property of their `purchase` events.
-- Months are calendar months in the config timezone; a customer created at a month's first instant
-  is new in that month, and the current month ends at `now`.
+- Months are calendar months in the config timezone, and the current month ends at `now`.
 - Feedback counts each rated send once, with its latest `feedback_submitted` event by `now` (of the
   configured scale, with a score on it); a rating names its send, whose campaign it counts in, so
   `--campaign` and `--since` keep the ratings of the sends in scope. Only low ratings' acknowledgements
