@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 from engine.campaigns.language import Campaign
 from engine.campaigns.measures import Measures
 from engine.config.settings import Config
+from engine.insights.customers import red_list
 from engine.insights.report import (
     Scope,
     activity,
@@ -49,7 +50,6 @@ from engine.insights.report import (
     campaign_figures,
     customer_counts,
     month_starts,
-    red_customers,
     report_connection,
 )
 from engine.store.dialect import make_engine
@@ -238,7 +238,7 @@ def breakdown(engine: Engine, url: str) -> dict[str, float]:
         "campaign figures": lambda c: campaign_figures(c, scope, {x.name: x for x in campaigns()}, lambda n: None),
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "retention, stages, risk": lambda c: customer_counts(c, measures, months),
-        "red list": lambda c: red_customers(c, measures),
+        "red list": lambda c: red_list(c, config, NOW, config.report.red_list),
     }
     with report_connection(engine) as connection:
         return {name: seconds(partial(part, connection)) for name, part in parts.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -642,6 +643,57 @@ def _campaign_named(name: str, names: Iterable[str]) -> str:
     if name not in known:
         raise NotFound(f"no campaign named '{name}'{did_you_mean(name, known)} (campaigns: {', '.join(known)})")
     return name
+
+
+@app.command("customers")
+def customers_list(
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="only this stage: prospect, current, loyal, lost")
+    ] = None,
+    risk: Annotated[str | None, typer.Option("--risk", help="only this risk: green, yellow, red")] = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="only customers subscribed to this topic")] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="only customers with this attribute value, as attr=value")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="at most this many rows")] = None,
+    output: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """One row per customer with stage, risk, value and last activity; red ones first, by value."""
+    import csv
+
+    from engine.insights.customers import CustomerRow, Filters, each_customer
+
+    with user_errors():
+        if output not in ("table", "csv", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, csv, json")
+        attributes = {}
+        for pair in where or []:
+            name, equals, value = pair.partition("=")
+            if not equals or not name.strip():
+                raise UserError(f"--where: '{pair}' is not attr=value, like plan=pro")
+            attributes[name.strip()] = value
+        cfg = load_config(config)
+        rows = each_customer(store(cfg), cfg, parse_now(now, cfg), Filters(stage, risk, topic, attributes), limit)
+        first = next(rows, None)  # a bad filter fails here, before anything is printed
+    listed = rows if first is None else itertools.chain([first], rows)
+    columns = list(CustomerRow.__dataclass_fields__)
+    if output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in listed:
+            writer.writerow("" if v is None else v for v in row.as_json().values())
+    elif output == "json":
+        sys.stdout.write("[")
+        for i, row in enumerate(listed):
+            sys.stdout.write(("," if i else "") + "\n  " + json.dumps(row.as_json(), ensure_ascii=False))
+        sys.stdout.write("\n]\n")
+    else:
+        table = Table(*columns)
+        for row in listed:
+            table.add_row(*cells(*("-" if v is None else v for v in row.as_json().values())))
+        out.print(table)
 
 
 def main() -> None:

@@ -206,11 +206,13 @@ def test_activity_stages_risk_and_red_list(store):
             "last_activity": "2026-03-15T12:00:00+00:00",
         }
     ]
-    # everyone was created on 1 January and nobody is lost
-    assert report["retention"][-3:] == [
-        {"month": "2026-01", "start": 0, "end": 10, "new": 10, "crr": None},
-        {"month": "2026-02", "start": 10, "end": 10, "new": 0, "crr": 100.0},
-        {"month": "2026-03", "start": 10, "end": 10, "new": 0, "crr": 100.0},
+    # everyone was created at 00:00 on 1 January, so counted at that instant: in S of January and
+    # new in December; nobody is lost
+    assert report["retention"][-4:] == [
+        {"month": "2025-12", "start": 0, "end": 10, "new": 10, "returning": 0, "crr": None},
+        {"month": "2026-01", "start": 10, "end": 10, "new": 0, "returning": 0, "crr": 100.0},
+        {"month": "2026-02", "start": 10, "end": 10, "new": 0, "returning": 0, "crr": 100.0},
+        {"month": "2026-03", "start": 10, "end": 10, "new": 0, "returning": 0, "crr": 100.0},
     ]
 
 
@@ -236,7 +238,7 @@ def test_the_table_shows_the_same_numbers(store, monkeypatch):
         "39.98",
         "0.8047",
     ]
-    assert cells("2026-02") == ["10", "10", "0", "100.0"]
+    assert cells("2026-02") == ["10", "10", "0", "0", "100.0"]
     assert cells("gus") == ["gus@example.com", "Gus", "0.00", "2026-03-15"]
     step_rows = [line.split() for line in lines if line.strip().startswith("step")]
     assert step_rows[:3] == [
@@ -321,25 +323,28 @@ def test_bad_options_are_one_line_and_exit_1(project, option, value, message):
 
 
 def test_retention_by_hand(project):
-    """Lost after 30 days of inactivity; each customer counts from created_at until last activity + 30d.
+    """Lost after 30 days of inactivity. A customer is counted at an instant when created by then and
+    last active (as of then: later events unseen) less than 30 days before it.
 
-    customer  created      last activity   counted until   notes
-    c         2025-12-01   2026-03-10      2026-04-09      a purchase of 120; a July event is after now
-    a         2026-01-10   (created)       2026-02-09
-    b         2026-02-01   2026-05-20      2026-06-19      new in February (created at its first instant)
-    d         2026-04-15   2026-04-15 12h  2026-05-15 12h  a purchase of 30
-    g         2026-05-01   2026-06-14      2026-07-14      five purchases: loyal
-    f         2026-06-01   2026-06-10      2026-07-10      a complaint: red although recently active
-    e         2026-06-20   -               -               created after now: not counted at all
+    customer  created           activity                          counted at the 1st of
+    c         2025-12-01        purchase of 120 on 03-10; a July  Dec, Apr (lost, then back)
+                                visit after now
+    a         2026-01-10        -                                 Feb
+    b         2026-02-01 00:00  purchase on 05-20                 Feb, Mar, Jun, now
+    d         2026-04-15        purchase of 30 on 04-15 12:00     May
+    g         2026-05-01 00:00  five purchases in June: loyal     May, Jun, now
+    f         2026-06-01 00:00  a complaint: red though active    Jun, now
+    e         2026-06-20        created after now: never counted
 
-    month    S = counted at start   N = created during   E = counted at end         CRR = (E - N) / S
-    2025-12  0                      1 (c)                1 (c)                      -
-    2026-01  1 (c)                  1 (a)                2 (a, c)                   (2 - 1) / 1 = 100
-    2026-02  2 (a, c)               1 (b)                2 (b, c)                   (2 - 1) / 2 = 50
-    2026-03  2 (b, c)               0                    2 (b, c)                   (2 - 0) / 2 = 100
-    2026-04  2 (b, c)               1 (d)                2 (b, d)                   (2 - 1) / 2 = 50
-    2026-05  2 (b, d)               1 (g)                2 (b, g)                   (2 - 1) / 2 = 50
-    2026-06  2 (b, g)               1 (f)                3 (b, g, f), at now        (3 - 1) / 2 = 100
+    month    S            E               new    returning   CRR = (E - new - returning) / S
+    2025-11  0            1 (c)           c      -           -
+    2025-12  1 (c)        0               -      -           0
+    2026-01  0            2 (a, b)        a, b   -           -
+    2026-02  2 (a, b)     1 (b)           -      -           50
+    2026-03  1 (b)        1 (c)           -      c           0
+    2026-04  1 (c)        2 (d, g)        d, g   -           0
+    2026-05  2 (d, g)     3 (b, g, f)     f      b           50
+    2026-06  3 (b, g, f)  3 at now        -      -           100
     """
     project.config(stages={"lost": {"inactive_for": "30d"}})
     project.campaign("welcome", WELCOME)
@@ -372,16 +377,20 @@ def test_retention_by_hand(project):
         {"customer": "c", "event": "visit", "at": "2026-07-01T00:00:00Z"},
     )
     report = json.loads(project.cli("report", "--now", "2026-06-15T12:00:00Z", "--format", "json").stdout)
-    empty = [{"month": f"2025-{m:02d}", "start": 0, "end": 0, "new": 0, "crr": None} for m in range(7, 12)]
+
+    def month(label: str, start: int, end: int, new: int, returning: int, crr: float | None) -> dict:
+        return {"month": label, "start": start, "end": end, "new": new, "returning": returning, "crr": crr}
+
     assert report["retention"] == [
-        *empty,
-        {"month": "2025-12", "start": 0, "end": 1, "new": 1, "crr": None},
-        {"month": "2026-01", "start": 1, "end": 2, "new": 1, "crr": 100.0},
-        {"month": "2026-02", "start": 2, "end": 2, "new": 1, "crr": 50.0},
-        {"month": "2026-03", "start": 2, "end": 2, "new": 0, "crr": 100.0},
-        {"month": "2026-04", "start": 2, "end": 2, "new": 1, "crr": 50.0},
-        {"month": "2026-05", "start": 2, "end": 2, "new": 1, "crr": 50.0},
-        {"month": "2026-06", "start": 2, "end": 3, "new": 1, "crr": 100.0},
+        *(month(f"2025-{m:02d}", 0, 0, 0, 0, None) for m in range(7, 11)),
+        month("2025-11", 0, 1, 1, 0, None),
+        month("2025-12", 1, 0, 0, 0, 0.0),
+        month("2026-01", 0, 2, 2, 0, None),
+        month("2026-02", 2, 1, 0, 0, 50.0),
+        month("2026-03", 1, 1, 0, 1, 0.0),
+        month("2026-04", 1, 2, 2, 0, 0.0),
+        month("2026-05", 2, 3, 1, 1, 50.0),
+        month("2026-06", 3, 3, 0, 0, 100.0),
     ]
     assert report["stages"] == {"prospect": 1, "current": 1, "loyal": 1, "lost": 3}
     assert report["risk"] == {"green": 1, "yellow": 1, "red": 4}

@@ -72,7 +72,7 @@ class ConditionCompiler:
         """How many of the events an event-history condition names the customer did (seen by now)."""
         query = select(func.count(col(Event.id))).where(self.measures.seen_events(customer), col(Event.name) == c.event)
         if c.within is not None:
-            query = query.where(col(Event.at) > self.now - c.within)
+            query = query.where(col(Event.at) >= self.now - c.within)  # a window includes its boundary
         return query.where(self.where(c.where)).scalar_subquery()
 
     def where(self, where: dict[str, Comparison] | None, table: type[Event] = Event) -> ColumnElement[bool]:

@@ -18,11 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from engine.config.datamodel import DataModel, Declared
+from engine.config.datamodel import DataModel, Declared, FieldType
 from engine.config.durations import Span
 from engine.config.source import KeyPath, Located, load_located
 from engine.errors import ConfigError, Problem
@@ -340,6 +341,34 @@ class DkimKey(Strict):
     private_key_env: str = Field(description="the environment variable holding the private key, RSA or Ed25519 PEM")
 
 
+class Value(Strict):
+    """What a customer is worth: the sum of `property` over their `event` events (the red list's
+    and `lifecycle customers`' order)."""
+
+    event: str = "purchase"
+    property: str = "total"
+
+
+class ReportSettings(Strict):
+    red_list: int = Field(25, ge=0, description="how many red-risk customers the report lists, like red_list: 25")
+
+
+def check_value(value: Value, events: dict[str, dict[str, Declared]]) -> Value:
+    """`value` names a declared numeric property when the config declares events."""
+    if not events:
+        return value
+    if value.event not in events:
+        raise ValueError(f"event '{value.event}' is not declared under events: (declared: {', '.join(events)})")
+    declared = events[value.event]
+    kind = declared.get(value.property)
+    if kind is None:
+        names = ", ".join(declared) or "none"
+        raise ValueError(f"property '{value.property}' of {value.event} is not declared (declared: {names})")
+    if kind.type not in (FieldType.NUMBER, FieldType.INTEGER):
+        raise ValueError(f"{value.event}.{value.property} is declared {kind.type}: a value is a sum of numbers")
+    return value
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -368,6 +397,8 @@ class Config(Strict):
     # The declared data model (engine/config/datamodel.py): customer attributes and event properties.
     attributes: dict[str, Declared] = {}
     events: dict[str, dict[str, Declared]] = {}
+    value: Value = Value()
+    report: ReportSettings = ReportSettings()
     campaigns_dir: str = "campaigns"
     templates_dir: str = "templates/emails"
 
@@ -378,6 +409,11 @@ class Config(Strict):
     _source: Located | None = PrivateAttr(None)
 
     _tz = field_validator("timezone")(check_timezone)
+
+    @field_validator("value")
+    @classmethod
+    def _value_declared(cls, value: Value, info: ValidationInfo) -> Value:
+        return check_value(value, info.data.get("events", {}))
 
     @field_validator("public_url")
     @classmethod

@@ -69,8 +69,8 @@ tr.campaign { font-weight: 600; }
 <td>{{ l.difference | dash }}</td><td>{% if l.ci_low is none %}–{% else %}{{ l.ci_low }} to {{ l.ci_high }}{% endif %}</td><td>{{ l.p_value | dash }}</td></tr>{% endfor %}</table>
 
 <h2>Retention</h2>
-<table id="retention"><tr><th>month</th><th>start S</th><th>end E</th><th>new N</th><th>CRR %</th></tr>
-{% for r in report.retention %}<tr><td>{{ r.month }}</td><td>{{ r.start }}</td><td>{{ r.end }}</td><td>{{ r.new }}</td><td>{{ r.crr | dash }}</td></tr>{% endfor %}</table>
+<table id="retention"><tr><th>month</th><th>start S</th><th>end E</th><th>new</th><th>returning</th><th>CRR %</th></tr>
+{% for r in report.retention %}<tr><td>{{ r.month }}</td><td>{{ r.start }}</td><td>{{ r.end }}</td><td>{{ r.new }}</td><td>{{ r.returning }}</td><td>{{ r.crr | dash }}</td></tr>{% endfor %}</table>
 
 <h2>Customers</h2>
 <table id="customers"><tr><th>measure</th><th>group</th><th>customers</th></tr>

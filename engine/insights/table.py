@@ -156,9 +156,10 @@ def lift_table(report: dict[str, Any]) -> Table:
 
 
 def retention_table(report: dict[str, Any]) -> Table:
-    table = _table("retention: CRR = (E − N) / S × 100", "month", "start S", "end E", "new N", "CRR %")  # noqa: RUF001 (the formula as written)
+    title = "retention: CRR = (E − new − returning) / S × 100"  # noqa: RUF001 (the formula as written)
+    table = _table(title, "month", "start S", "end E", "new", "returning", "CRR %")
     for row in report["retention"]:
-        table.add_row(*cells(row["month"], row["start"], row["end"], row["new"], _text(row["crr"])))
+        table.add_row(*cells(row["month"], row["start"], row["end"], row["new"], row["returning"], _text(row["crr"])))
     return table
 
 

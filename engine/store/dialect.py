@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, Integer, Table, event, func, literal, select, text
+from sqlalchemy import Boolean, ColumnElement, Float, Integer, Table, event, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -311,4 +311,32 @@ def _sqlite(element: shifted, compiler: SQLCompiler, **kw: Any) -> str:
     return (
         f"(strftime('%Y-%m-%d %H:%M:%S', substr({moved}, 1, 19), {compiler.process(seconds, **kw)} "
         f"|| ' seconds') || substr({moved}, 20))"
+    )
+
+
+class json_number(FunctionElement[float]):
+    """The JSON column's property `name` as a number when it holds a JSON number, else NULL: text,
+    true/false, a list or nothing at all is no number (PostgreSQL would fail the whole statement
+    on casting such text, SQLite would read a number's prefix out of it)."""
+
+    type = Float()
+    inherit_cache = True
+
+    def __init__(self, column: Any, name: str):
+        super().__init__(column, literal(name))
+
+
+@compiles(json_number)
+def _json_number(element: json_number, compiler: SQLCompiler, **kw: Any) -> str:
+    column, name = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CASE WHEN jsonb_typeof({column} -> {name}) = 'number' THEN ({column} ->> {name})::float8 END)"
+
+
+@compiles(json_number, "sqlite")
+def _json_number_sqlite(element: json_number, compiler: SQLCompiler, **kw: Any) -> str:
+    column, name = (compiler.process(c, **kw) for c in element.clauses)
+    path = f"('$.\"' || {name} || '\"')"
+    return (
+        f"(CASE WHEN json_valid({column}) AND json_type({column}, {path}) IN ('integer', 'real') "
+        f"THEN json_extract({column}, {path}) END)"
     )
