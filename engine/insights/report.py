@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select
+from sqlalchemy import SQLColumnExpression, and_, case, func, literal, not_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
@@ -129,6 +129,7 @@ def build_report(
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_customers(c, measures),
         "feedback": lambda c: feedback(c, scope, months, config.timezone, rating_scale(config)),
+        "failures": lambda c: failure_reasons(c, scope),
     }
     with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
@@ -142,6 +143,7 @@ def build_report(
         **done["customers"],
         "red_customers": done["red_customers"],
         "feedback": done["feedback"],
+        "failures": done["failures"],
     }
 
 
@@ -296,12 +298,29 @@ def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[StepKey, 
     return rows
 
 
+def failure_reasons(connection: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Sends that failed, or whose fate is unknown, by campaign and reason, the most frequent first."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for state, name, _, _, _, reason, n in _send_counts(connection, scope):
+        if state in (SendStatus.FAILED, SendStatus.UNKNOWN):
+            counts[(name, str(state), reason or NO_REASON)] += n
+    return [
+        {"campaign": name, "status": state, "reason": reason, "sends": n}
+        for (name, state, reason), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if n
+    ]
+
+
 def _conversions(
     connection: Connection, scope: Scope, goals: dict[str, Goal]
 ) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int]]:
     """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
-    customer did the goal event within its window after the send or the entry, by `now`. Campaigns
+    customer did the goal event within its window after the entry (held out) or after the first
+    send (got one), by `now`. An entry has one first send, so the entries that got one and converted
+    are the first step's converted sends, summed over its variants: a purchase between a customer's
+    entry and the email (a send window, a delay) is no conversion of the email, and the campaign's
+    conversions are its variants' plus the held-out ones. Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
     through the indexes on (customer, time), whatever their campaign; a row reached by several goal
     events counts once (`DISTINCT`), and other campaigns' rows are dropped here."""
@@ -323,23 +342,20 @@ def _conversions(
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        got_send = exists(
-            select(col(Send.id)).where(
-                col(Send.entry_id) == col(Entry.id), col(Send.step) == 1, col(Send.status) == SendStatus.SENT
-            )
-        )
         converted = _entries(
-            select(col(Entry.campaign), col(Entry.held_out), func.count(col(Entry.id).distinct()))
+            select(col(Entry.campaign), func.count(col(Entry.id).distinct()))
             .select_from(
                 InOrder(happened, Entry, _reached(happened, col(Entry.customer_id), col(Entry.entered_at), within))
             )
-            .where(or_(col(Entry.held_out), got_send))
-            .group_by(col(Entry.campaign), col(Entry.held_out)),
+            .where(col(Entry.held_out))
+            .group_by(col(Entry.campaign)),
             scope,
         )
-        for name, held, n in connection.execute(converted):
+        for name, n in connection.execute(converted):
             if name in names:
-                entries[(name, bool(held))] = n
+                entries[(name, True)] = n
+    for name, by_step in sends.items():
+        entries[(name, False)] = sum(n for (step, _), n in by_step.items() if step == 1)
     return sends, entries
 
 
