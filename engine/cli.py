@@ -455,9 +455,11 @@ def studio(
         local_app(load_config(config))  # a bad config.yaml or a missing secret is said here, not in the server
     os.environ["LIFECYCLE_CONFIG"] = str(config_path(config).resolve())
     say(f"studio: http://{host}:{port}/studio/ (it follows the files of campaigns/ and templates/; Ctrl-C stops it)")
-    # One process: it watches the files and tells every open page of a change.
+    # One process: it watches the files and tells every open page of a change. Open pages hold an
+    # event stream that never ends by itself, so a stop waits for them a moment only.
     Granian(
         "engine.web.studio:from_environment",
+        workers_kill_timeout=2,
         factory=True,
         interface=Interfaces.ASGI,
         address=host,

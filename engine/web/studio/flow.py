@@ -83,16 +83,15 @@ def flow_svg(campaign: Campaign, locale: str) -> str:
         Box("trigger", "Trigger", [words.trigger(campaign.trigger)], "trigger"),
         Box("audience", "Audience", words.audience(campaign), "audience"),
     ]
-    for box in main:
+    for i, box in enumerate(main):
+        if i:
+            out.append(_arrow(centre, y - GAP, y))
         out.append(_box(box, MAIN_X, y, MAIN_W, CHARS_MAIN))
         y += box.height() + GAP
-        out.append(_arrow(centre, y - GAP, y))
-    side = _side_notes(campaign)
     side_y = 12 + main[0].height() + GAP
-    for note in side:
+    for note in _side_notes(campaign):
         out.append(_box(note, SIDE_X, side_y, SIDE_W, CHARS_SIDE))
         side_y += note.height() + 12
-    out.pop()  # the arrow after the audience is drawn with the first step's delay
     for number, step in enumerate(campaign.steps, start=1):
         out.append(_arrow(centre, y - GAP, y, words.delay(step)))
         choices = step.choices()
