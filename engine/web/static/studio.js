@@ -37,6 +37,8 @@ function wire(root) {
     });
   });
   fitFrames(root);
+  // Audience sizes still being counted: look again in a moment.
+  if (root.querySelector("[data-counting]")) setTimeout(refresh, 1500);
 }
 
 // After a file changes, the page fetches itself again and swaps its content in place: no reload,

@@ -73,7 +73,7 @@ def render(request: Request, s: Studio, template: str, **context: Any) -> HTMLRe
 @page
 async def campaigns(request: Request, s: Studio) -> Response:
     config = s.current_config()
-    listed = await anyio.to_thread.run_sync(overview, config, s.engine, s.checks, utcnow())
+    listed = await anyio.to_thread.run_sync(overview, config, s.engine, s.checks, s.counts, utcnow())
     return render(request, s, "campaigns.html", overview=listed, page="campaigns")
 
 
@@ -115,7 +115,7 @@ def _choice(request: Request) -> dict[str, Any]:
 
 def _preview(s: Studio, chosen: dict[str, Any]) -> tuple[Any, Any]:
     config = s.current_config()
-    campaigns, _ = s.checks(config)
+    campaigns, _ = s.checks.campaigns(config)
     if not chosen["name"] and campaigns:
         chosen["name"] = campaigns[0].name
     return campaigns, show(config, campaigns, s.engine, s.service_routes, **chosen)
@@ -173,7 +173,7 @@ async def send_test(request: Request, s: Studio) -> Response:
     config = s.current_config()
 
     def send() -> str:
-        campaigns, _ = s.checks(config)
+        campaigns, _ = s.checks.campaigns(config)
         with load_sender(config) as sender:
             result, _ = send_one(
                 config, campaigns, s.engine, sender, chosen["name"], to, chosen["customer"], chosen["step"]

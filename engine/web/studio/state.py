@@ -18,7 +18,7 @@ from engine.errors import Problem, ProblemsError
 from engine.web.security import Csrf
 from engine.web.studio.access import Sessions
 from engine.web.studio.live import Changes
-from engine.web.studio.overview import Checks
+from engine.web.studio.overview import Checks, Counts
 
 HERE = Path(__file__).parent
 
@@ -39,6 +39,7 @@ class Studio:
     changes: Changes | None = None  # the local studio: live reload
     templates: Jinja2Templates = field(default_factory=studio_templates)
     checks: Checks = field(default_factory=Checks)
+    counts: Counts = field(default_factory=Counts)
     config_problems: list[Problem] = field(default_factory=list)
     _config_version: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
