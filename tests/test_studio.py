@@ -274,3 +274,21 @@ def test_the_local_studio_needs_no_login_and_pushes_changes(studio_project):
         page = listed(client)
         assert 'data-live="on"' in page and "Log out" not in page
         assert figure(row(page, "offer"), "audience") == "2"
+
+
+def test_a_test_send_goes_through_the_sender_and_writes_nothing_to_the_store(studio_project):
+    project = studio_project
+    client = logged_in(project)
+    page = client.get("/studio/preview?campaign=news&customer=ann").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    before = project.query("SELECT count(*) FROM send")[0][0], project.query("SELECT count(*) FROM consent")[0][0]
+    answer = client.post(
+        "/studio/preview/send?campaign=news&customer=ann", data={"csrf": csrf, "to": "me@shop.example"}
+    )
+    assert answer.status_code == 303 and "sent=sent+to+me%40shop.example" in answer.headers["location"]
+    (sent,) = (project.root / "outbox").glob("test-*.eml")
+    assert "To: me@shop.example" in sent.read_text() and "Hello Ann" in sent.read_text()
+    after = project.query("SELECT count(*) FROM send")[0][0], project.query("SELECT count(*) FROM consent")[0][0]
+    assert after == before
+    forged = client.post("/studio/preview/send?campaign=news", data={"csrf": "forged", "to": "me@shop.example"})
+    assert forged.status_code == 403 and len(list((project.root / "outbox").glob("test-*.eml"))) == 1

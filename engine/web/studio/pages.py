@@ -168,7 +168,7 @@ async def send_test(request: Request, s: Studio) -> Response:
     form = await request.form()
     if not s.csrf.valid(request, form.get(s.csrf.FIELD)):
         raise HTTPException(403, "the form expired: reload the page and send again")
-    chosen = {**_choice(request), **{k: str(form.get(k) or "") or None for k in ("customer",)}}
+    chosen = _choice(request)  # the form posts to the preview's own query
     to = str(form.get("to") or "").strip()
     config = s.current_config()
 
