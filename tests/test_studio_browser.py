@@ -13,11 +13,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from conftest import customer
 from test_web_browser import CHROMIUM, artifacts, browser, free_port, iso, lifecycle_serve  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 API_KEY = "studio-browser-key"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}

@@ -5,7 +5,9 @@ listed with its problems rather than hiding the others (`check_campaigns` keeps 
 
 Audience sizes are one pass over the customer table: a conditional count per campaign, each
 campaign's audience compiled to SQL by the same compiler the scheduler uses
-(engine/campaigns/conditions.py), so the numbers are the customers a tick would let in now."""
+(engine/campaigns/conditions.py), so the numbers are the customers who meet the audience
+conditions now (consent and the send-time rules are the tick's to check). They and the 30-day
+figures are counted on a thread of their own (`Counts`), since on a large store they take seconds."""
 
 from __future__ import annotations
 
