@@ -178,6 +178,8 @@ def test_the_dashboard_takes_the_login_and_stays_small(studio_project):
     offer = re.search(r'<tr data-campaign="offer"><td>offer</td>.*?</tr>', page.text, re.S).group(0)
     assert 'data-figure="entered"' in offer  # the funnel: one row a campaign
     assert 'data-step="1" data-variant="a"' in page.text and 'data-held-out="yes"' in page.text
+    variants = re.findall(r'<tr (?:class="held" )?data-campaign="offer" data-variant="(\w*)">', page.text)
+    assert "" in variants and set(variants) - {""} <= {"a", "b"} and len(variants) >= 2  # each variant, held out
 
 
 # -- the campaign list ---------------------------------------------------------------------------

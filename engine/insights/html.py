@@ -71,6 +71,13 @@ tr.campaign { font-weight: 600; } tr.held td { color: #666; font-style: italic; 
 {% if f.lift %}<tr class="held" data-campaign="{{ name }}" data-held-out="yes"><td>held out</td><td data-figure="entered">{{ f.lift.held_out.entries }}</td>{% for c in campaign_columns[1:-1] %}<td></td>{% endfor %}<td data-figure="converted">{{ f.lift.held_out.converted }}</td></tr>{% endif %}
 {% endfor %}</table></div>
 
+<h2>A/B variants</h2>
+{% set tested = report.campaigns.items() | selectattr("1.variants") | list %}
+{% if tested %}<div class="scroll"><table id="variants"><tr><th>campaign</th><th>variant</th><th>entries</th><th>converted</th><th>rate %</th></tr>
+{% for name, f in tested %}{% for v in f.variants %}<tr data-campaign="{{ name }}" data-variant="{{ v.variant }}"><td>{{ name }}</td><td>{{ v.variant }}</td><td data-figure="entries">{{ v.entries }}</td><td data-figure="converted">{{ v.converted }}</td><td>{{ v.rate | dash }}</td></tr>{% endfor %}
+{% if f.lift %}<tr class="held" data-campaign="{{ name }}" data-variant=""><td>{{ name }}</td><td>held out</td><td data-figure="entries">{{ f.lift.held_out.entries }}</td><td data-figure="converted">{{ f.lift.held_out.converted }}</td><td>{{ f.lift.held_out.rate | dash }}</td></tr>{% endif %}{% endfor %}</table></div>
+{% else %}<p id="variants">No A/B test with a goal.</p>{% endif %}
+
 <h2>Failures</h2>
 {% if report.failures %}<div class="scroll"><table id="failures"><tr><th>campaign</th><th>status</th><th>reason</th><th>sends</th></tr>
 {% for r in report.failures %}<tr data-campaign="{{ r.campaign }}"><td>{{ r.campaign }}</td><td>{{ r.status }}</td><td>{{ r.reason }}</td><td>{{ r.sends }}</td></tr>{% endfor %}</table></div>

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
-from sqlalchemy import SQLColumnExpression, and_, case, func, literal, not_, select
+from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
@@ -179,7 +179,7 @@ def campaign_figures(
         names = [scope.campaign]
     steps = _step_rows(connection, scope)
     goals = {name: goal for name in names if name in campaigns and (goal := campaigns[name].goal)}
-    converted_sends, converted_entries = _conversions(connection, scope, goals)
+    converted_sends, converted_entries, converted_variants = _conversions(connection, scope, goals)
     result = {}
     for name in names:
         spec = campaigns.get(name)
@@ -197,6 +197,7 @@ def campaign_figures(
             else {}
         )
         result[name] = _campaign((entered, held_out), rows, goal, groups, holdout=bool(spec and spec.holdout))
+        result[name]["variants"] = _variants(rows, converted_variants.get(name, {})) if goal else []
         advance(1)
     return result
 
@@ -226,6 +227,21 @@ def _campaign(
         "steps": step_rows,
         "lift": lift(groups.get(False, (0, 0)), groups.get(True, (0, 0))) if holdout and goal else None,
     }
+
+
+def _variants(rows: dict[StepKey, Figures], converted: dict[str | None, int]) -> list[dict[str, Any]]:
+    """An A/B first step's variants: the entries each went to, and those that converted (after the
+    entry, as the campaign's `converted` counts them). A campaign without variants has none."""
+    return [
+        {
+            "variant": variant,
+            "entries": row[SendStatus.SENT],
+            "converted": converted.get(variant, 0),
+            "rate": _rate(converted.get(variant, 0), row[SendStatus.SENT]),
+        }
+        for (step, variant), row in sorted(rows.items(), key=lambda item: str(item[0][1]))
+        if step == 1 and variant is not None
+    ]
 
 
 def _empty_step(step: int, variant: str | None) -> dict[str, Any]:
@@ -313,19 +329,18 @@ def failure_reasons(connection: Connection, scope: Scope) -> list[dict[str, Any]
 
 def _conversions(
     connection: Connection, scope: Scope, goals: dict[str, Goal]
-) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int]]:
+) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int], dict[str, dict[str | None, int]]]:
     """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
-    customer did the goal event within its window after the entry (held out) or after the first
-    send (got one), by `now`. An entry has one first send, so the entries that got one and converted
-    are the first step's converted sends, summed over its variants: a purchase between a customer's
-    entry and the email (a send window, a delay) is no conversion of the email, and the campaign's
-    conversions are its variants' plus the held-out ones. Campaigns
+    customer did the goal event within its window after the send or the entry, by `now`; and the
+    entries that got a send and converted by the variant of their first step, which add up to the
+    campaign's (so an A/B campaign's conversions are each variant's plus the held-out ones). Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
     through the indexes on (customer, time), whatever their campaign; a row reached by several goal
     events counts once (`DISTINCT`), and other campaigns' rows are dropped here."""
     sends: dict[str, dict[StepKey, int]] = defaultdict(dict)
     entries: dict[tuple[str, bool], int] = {}
+    variants: dict[str, dict[str | None, int]] = defaultdict(dict)
     by_goal: dict[tuple[str, timedelta], set[str]] = defaultdict(set)
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
@@ -342,21 +357,25 @@ def _conversions(
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
+        first = aliased(Send)
+        first_sent = (col(first.entry_id) == col(Entry.id), col(first.step) == 1, col(first.status) == SendStatus.SENT)
+        got_send = exists(select(col(first.id)).where(*first_sent))
+        first_variant = select(col(first.variant)).where(*first_sent).limit(1).scalar_subquery()
         converted = _entries(
-            select(col(Entry.campaign), func.count(col(Entry.id).distinct()))
+            select(col(Entry.campaign), col(Entry.held_out), first_variant, func.count(col(Entry.id).distinct()))
             .select_from(
                 InOrder(happened, Entry, _reached(happened, col(Entry.customer_id), col(Entry.entered_at), within))
             )
-            .where(col(Entry.held_out))
-            .group_by(col(Entry.campaign)),
+            .where(or_(col(Entry.held_out), got_send))
+            .group_by(col(Entry.campaign), col(Entry.held_out), first_variant),
             scope,
         )
-        for name, n in connection.execute(converted):
+        for name, held, variant, n in connection.execute(converted):
             if name in names:
-                entries[(name, True)] = n
-    for name, by_step in sends.items():
-        entries[(name, False)] = sum(n for (step, _), n in by_step.items() if step == 1)
-    return sends, entries
+                entries[(name, bool(held))] = entries.get((name, bool(held)), 0) + n
+                if not held:
+                    variants[name][variant or None] = n
+    return sends, entries, variants
 
 
 def _goal_events(name: str, now: datetime, since: datetime | None = None) -> CTE:
