@@ -696,5 +696,40 @@ def customers_list(
         out.print(table)
 
 
+@app.command()
+def studio(
+    host: Annotated[str, typer.Option(help="address to listen on (this machine only by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8001,
+    config: ConfigOption = None,
+) -> None:
+    """The marketer's local window: campaigns, flows, live email previews, customers, audiences."""
+    import os
+
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    from engine.config.settings import config_path
+    from engine.web.studio import local_app
+
+    with user_errors():
+        local_app(load_config(config))  # a bad config.yaml or a missing secret is said here, not in the server
+    os.environ["LIFECYCLE_CONFIG"] = str(config_path(config).resolve())
+    say(f"studio: http://{host}:{port}/studio/ (it follows the files of campaigns/ and templates/; Ctrl-C stops it)")
+    # One process: it watches the files and tells every open page of a change. Open pages hold an
+    # event stream that never ends by itself, so a stop waits for them a moment only.
+    Granian(
+        "engine.web.studio:from_environment",
+        workers_kill_timeout=2,
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host,
+        port=port,
+        workers=1,
+        loop=Loops.uvloop,
+        websockets=False,
+        log_access=False,
+    ).serve()
+
+
 def main() -> None:
     app()

@@ -12,7 +12,7 @@ from conftest import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-CHARTS = ("activity", "funnel", "retention", "stages", "risk")
+CHARTS = ("activity", "retention", "stages", "risk")
 NOW = "2026-06-01T10:00:00Z"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (apt-get install chromium)")

@@ -144,6 +144,11 @@ EXPECTED_OFFER = {
         step_row(1, "b", sent=3, delivered=3, opened=1, bounced=2, held_out=1, converted=1),
         step_row(2, None, sent=6, delivered=2, opened=1, skipped={"suppressed": 1}, converted=1),
     ],
+    # each variant's entries and conversions add up, with cat's while held out, to the campaign's 3
+    "variants": [
+        {"variant": "a", "entries": 4, "converted": 1, "rate": 25.0},
+        {"variant": "b", "entries": 3, "converted": 1, "rate": 33.33},
+    ],
     "lift": {
         "treated": {"entries": 7, "converted": 2, "rate": 28.57},
         "held_out": {"entries": 3, "converted": 1, "rate": 33.33},
@@ -169,6 +174,7 @@ EXPECTED_WELCOME = {
     "converted": 0,
     "skipped": {},
     "steps": [step_row(1, None, sent=10), step_row(2, None, expired=10)],
+    "variants": [],
     "lift": None,
     "paused": None,
 }

@@ -1,9 +1,14 @@
 """`lifecycle report --format html` and `GET /dashboard`: the report's dict (engine/insights/report.py) as one
 self-contained page of charts and tables.
 
-Charts are plotly figures with plotly.js inlined once in the page, so it works offline (no CDN) and
-can be saved or mailed as one file. The page is built from the report alone (`report_page` is pure),
-and the page escapes every customer-supplied value through Jinja's autoescape.
+Charts are plotly figures. The file of `lifecycle report` carries plotly.js inline, so it works
+offline (no CDN) and can be saved or mailed as one file; `/dashboard` names the library's URL on the
+service instead (`plotly_src`), which the browser fetches once and keeps, so the page itself stays
+small. The funnel is a table with a bar in each cell, one row per campaign, rather than a chart of
+funnels drawn over each other; each A/B variant has its row with its conversions. The page fits a
+phone: charts take the screen's width and wide tables scroll in their own box. The page is built
+from the report alone (`report_page` is pure), and it escapes every customer-supplied value through
+Jinja's autoescape.
 """
 
 from __future__ import annotations
@@ -28,19 +33,27 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Lifecycle report</title>
 <style>
+*, *::before, *::after { box-sizing: border-box; }
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
 h1 { margin-bottom: 0; } .when { color: #666; margin-top: .2rem; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }
+nav.top { display: flex; flex-wrap: wrap; gap: .25rem 1rem; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 480px), 1fr)); gap: 1rem; }
 .chart { border: 1px solid #ddd; border-radius: 6px; padding: .5rem; height: 380px; min-width: 0; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .25rem .6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; } tr.step td:first-child { padding-left: 1.6rem; }
-tr.campaign { font-weight: 600; }
+tr.campaign { font-weight: 600; } tr.held td { color: #666; font-style: italic; }
+#funnel td { min-width: 6.5rem; vertical-align: bottom; }
+.bar { display: block; height: .55rem; background: #3f7fbf; border-radius: 2px; margin-top: .15rem; }
+.share { color: #777; font-size: .8em; }
+@media (max-width: 40rem) { body { margin: .75rem; } }
 .paused { background: #fff4e0; border: 1px solid #d98e04; border-radius: 6px; padding: .25rem 1rem; margin: 1rem 0; }
 .paused h2 { margin: .4rem 0; color: #8a5300; } .paused-mark { color: #8a5300; font-weight: 600; font-size: .85em; }
 </style>
-<script>{{ plotly_js }}</script>
+{% if plotly_src %}<script src="{{ plotly_src }}"></script>{% else %}<script>{{ plotly_js }}</script>{% endif %}
 </head><body>
+{% if plotly_src %}<nav class="top"><a href="/studio/">Studio</a><a href="/dashboard">Dashboard</a></nav>{% endif %}
 <h1>Lifecycle report</h1>
 <p class="when">as of {{ report.now }}{% if report.since %}, entries since {{ report.since }}{% endif %}</p>
 {% for name, f in report.campaigns.items() if f.paused %}{% if loop.first %}<section id="paused" class="paused" role="status"><h2>Paused</h2><ul>{% endif %}
@@ -48,51 +61,70 @@ tr.campaign { font-weight: 600; }
 {% if loop.last %}</ul><p>Their due emails wait and go out after <code>lifecycle resume</code>.</p></section>{% endif %}{% endfor %}
 <div class="charts">{% for chart in charts %}<div class="chart">{{ chart }}</div>{% endfor %}</div>
 
+<h2>Funnel</h2>
+<div class="scroll"><table id="funnel"><tr><th>campaign</th>{% for s in funnel %}<th>{{ s }}</th>{% endfor %}</tr>
+{% for name, f in report.campaigns.items() if f.entered %}<tr data-campaign="{{ name }}"><td>{{ name }}</td>
+{% for s in funnel %}{% set share = (100 * f[s] / f.entered) if f.entered else 0 %}<td data-figure="{{ s }}">{{ f[s] }}{% if not loop.first %} <span class="share">{{ "%.0f" | format(share) }}%</span>{% endif %}<span class="bar" style="width: {{ [share, 100] | min | round(1) }}%"></span></td>{% endfor %}</tr>
+{% endfor %}</table></div>
+
 <h2>Campaigns</h2>
-<table id="campaigns"><tr><th>campaign</th>{% for c in campaign_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+<div class="scroll"><table id="campaigns"><tr><th>campaign</th>{% for c in campaign_columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, f in report.campaigns.items() %}
 <tr class="campaign" data-campaign="{{ name }}"><td>{{ name }}{% if f.paused %} <span class="paused-mark">paused</span>{% endif %}</td>{% for c in campaign_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}</tr>
 {% for s in f.steps %}<tr class="step" data-campaign="{{ name }}" data-step="{{ s.step }}" data-variant="{{ s.variant or '' }}">
 <td>step {{ s.step }}{% if s.variant %} ({{ s.variant }}){% endif %}</td><td></td>{% for c in campaign_columns[1:] %}<td data-figure="{{ c }}">{{ s[c] }}</td>{% endfor %}</tr>{% endfor %}
-{% endfor %}</table>
+{% if f.lift %}<tr class="held" data-campaign="{{ name }}" data-held-out="yes"><td>held out</td><td data-figure="entered">{{ f.lift.held_out.entries }}</td>{% for c in campaign_columns[1:-1] %}<td></td>{% endfor %}<td data-figure="converted">{{ f.lift.held_out.converted }}</td></tr>{% endif %}
+{% endfor %}</table></div>
+
+<h2>A/B variants</h2>
+{% set tested = report.campaigns.items() | selectattr("1.variants") | list %}
+{% if tested %}<div class="scroll"><table id="variants"><tr><th>campaign</th><th>variant</th><th>entries</th><th>converted</th><th>rate %</th></tr>
+{% for name, f in tested %}{% for v in f.variants %}<tr data-campaign="{{ name }}" data-variant="{{ v.variant }}"><td>{{ name }}</td><td>{{ v.variant }}</td><td data-figure="entries">{{ v.entries }}</td><td data-figure="converted">{{ v.converted }}</td><td>{{ v.rate | dash }}</td></tr>{% endfor %}
+{% if f.lift %}<tr class="held" data-campaign="{{ name }}" data-variant=""><td>{{ name }}</td><td>held out</td><td data-figure="entries">{{ f.lift.held_out.entries }}</td><td data-figure="converted">{{ f.lift.held_out.converted }}</td><td>{{ f.lift.held_out.rate | dash }}</td></tr>{% endif %}{% endfor %}</table></div>
+{% else %}<p id="variants">No A/B test with a goal.</p>{% endif %}
+
+<h2>Failures</h2>
+{% if report.failures %}<div class="scroll"><table id="failures"><tr><th>campaign</th><th>status</th><th>reason</th><th>sends</th></tr>
+{% for r in report.failures %}<tr data-campaign="{{ r.campaign }}"><td>{{ r.campaign }}</td><td>{{ r.status }}</td><td>{{ r.reason }}</td><td>{{ r.sends }}</td></tr>{% endfor %}</table></div>
+{% else %}<p id="failures">No failed sends.</p>{% endif %}
 
 <h2>Not sent</h2>
-<table id="not-sent"><tr><th>campaign</th>{% for c in other_columns %}<th>{{ c }}</th>{% endfor %}<th>skipped</th></tr>
+<div class="scroll"><table id="not-sent"><tr><th>campaign</th>{% for c in other_columns %}<th>{{ c }}</th>{% endfor %}<th>skipped</th></tr>
 {% for name, f in report.campaigns.items() %}<tr data-campaign="{{ name }}"><td>{{ name }}</td>{% for c in other_columns %}<td data-figure="{{ c }}">{{ f[c] }}</td>{% endfor %}
-<td>{% for reason, n in f.skipped.items() %}{{ reason }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endfor %}</table>
+<td>{% for reason, n in f.skipped.items() %}{{ reason }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endfor %}</table></div>
 
 <h2>Holdout lift</h2>
-<table id="lift"><tr><th>campaign</th><th>got it: converted / entries</th><th>rate %</th><th>held out: converted / entries</th><th>rate %</th><th>difference (points)</th><th>95% interval</th><th>p-value</th></tr>
+<div class="scroll"><table id="lift"><tr><th>campaign</th><th>got it: converted / entries</th><th>rate %</th><th>held out: converted / entries</th><th>rate %</th><th>difference (points)</th><th>95% interval</th><th>p-value</th></tr>
 {% for name, f in report.campaigns.items() if f.lift %}{% set l = f.lift %}<tr data-campaign="{{ name }}"><td>{{ name }}</td>
 <td>{{ l.treated.converted }} / {{ l.treated.entries }}</td><td>{{ l.treated.rate | dash }}</td>
 <td>{{ l.held_out.converted }} / {{ l.held_out.entries }}</td><td>{{ l.held_out.rate | dash }}</td>
-<td>{{ l.difference | dash }}</td><td>{% if l.ci_low is none %}–{% else %}{{ l.ci_low }} to {{ l.ci_high }}{% endif %}</td><td>{{ l.p_value | dash }}</td></tr>{% endfor %}</table>
+<td>{{ l.difference | dash }}</td><td>{% if l.ci_low is none %}–{% else %}{{ l.ci_low }} to {{ l.ci_high }}{% endif %}</td><td>{{ l.p_value | dash }}</td></tr>{% endfor %}</table></div>
 
 <h2>Retention</h2>
-<table id="retention"><tr><th>month</th><th>start S</th><th>end E</th><th>new</th><th>returning</th><th>CRR %</th></tr>
-{% for r in report.retention %}<tr><td>{{ r.month }}</td><td>{{ r.start }}</td><td>{{ r.end }}</td><td>{{ r.new }}</td><td>{{ r.returning }}</td><td>{{ r.crr | dash }}</td></tr>{% endfor %}</table>
+<div class="scroll"><table id="retention"><tr><th>month</th><th>start S</th><th>end E</th><th>new</th><th>returning</th><th>CRR %</th></tr>
+{% for r in report.retention %}<tr><td>{{ r.month }}</td><td>{{ r.start }}</td><td>{{ r.end }}</td><td>{{ r.new }}</td><td>{{ r.returning }}</td><td>{{ r.crr | dash }}</td></tr>{% endfor %}</table></div>
 
 <h2>Customers</h2>
-<table id="customers"><tr><th>measure</th><th>group</th><th>customers</th></tr>
-{% for measure in ("stages", "risk") %}{% for group, n in report[measure].items() %}<tr><td>{{ measure }}</td><td>{{ group }}</td><td data-group="{{ group }}">{{ n }}</td></tr>{% endfor %}{% endfor %}</table>
+<div class="scroll"><table id="customers"><tr><th>measure</th><th>group</th><th>customers</th></tr>
+{% for measure in ("stages", "risk") %}{% for group, n in report[measure].items() %}<tr><td>{{ measure }}</td><td>{{ group }}</td><td data-group="{{ group }}">{{ n }}</td></tr>{% endfor %}{% endfor %}</table></div>
 
 <h2>Red risk, most valuable first</h2>
-<table id="red"><tr><th>customer</th><th>email</th><th>name</th><th>value</th><th>last activity</th></tr>
-{% for p in report.red_customers %}<tr><td>{{ p.id }}</td><td>{{ p.email }}</td><td>{{ p.name | dash }}</td><td>{{ "%.2f" | format(p.value) }}</td><td>{{ p.last_activity[:10] }}</td></tr>{% endfor %}</table>
+<div class="scroll"><table id="red"><tr><th>customer</th><th>email</th><th>name</th><th>value</th><th>last activity</th></tr>
+{% for p in report.red_customers %}<tr><td>{{ p.id }}</td><td>{{ p.email }}</td><td>{{ p.name | dash }}</td><td>{{ "%.2f" | format(p.value) }}</td><td>{{ p.last_activity[:10] }}</td></tr>{% endfor %}</table></div>
 
 <h2>Feedback</h2>
 {% set fb = report.feedback %}{% if fb.responses %}
 {% macro ratings(label, f, kind) %}<tr class="{{ kind }}" data-{{ kind }}="{{ label }}"><td>{{ label }}</td>{% for c in feedback_columns %}<td data-figure="{{ c }}">{{ f[c] | dash }}</td>{% endfor %}
 <td data-figure="response_rate">{% if "response_rate" in f %}{{ f.response_rate | dash }}{% endif %}</td>
 <td>{% for score, n in f.scores.items() if n %}{{ score }}: {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endmacro %}
-<table id="feedback"><tr><th></th>{% for c in feedback_columns %}<th>{{ headings.get(c, c) }}</th>{% endfor %}<th>response rate %</th><th>scores</th></tr>
+<div class="scroll"><table id="feedback"><tr><th></th>{% for c in feedback_columns %}<th>{{ headings.get(c, c) }}</th>{% endfor %}<th>response rate %</th><th>scores</th></tr>
 {{ ratings("all", fb, "total") }}
 {% for name, f in fb.campaigns.items() %}{{ ratings(name, f, "campaign") }}{% endfor %}
-{% for m in fb.months if m.responses %}{{ ratings(m.month, m, "month") }}{% endfor %}</table>
+{% for m in fb.months if m.responses %}{{ ratings(m.month, m, "month") }}{% endfor %}</table></div>
 
 <h3>Low ratings, newest first</h3>
-<table id="low-ratings"><tr><th>rated at</th><th>customer</th><th>campaign</th><th>score</th><th>acknowledged</th><th>comment</th></tr>
-{% for r in fb.low_comments %}<tr><td>{{ r.at[:16] }}</td><td>{{ r.customer }}</td><td>{{ r.campaign }}</td><td>{{ r.score }}</td><td>{{ r.acknowledged_at[:16] if r.acknowledged_at else none | dash }}</td><td>{{ r.comment | dash }}</td></tr>{% endfor %}</table>
+<div class="scroll"><table id="low-ratings"><tr><th>rated at</th><th>customer</th><th>campaign</th><th>score</th><th>acknowledged</th><th>comment</th></tr>
+{% for r in fb.low_comments %}<tr><td>{{ r.at[:16] }}</td><td>{{ r.customer }}</td><td>{{ r.campaign }}</td><td>{{ r.score }}</td><td>{{ r.acknowledged_at[:16] if r.acknowledged_at else none | dash }}</td><td>{{ r.comment | dash }}</td></tr>{% endfor %}</table></div>
 {% else %}<p>No ratings yet.</p>{% endif %}
 <script>
 // Charts are drawn while the page is still being laid out; fit them to their boxes once it is.
@@ -111,16 +143,19 @@ _environment.filters["dash"] = _dash
 _page = _environment.from_string(PAGE)
 
 
-def report_page(report: dict[str, Any]) -> str:
-    """A complete offline HTML page: six charts, then every figure of the report in tables."""
+def report_page(report: dict[str, Any], plotly_src: str | None = None) -> str:
+    """A complete HTML page: five charts and the funnel, then every figure of the report in tables.
+    Offline with plotly.js inline, or, given `plotly_src`, loading it from there."""
     return _page.render(
         report=report,
         charts=[_html(name, figure) for name, figure in charts(report).items()],
+        funnel=FUNNEL,
         campaign_columns=CAMPAIGN_COLUMNS,
         other_columns=OTHER_COLUMNS,
         feedback_columns=feedback_columns(report["feedback"]),
         headings=HEADINGS,
-        plotly_js=Markup(get_plotlyjs()),
+        plotly_src=plotly_src,
+        plotly_js=Markup(get_plotlyjs()) if plotly_src is None else "",
     )
 
 
@@ -128,7 +163,6 @@ def charts(report: dict[str, Any]) -> dict[str, go.Figure]:
     """The dashboard's charts by name."""
     return {
         "activity": activity_chart(report),
-        "funnel": funnel_chart(report),
         "retention": retention_chart(report),
         "stages": stages_chart(report),
         "risk": risk_chart(report),
@@ -165,17 +199,6 @@ def activity_chart(report: dict[str, Any]) -> go.Figure:
             go.Scatter(x=months, y=[row[outcome] for row in report["activity"]], name=outcome, mode="lines+markers")
         )
     return figure.update_layout(title="Sends and outcomes by month", xaxis={"type": "category"})
-
-
-def funnel_chart(report: dict[str, Any]) -> go.Figure:
-    """From entry to conversion, one funnel per campaign side by side."""
-    figure = go.Figure()
-    for name, figures in report["campaigns"].items():
-        if figures["entered"]:
-            figure.add_trace(
-                go.Funnel(name=name, y=list(FUNNEL), x=[figures[step] for step in FUNNEL], textinfo="value")
-            )
-    return figure.update_layout(title="Funnel per campaign", funnelmode="group")
 
 
 def retention_chart(report: dict[str, Any]) -> go.Figure:

@@ -131,6 +131,7 @@ def build_report(
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_list(c, config, now, config.report.red_list),
         "feedback": lambda c: feedback(c, scope, months, config.timezone, rating_scale(config)),
+        "failures": lambda c: failure_reasons(c, scope),
     }
     with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
@@ -144,6 +145,7 @@ def build_report(
         **done["customers"],
         "red_customers": done["red_customers"],
         "feedback": done["feedback"],
+        "failures": done["failures"],
     }
 
 
@@ -179,7 +181,7 @@ def campaign_figures(
         names = [scope.campaign]
     steps = _step_rows(connection, scope)
     goals = {name: goal for name in names if name in campaigns and (goal := campaigns[name].goal)}
-    converted_sends, converted_entries = _conversions(connection, scope, goals)
+    converted_sends, converted_entries, converted_variants = _conversions(connection, scope, goals)
     held = pauses.active(connection)
     result = {}
     for name in names:
@@ -199,6 +201,7 @@ def campaign_figures(
         )
         result[name] = _campaign((entered, held_out), rows, goal, groups, holdout=bool(spec and spec.holdout))
         result[name]["paused"] = held[name].as_dict() if name in held else None
+        result[name]["variants"] = _variants(rows, converted_variants.get(name, {})) if goal else []
         advance(1)
     return result
 
@@ -228,6 +231,21 @@ def _campaign(
         "steps": step_rows,
         "lift": lift(groups.get(False, (0, 0)), groups.get(True, (0, 0))) if holdout and goal else None,
     }
+
+
+def _variants(rows: dict[StepKey, Figures], converted: dict[str | None, int]) -> list[dict[str, Any]]:
+    """An A/B first step's variants: the entries each went to, and those that converted (after the
+    entry, as the campaign's `converted` counts them). A campaign without variants has none."""
+    return [
+        {
+            "variant": variant,
+            "entries": row[SendStatus.SENT],
+            "converted": converted.get(variant, 0),
+            "rate": _rate(converted.get(variant, 0), row[SendStatus.SENT]),
+        }
+        for (step, variant), row in sorted(rows.items(), key=lambda item: str(item[0][1]))
+        if step == 1 and variant is not None
+    ]
 
 
 def _empty_step(step: int, variant: str | None) -> dict[str, Any]:
@@ -300,22 +318,38 @@ def _step_rows(connection: Connection, scope: Scope) -> dict[str, dict[StepKey, 
     return rows
 
 
+def failure_reasons(connection: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Sends that failed, or whose fate is unknown, by campaign and reason, the most frequent first."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for state, name, _, _, _, reason, n in _send_counts(connection, scope):
+        if state in (SendStatus.FAILED, SendStatus.UNKNOWN):
+            counts[(name, str(state), reason or NO_REASON)] += n
+    return [
+        {"campaign": name, "status": state, "reason": reason, "sends": n}
+        for (name, state, reason), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if n
+    ]
+
+
 def _conversions(
     connection: Connection, scope: Scope, goals: dict[str, Goal]
-) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int]]:
+) -> tuple[dict[str, dict[StepKey, int]], dict[tuple[str, bool], int], dict[str, dict[str | None, int]]]:
     """Conversions, driven from the goal events (far fewer than sends and entries): per campaign, the
     sent sends per (step, variant), and the entries held out (True) or that got a send (False), whose
-    customer did the goal event within its window after the send or the entry, by `now`. Campaigns
+    customer did the goal event within its window after the send or the entry, by `now`; and the
+    entries that got a send and converted by the variant of their first step, which add up to the
+    campaign's (so an A/B campaign's conversions are each variant's plus the held-out ones). Campaigns
     with the same goal share one query; each goal event probes its customer's sends and entries
     through the indexes on (customer, time), whatever their campaign; a row reached by several goal
     events counts once (`DISTINCT`), and other campaigns' rows are dropped here."""
     sends: dict[str, dict[StepKey, int]] = defaultdict(dict)
     entries: dict[tuple[str, bool], int] = {}
+    variants: dict[str, dict[str | None, int]] = defaultdict(dict)
     by_goal: dict[tuple[str, timedelta], set[str]] = defaultdict(set)
     for name, goal in goals.items():
         by_goal[(goal.event, goal.within)].add(name)
     for (event, within), names in by_goal.items():
-        happened = _goal_events(event, scope.now)
+        happened = _goal_events(event, scope.now, scope.since)
         keys = (col(Send.campaign), col(Send.step), col(Send.variant))
         converted = _sends(
             select(*keys, func.count(col(Send.id).distinct()))
@@ -327,35 +361,40 @@ def _conversions(
         for name, step, variant, n in connection.execute(converted):
             if name in names:
                 sends[name][(step, variant)] = n
-        got_send = exists(
-            select(col(Send.id)).where(
-                col(Send.entry_id) == col(Entry.id), col(Send.step) == 1, col(Send.status) == SendStatus.SENT
-            )
-        )
+        first = aliased(Send)
+        first_sent = (col(first.entry_id) == col(Entry.id), col(first.step) == 1, col(first.status) == SendStatus.SENT)
+        got_send = exists(select(col(first.id)).where(*first_sent))
+        first_variant = select(col(first.variant)).where(*first_sent).limit(1).scalar_subquery()
         converted = _entries(
-            select(col(Entry.campaign), col(Entry.held_out), func.count(col(Entry.id).distinct()))
+            select(col(Entry.campaign), col(Entry.held_out), first_variant, func.count(col(Entry.id).distinct()))
             .select_from(
                 InOrder(happened, Entry, _reached(happened, col(Entry.customer_id), col(Entry.entered_at), within))
             )
             .where(or_(col(Entry.held_out), got_send))
-            .group_by(col(Entry.campaign), col(Entry.held_out)),
+            .group_by(col(Entry.campaign), col(Entry.held_out), first_variant),
             scope,
         )
-        for name, held, n in connection.execute(converted):
+        for name, held, variant, n in connection.execute(converted):
             if name in names:
-                entries[(name, bool(held))] = n
-    return sends, entries
+                entries[(name, bool(held))] = entries.get((name, bool(held)), 0) + n
+                if not held:
+                    variants[name][variant or None] = n
+    return sends, entries, variants
 
 
-def _goal_events(name: str, now: datetime) -> CTE:
+def _goal_events(name: str, now: datetime, since: datetime | None = None) -> CTE:
     """The goal events done by `now`, gathered first and in customer order, so that the probes of
     each customer's sends and entries that follow (`InOrder`) land on neighbouring pages of their
     indexes; taken in time order, each probe jumped across the whole index (1 s against 2.5 s a
     query at 10,000,000 sends, bench/report_10m.py). SQLite is told which index gives that order,
-    since it drops an ORDER BY that nothing outside the CTE asks for."""
+    since it drops an ORDER BY that nothing outside the CTE asks for. With `since`, only the events
+    after it: a conversion follows its entry or send, and those in scope begin at or after `since`."""
+    happened = and_(col(Event.name) == name, col(Event.at) <= now)
+    if since is not None:
+        happened = and_(happened, col(Event.at) > since)
     return (
         select(col(Event.customer_id), col(Event.at))
-        .where(col(Event.name) == name, col(Event.at) <= now)
+        .where(happened)
         .order_by(col(Event.customer_id))
         .with_hint(Event, "INDEXED BY ix_event_customer_name_at", "sqlite")
         .cte("goals")

@@ -27,6 +27,7 @@ from engine.mail.compose import CUSTOMER_COLUMNS, compose
 from engine.mail.links import Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.rendering import Renderer
+from engine.mail.samples import build_samples
 from engine.mail.validation import sample_event
 from engine.store.tables import Customer, Event
 
@@ -65,9 +66,11 @@ def render_preview(
     locale: str | None = None,
     to: str | None = None,
     dead_links: bool = False,
+    variant: str | None = None,
 ) -> Preview:
     """One step for a stored customer, or for the sample customer when `customer_id` is None; with
-    `dead_links`, its links are the sample customer's whoever it is rendered for."""
+    `dead_links`, its links are the sample customer's whoever it is rendered for. An A/B step shows
+    `variant` when named, else the one the customer would get."""
     campaign = find_campaign(campaigns, name, step)
     now = utcnow()
     notes: list[str] = []
@@ -84,7 +87,10 @@ def render_preview(
             event = sample_event(campaign, config)
         if dead_links:
             customer["customer_id"] = SAMPLE_CUSTOMER_ID
-    variant = pick_variant(campaign, step, customer["external_id"])
+    names = [v.name for v in campaign.steps[step - 1].choices()]
+    if variant is not None and variant not in names:
+        raise NotFound(f"step {step} of '{name}' has no variant '{variant}' (variants: {', '.join(map(str, names))})")
+    variant = variant if variant is not None else pick_variant(campaign, step, customer["external_id"])
     notes += locale_notes(config, campaign, step, variant, customer, locale)
     email = compose(
         config,
@@ -152,10 +158,14 @@ def locale_notes(
 
 def sample_customer(config: Config, locale: str, now: datetime) -> dict[str, Any]:
     """A customer who is clearly nobody: "Sample Customer" at an address that cannot receive mail, with the
-    attributes of the demo store's fullest customer in that locale (what `validate` renders with)."""
+    attributes of the demo store's fullest customer in that locale, each of the type config.yaml declares
+    for it and every declared one present (what `validate` renders with)."""
     people = sample_customers(now, count=40)
     fullest = max((p for p in people if p["locale"] == locale), default=people[0], key=len)
     attributes = {k: v for k, v in fullest.items() if k not in IMPORT_FIELDS}
+    if config.data_model.declared:
+        typed = build_samples(config, now).customer(locale)
+        attributes = {name: typed[name] for name in config.data_model.attributes if name in typed}
     return {
         "customer_id": SAMPLE_CUSTOMER_ID,
         "external_id": "sample",

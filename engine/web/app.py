@@ -6,6 +6,8 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -14,7 +16,7 @@ from engine.config.settings import Config
 from engine.customers.preferences import Preferences
 from engine.mail.links import Links
 from engine.store import schema
-from engine.web import api, dashboard, feedback, openapi, ops, pages, segment, webhooks
+from engine.web import api, dashboard, feedback, openapi, ops, pages, segment, studio, webhooks
 from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
 from engine.web.writes import GroupCommit
@@ -25,6 +27,13 @@ def page_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.auto_reload = False
     return templates
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """The studio's own error page under /studio; the customer's everywhere else."""
+    if request.url.path.startswith(studio.PREFIX + "/"):
+        return await studio.pages.http_error(request, exc)
+    return await pages.http_error(request, exc)
 
 
 def create_app(config: Config, engine: Engine | None = None) -> Starlette:
@@ -54,6 +63,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             *ops.routes,
             *dashboard.routes,
             *openapi.routes,
+            studio.mount(),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[
@@ -63,7 +73,8 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             Middleware(BodyLimit),
         ],
         # Starlette types a handler as taking any Exception, not the class it is registered for
-        exception_handlers={HTTPException: pages.http_error},  # type: ignore[dict-item]
+        exception_handlers={HTTPException: http_error},  # type: ignore[dict-item]
     )
     app.state.services = services
+    app.state.studio = studio.for_service(config, engine, links, services.csrf)
     return app
