@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, not_, or_, select
+from sqlalchemy import and_, case, exists, false, func, not_, or_, select
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import col
 
 from engine.config.settings import Config
-from engine.store.tables import Customer, Event
+from engine.store.tables import Customer, CustomerRisk, Event
 
 PURCHASE = "purchase"
 
@@ -30,6 +30,7 @@ class Facts:
     recent_purchases: ColumnElement[Any]  # purchases within stages.loyal.within
     purchased: ColumnElement[Any]  # a purchase ever
     red_event: ColumnElement[Any]  # an event named by risk.red.or_event
+    predicted: ColumnElement[Any] | None = None  # the scored colour under `risk.model: predicted`, else NULL
 
 
 class Measures:
@@ -76,7 +77,11 @@ class Measures:
         """How long without an event makes a customer lost, red and yellow: the only durations the
         rules compare last activity with (the report counts customers by them)."""
         stages, risk = self.config.stages, self.config.risk
-        return {"lost": stages.lost.inactive_for, "red": risk.red.inactive_for, "yellow": risk.yellow.inactive_for}
+        return {
+            "lost": stages.lost.inactive_for,
+            "red": risk.inactive_for("red"),
+            "yellow": risk.inactive_for("yellow"),
+        }
 
     def inactive(self, rule: str, facts: Facts) -> ColumnElement[bool]:
         return facts.last_activity <= self.now - self.inactivity()[rule]
@@ -98,7 +103,22 @@ class Measures:
         }[name]
 
     def risk(self, name: str, customer: type[Customer] = Customer, facts: Facts | None = None) -> ColumnElement[bool]:
+        """The customer's colour: by the rules, or under `risk.model: predicted` the colour of their
+        latest score (`customer_risk`, written by `lifecycle risk train`), the rules for those without one."""
         facts = facts or self.facts(customer)
         red = or_(self.inactive("red", facts), facts.red_event)
         yellow = and_(not_(red), self.inactive("yellow", facts))
+        if self.config.risk.model == "predicted":
+            rules = case((red, "red"), (yellow, "yellow"), else_="green")
+            return (
+                func.coalesce(self.predicted(customer) if facts.predicted is None else facts.predicted, rules) == name
+            )
         return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]
+
+    def predicted(self, customer: type[Customer] = Customer) -> ColumnElement[Any]:
+        """The colour of the customer's score made by `now`, else NULL."""
+        return (
+            select(col(CustomerRisk.colour))
+            .where(col(CustomerRisk.customer_id) == customer.id, col(CustomerRisk.scored_at) <= self.now)
+            .scalar_subquery()
+        )

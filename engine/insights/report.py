@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
@@ -71,7 +71,7 @@ from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.store import tallies
 from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, read_json, shifted
-from engine.store.tables import OUTCOMES, Customer, Entry, Event, Send
+from engine.store.tables import OUTCOMES, Customer, CustomerRisk, Entry, Event, RiskModel, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
 WAITING = "waiting"
@@ -129,6 +129,7 @@ def build_report(
         "activity": lambda c: activity(c, scope, months, config.timezone),
         "red_customers": lambda c: red_customers(c, measures),
         "feedback": lambda c: feedback(c, scope, months, config.timezone, rating_scale(config)),
+        "risk_model": lambda c: risk_model(c, config),
     }
     with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
@@ -142,6 +143,8 @@ def build_report(
         **done["customers"],
         "red_customers": done["red_customers"],
         "feedback": done["feedback"],
+        "risk_rules": risk_rules(config),
+        "risk_model": done["risk_model"],
     }
 
 
@@ -466,11 +469,13 @@ def _count_between(
 
 def customer_facts(measures: Measures) -> Subquery:
     """A row per customer created by `now`: created_at, their last activity as of `now`, purchases (all
-    and recent) and red events. One ordered pass over the customers, each with a seek into the index
+    and recent), red events and, under `risk.model: predicted`, the colour of their score. One ordered
+    pass over the customers, each with a seek into the index
     on the events (customer_id, name, at), instead of subqueries per customer and measure."""
     name, at = col(Event.name), col(Event.at)
     or_event = measures.config.risk.red.or_event
-    return (
+    predicted = measures.config.risk.model == "predicted"
+    query = (
         select(
             col(Customer.id),
             col(Customer.created_at),
@@ -478,13 +483,17 @@ def customer_facts(measures: Measures) -> Subquery:
             func.count(case((and_(name == PURCHASE, at > measures.loyal_since()), 1))).label("recent"),
             func.count(case((name == PURCHASE, 1))).label("purchases"),
             func.count(case((name == or_event, 1))).label("red_events"),
+            *([func.max(col(CustomerRisk.colour)).label("predicted")] if predicted else []),
         )
         .select_from(Customer)
         .outerjoin(Event, and_(col(Event.customer_id) == col(Customer.id), at <= measures.now))
         .where(col(Customer.created_at) <= measures.now)
         .group_by(col(Customer.id))
-        .subquery()
     )
+    if predicted:
+        scored = and_(col(CustomerRisk.customer_id) == col(Customer.id), col(CustomerRisk.scored_at) <= measures.now)
+        query = query.outerjoin(CustomerRisk, scored)
+    return query.subquery()
 
 
 def _facts(customers: Subquery) -> Facts:
@@ -494,6 +503,7 @@ def _facts(customers: Subquery) -> Facts:
         recent_purchases=customers.c.recent,
         purchased=customers.c.purchases > 0,
         red_event=customers.c.red_events > 0,
+        predicted=customers.c.predicted if "predicted" in customers.c else None,
     )
 
 
@@ -524,8 +534,10 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
         facts.purchased.label("purchased"),
         facts.red_event.label("red_event"),
         facts.last_activity.label("last_activity"),
+        *([facts.predicted.label("predicted")] if facts.predicted is not None else []),
     ).subquery()
-    keys = (each.c.born, each.c.active, each.c.recent, each.c.purchased, each.c.red_event)
+    predicted = [each.c.predicted] if facts.predicted is not None else []
+    keys = (each.c.born, each.c.active, each.c.recent, each.c.purchased, each.c.red_event, *predicted)
     cells = (
         select(*keys, func.max(each.c.last_activity).label("last_activity"), func.count().label("customers"))
         .group_by(*keys)
@@ -536,6 +548,7 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
         recent_purchases=cells.c.recent,
         purchased=cells.c.purchased,
         red_event=cells.c.red_event,
+        predicted=cells.c.predicted if predicted else None,
     )
     decided = select(
         cells.c.born,
@@ -639,6 +652,37 @@ def _red_list(measures: Measures) -> Query:
         col(Customer.last_name),
         measures.last_activity().label("last_activity"),
     ).where(col(Customer.created_at) <= measures.now, measures.risk("red"))
+
+
+def risk_rules(config: Config) -> dict[str, Any]:
+    """The rules' thresholds in force and where they come from: the config, the store's calibration
+    (engine/customers/risk/calibration.py) or the defaults."""
+    risk = config.risk
+
+    def source(colour: Literal["yellow", "red"]) -> str:
+        return "config" if risk.explicit(colour) else "calibrated" if risk.calibrated else "default"
+
+    return {
+        "model": risk.model,
+        "yellow": {"inactive_for": format_duration(risk.inactive_for("yellow")), "source": source("yellow")},
+        "red": {"inactive_for": format_duration(risk.inactive_for("red")), "source": source("red")},
+    }
+
+
+def risk_model(connection: Connection, config: Config) -> dict[str, Any] | None:
+    """The latest trained churn model's backtest (`lifecycle risk train`): its AUC next to the rules'
+    and recency's on the same store, and the share of each colour that bought again. None when no
+    model was trained."""
+    row = connection.execute(
+        select(col(RiskModel.version), col(RiskModel.trained_at), col(RiskModel.data_until), col(RiskModel.metrics))
+        .where(col(RiskModel.model).is_not(None))
+        .order_by(col(RiskModel.version).desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    version, trained_at, data_until, metrics = row
+    return {"version": version, "trained_at": trained_at.isoformat(), "data_until": data_until.isoformat(), **metrics}
 
 
 # -- feedback --------------------------------------------------------------------------------------
