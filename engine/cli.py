@@ -471,6 +471,17 @@ def risk_train(config: ConfigOption = None, now: NowOption = None, as_json: Json
     say("scores: " + ", ".join(f"{colour} {n}" for colour, n in result.scored.items()))
 
 
+@risk_app.command("score")
+def risk_score(config: ConfigOption = None, now: NowOption = None) -> None:
+    """Score every customer again with the stored model (recency moves on between trainings)."""
+    from engine.customers.risk.training import score
+
+    with user_errors():
+        cfg = load_config(config)
+        counts, seconds = score(store(cfg), cfg, parse_now(now, cfg))
+    say(f"scored in {seconds}s: " + ", ".join(f"{colour} {n}" for colour, n in counts.items()))
+
+
 @risk_app.command("backtest")
 def risk_backtest(
     cutoff: Annotated[

@@ -53,6 +53,26 @@ def _by_colour(churned: numpy.ndarray, colour: numpy.ndarray) -> dict[str, dict[
     return shares
 
 
+def reliability(churned: numpy.ndarray, probability: numpy.ndarray, bins: int = 5) -> list[dict[str, Any]]:
+    """Calibration, bin by bin of predicted probability (0-0.2, ..., 0.8-1): the mean probability
+    predicted against the share that did not buy again; they agree when the model is calibrated."""
+    index = numpy.minimum((probability * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        chosen = index == b
+        n = int(chosen.sum())
+        rows.append(
+            {
+                "from": b / bins,
+                "to": (b + 1) / bins,
+                "customers": n,
+                "predicted": round(float(probability[chosen].mean()), 4) if n else None,
+                "observed": round(float(churned[chosen].mean()), 4) if n else None,
+            }
+        )
+    return rows
+
+
 def _rules(churned: numpy.ndarray, colour: numpy.ndarray, yellow: timedelta, red: timedelta) -> dict[str, Any]:
     return {
         "yellow": format_duration(yellow),
@@ -100,6 +120,7 @@ def backtest(features: Features, config: Config, cutoff: datetime, horizon: time
         "mean_probability": round(float(probability.mean()), 4) if len(churned) else None,
         "churn_rate": round(float(churned.mean()), 4) if len(churned) else None,
         "colours": _by_colour(churned, colours(config, probability)),
+        "reliability": reliability(churned, probability),
         "trained_on": trained_on,
     }
     return result

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
-from engine.clock import utcnow
+from engine.clock import as_utc, utcnow
 from engine.config.durations import format_duration
 from engine.config.settings import Config
 from engine.customers.risk.backtest import backtest, summary
-from engine.customers.risk.calibration import in_force, thresholds_from_gaps
+from engine.customers.risk.calibration import apply_stored, in_force, thresholds_from_gaps
 from engine.customers.risk.model import Features, NotEnoughHistory, fit, latest_model, score_customers, store_model
+from engine.store.tables import RiskModel
 
 
 @dataclass
@@ -78,8 +81,12 @@ def _spans(thresholds: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def refresh(engine: Engine, config: Config, now: datetime | None = None) -> Training | None:
     """The daemon's scheduled run: under `model: predicted` a whole training, else the rules'
-    calibration alone (when the config leaves a threshold unset). None when there was nothing to do."""
+    calibration alone (when the config leaves a threshold unset). None when there was nothing to do,
+    or when another daemon of the store ran within `risk.retrain` (its results are taken instead)."""
     moment = now or utcnow()
+    if recently_run(engine, config, moment):
+        apply_stored(config, engine)
+        return None
     if config.risk.model == "predicted":
         return train(engine, config, moment)
     if config.risk.explicit("yellow") and config.risk.explicit("red"):
@@ -92,3 +99,11 @@ def refresh(engine: Engine, config: Config, now: datetime | None = None) -> Trai
         config.risk.calibrate(thresholds)
         version = store_model(connection, config, utcnow(), moment, thresholds, {"note": "rules calibrated"}, None)
     return Training(version, _spans(thresholds), {})
+
+
+def recently_run(engine: Engine, config: Config, now: datetime) -> bool:
+    """Whether a run as of less than `risk.retrain` before `now` is stored."""
+    query = select(func.max(col(RiskModel.data_until)))
+    with engine.connect() as connection:
+        latest = connection.execute(query).scalar()
+    return latest is not None and as_utc(latest) > now - config.risk.retrain
