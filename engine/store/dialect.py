@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, Integer, Table, event, func, literal, select, text
+from sqlalchemy import Boolean, ColumnElement, Float, Integer, Table, event, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -261,3 +261,23 @@ def _sqlite(element: shifted, compiler: SQLCompiler, **kw: Any) -> str:
         f"(strftime('%Y-%m-%d %H:%M:%S', substr({moved}, 1, 19), {compiler.process(seconds, **kw)} "
         f"|| ' seconds') || substr({moved}, 20))"
     )
+
+
+class days_between(FunctionElement[float]):
+    """The days (a fraction) from one timestamp to a later one, computed by the database, so that a
+    read of many rows carries numbers rather than timestamps to convert one by one."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(days_between)
+def _days_postgresql(element: days_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(EXTRACT(EPOCH FROM ({end} - {start})) / 86400.0)"
+
+
+@compiles(days_between, "sqlite")
+def _days_sqlite(element: days_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(julianday({end}) - julianday({start}))"

@@ -18,12 +18,16 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col
 
 from engine.config.settings import Config
-from engine.store.dialect import read_json
+from engine.store.dialect import days_between, read_json
 from engine.store.tables import Customer, Event, Send
 
-DAY = 86400.0
 MISSING = -1.0
-RECENT = timedelta(days=30)  # "active lately": any event within this before the cut-off
+RECENT = timedelta(days=30)
+WINDOWS = (
+    30,
+    180,
+    365,
+)  # days: how the rate of buying has changed lately  # "active lately": any event within this before the cut-off
 
 # The model's inputs, in order. Durations are in days; a gap or rate that does not exist yet is -1
 # (every feature is otherwise at least 0): the trees split it off, where a column of NaN alone
@@ -33,6 +37,7 @@ FEATURES = (
     "activity_recency",  # since the last event of any name (the rules' "last activity")
     "frequency",  # value events so far
     "recent_frequency",  # value events within the horizon before the cut-off
+    *(f"frequency_{days}d" for days in WINDOWS),  # value events within each window before the cut-off
     "value",  # the sum of value.property
     "mean_value",
     "tenure",  # since sign-up
@@ -51,13 +56,9 @@ FEATURES = (
 )
 
 
-def _days(cutoff: datetime, column: pandas.Series) -> pandas.Series:
-    times = pandas.to_datetime(column, utc=True)
-    return (pandas.Timestamp(cutoff) - times).dt.total_seconds() / DAY
-
-
 def customer_facts(connection: Connection, config: Config, cutoff: datetime, horizon: timedelta) -> pandas.DataFrame:
-    """A row per customer created by `cutoff` (index: customer id) with the raw facts known then."""
+    """A row per customer created by `cutoff` (index: customer id) with the raw facts known then;
+    times as days before the cut-off (NaN: never)."""
     at, name = col(Event.at), col(Event.name)
     value_event = name == config.value.event
     properties = col(Event.properties)
@@ -66,14 +67,18 @@ def customer_facts(connection: Connection, config: Config, cutoff: datetime, hor
     query = (
         select(
             col(Customer.id),
-            col(Customer.created_at),
+            days_between(col(Customer.created_at), cutoff).label("tenure"),
             case((col(Customer.unsubscribed_at) <= cutoff, 1), else_=0).label("unsubscribed"),
             func.count(case((value_event, 1))).label("frequency"),
             func.count(case((and_(value_event, at > cutoff - horizon), 1))).label("recent_frequency"),
-            func.min(case((value_event, at))).label("first_value"),
-            func.max(case((value_event, at))).label("last_value"),
+            *(
+                func.count(case((and_(value_event, at > cutoff - timedelta(days=days)), 1))).label(f"frequency_{days}d")
+                for days in WINDOWS
+            ),
+            days_between(func.min(case((value_event, at))), cutoff).label("since_first_value"),
+            days_between(func.max(case((value_event, at))), cutoff).label("since_value"),
             func.coalesce(func.sum(case((value_event, amount))), 0.0).label("value"),
-            func.max(at).label("last_event"),
+            days_between(func.max(at), cutoff).label("since_event"),
             func.count(case((at > cutoff - RECENT, 1))).label("recent_events"),
             func.count(case((name == or_event, 1))).label("red_events") if or_event else literal(0).label("red_events"),
         )
@@ -82,8 +87,7 @@ def customer_facts(connection: Connection, config: Config, cutoff: datetime, hor
         .where(col(Customer.created_at) <= cutoff)
         .group_by(col(Customer.id))
     )
-    facts = _frame(connection, query)
-    return facts.set_index("id")
+    return _frame(connection, query)
 
 
 def engagement(connection: Connection, cutoff: datetime) -> pandas.DataFrame:
@@ -104,12 +108,20 @@ def engagement(connection: Connection, cutoff: datetime) -> pandas.DataFrame:
         .where(col(Send.sent_at) <= cutoff)
         .group_by(col(Send.customer_id))
     )
-    return _frame(connection, query).set_index("id")
+    return _frame(connection, query)
 
 
 def _frame(connection: Connection, query: Any) -> pandas.DataFrame:
+    """The rows, all numbers, as floats (NULL: NaN) indexed by customer id: one conversion of the
+    whole array rather than a pass over each row's values."""
     result = connection.execute(query)
-    return pandas.DataFrame(result.all(), columns=list(result.keys()))
+    columns = list(result.keys())
+    # tuples first: numpy probes a Row for array interfaces, and each failed probe raises inside SQLAlchemy
+    values = numpy.array([tuple(row) for row in result], dtype=float).reshape(-1, len(columns))
+    frame = pandas.DataFrame(
+        values[:, 1:], columns=columns[1:], index=pandas.Index(values[:, 0].astype(numpy.int64), name="id")
+    )
+    return frame
 
 
 def features_at(connection: Connection, config: Config, cutoff: datetime) -> pandas.DataFrame:
@@ -117,26 +129,26 @@ def features_at(connection: Connection, config: Config, cutoff: datetime) -> pan
     facts = customer_facts(connection, config, cutoff, config.risk.horizon)
     mails = engagement(connection, cutoff).reindex(facts.index, fill_value=0)
     frame = pandas.DataFrame(index=facts.index)
-    tenure = _days(cutoff, facts["created_at"])
-    since_value = _days(cutoff, facts["last_value"])
-    frame["recency"] = since_value.fillna(tenure)
-    frame["activity_recency"] = _days(cutoff, facts["last_event"]).fillna(tenure)
-    frame["frequency"] = facts["frequency"].astype(float)
-    frame["recent_frequency"] = facts["recent_frequency"].astype(float)
-    frame["value"] = facts["value"].astype(float)
+    tenure = facts["tenure"]
+    frame["recency"] = facts["since_value"].fillna(tenure)
+    frame["activity_recency"] = facts["since_event"].fillna(tenure)
+    frame["frequency"] = facts["frequency"]
+    for column in ("recent_frequency", *(f"frequency_{days}d" for days in WINDOWS)):
+        frame[column] = facts[column]
+    frame["value"] = facts["value"]
     frame["mean_value"] = frame["value"] / frame["frequency"].replace(0, numpy.nan)
     frame["tenure"] = tenure
-    span = _days(cutoff, facts["first_value"]) - since_value
+    span = facts["since_first_value"] - facts["since_value"]
     frame["mean_gap"] = span / (frame["frequency"] - 1).where(frame["frequency"] > 1)
     frame["overdue"] = frame["recency"] / frame["mean_gap"].where(frame["mean_gap"] > 0)
-    frame["recent_events"] = facts["recent_events"].astype(float)
-    frame["red_events"] = facts["red_events"].astype(float)
+    frame["recent_events"] = facts["recent_events"]
+    frame["red_events"] = facts["red_events"]
     for column in ("sends", "opens", "clicks", "complaints", "unsubscribes"):
-        frame[column] = mails[column].astype(float)
+        frame[column] = mails[column]
     sent = frame["sends"].replace(0, numpy.nan)
     frame["open_rate"] = frame["opens"] / sent
     frame["click_rate"] = frame["clicks"] / sent
-    frame["unsubscribed"] = facts["unsubscribed"].astype(float)
+    frame["unsubscribed"] = facts["unsubscribed"]
     return frame[list(FEATURES)].fillna(MISSING)
 
 
