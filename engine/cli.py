@@ -126,10 +126,13 @@ def options(config: Annotated[Path | None, typer.Option("--config", help=CONFIG_
 @app.command()
 def validate(config: ConfigOption = None) -> None:
     """Check config, every campaign and every template."""
+    from engine.customers.risk.calibration import rules_note
     from engine.mail.validation import names_note, validate_all
 
     loaded, campaigns, problems = validate_all(config)
     if loaded is not None and (note := names_note(loaded)):
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
+    if loaded is not None and (note := rules_note(loaded)):
         err.print(note, markup=False, highlight=False, soft_wrap=True)
     if problems or loaded is None:
         fail(ProblemsError(problems))

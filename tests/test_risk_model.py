@@ -180,6 +180,7 @@ def test_calibrated_rules_do_not_paint_a_shop_of_slow_buyers_red(project):
     fixed = json.loads(project.cli("report", "--now", WHEN, "--format", "json").stdout)["risk"]
     assert fixed["red"] / 600 > 0.75  # the contract's defaults suit daily buyers
     project.config()  # no thresholds written: calibrated from the store
+    assert "risk.yellow.inactive_for and risk.red.inactive_for not set: calibrated" in project.cli("validate").output
     trained = json.loads(project.cli("risk", "train", "--now", WHEN, "--json").stdout)
     yellow, red = trained["thresholds"]["yellow"], trained["thresholds"]["red"]
     assert timedelta(days=60) <= parse_duration(yellow) <= timedelta(days=240) < parse_duration(red)

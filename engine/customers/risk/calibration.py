@@ -59,6 +59,17 @@ def in_force(config: Config, calibrated: dict[str, timedelta]) -> dict[str, time
     return chosen
 
 
+def rules_note(config: Config) -> str | None:
+    """What `validate` says when the config leaves a rule threshold to the calibration."""
+    unset = [f"risk.{c}.inactive_for" for c in ("yellow", "red") if not config.risk.explicit(c)]
+    if not unset:
+        return None
+    return (
+        f"note: {' and '.join(unset)} not set: calibrated from the store's gaps between purchases by "
+        "`lifecycle risk train` and the daemon (14d and 30d until then)"
+    )
+
+
 def apply_stored(config: Config, engine: Engine) -> None:
     """Give `config` the latest stored calibration (nothing when none is stored or the config sets both)."""
     if config.risk.explicit("yellow") and config.risk.explicit("red"):

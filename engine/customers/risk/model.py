@@ -163,44 +163,60 @@ def latest_model(connection: Connection, config: Config) -> Loaded | None:
     """The newest stored model, its signature checked against the secret (and the old ones still
     accepted); None when none was trained."""
     row = connection.execute(
-        select(RiskModel).where(col(RiskModel.model).is_not(None)).order_by(col(RiskModel.version).desc()).limit(1)
+        select(
+            col(RiskModel.version),
+            col(RiskModel.trained_at),
+            col(RiskModel.metrics),
+            col(RiskModel.model),
+            col(RiskModel.signature),
+        )
+        .where(col(RiskModel.model).is_not(None))
+        .order_by(col(RiskModel.version).desc())
+        .limit(1)
     ).first()
     if row is None:
         return None
-    stored: RiskModel = row[0] if isinstance(row[0], RiskModel) else RiskModel(**row._mapping)
-    payload, signature = stored.model or b"", stored.signature or ""
-    if not any(hmac.compare_digest(_signature(secret, payload), signature) for secret in config.secret_keys()):
+    version, trained_at, metrics, payload, signature = row
+    if not any(hmac.compare_digest(_signature(secret, payload), signature or "") for secret in config.secret_keys()):
         raise TamperedModel(
-            f"risk model version {stored.version} is not signed with this project's secret (altered, or trained "
+            f"risk model version {version} is not signed with this project's secret (altered, or trained "
             "with another secret): it is not loaded; run `lifecycle risk train` again"
         )
-    assert stored.version is not None
-    return Loaded(stored.version, stored.trained_at, stored.metrics, pickle.loads(payload))
+    return Loaded(version, trained_at, metrics, pickle.loads(payload))
 
 
 # -- scores ------------------------------------------------------------------------------------------
 
 
-def score_customers(connection: Connection, config: Config, loaded: Loaded, now: datetime) -> dict[str, int]:
-    """Score every customer created by `now` and replace `customer_risk` with the scores; the count per colour."""
+def predict(connection: Connection, config: Config, loaded: Loaded, now: datetime) -> pandas.DataFrame:
+    """Every customer created by `now`: probability and colour (index: customer id)."""
     features = features_at(connection, config, now)
     probability = probabilities(loaded.model, features)
-    colour = colours(config, probability)
+    return pandas.DataFrame({"probability": probability, "colour": colours(config, probability)}, index=features.index)
+
+
+def store_scores(connection: Connection, scores: pandas.DataFrame, now: datetime, version: int) -> dict[str, int]:
+    """Replace `customer_risk` with these scores; the count per colour."""
     table = table_of(CustomerRisk)
     connection.execute(delete(table))
-    rows = [
-        {
-            "customer_id": int(i),
-            "probability": float(p),
-            "colour": str(c),
-            "scored_at": now,
-            "model_version": loaded.version,
-        }
-        for i, p, c in zip(features.index, probability, colour, strict=True)
-    ]
-    for start in range(0, len(rows), SCORE_BATCH):
-        connection.execute(insert(table), rows[start : start + SCORE_BATCH])
-    return {name: int((colour == name).sum()) for name in ("green", "yellow", "red")}
+    for start in range(0, len(scores), SCORE_BATCH):
+        batch = scores.iloc[start : start + SCORE_BATCH]
+        rows = zip(batch.index, batch["probability"], batch["colour"], strict=True)
+        connection.execute(
+            insert(table),
+            [
+                {
+                    "customer_id": int(i),
+                    "probability": float(p),
+                    "colour": c,
+                    "scored_at": now,
+                    "model_version": version,
+                }
+                for i, p, c in rows
+            ],
+        )
+    counts = scores["colour"].value_counts()
+    return {name: int(counts.get(name, 0)) for name in ("green", "yellow", "red")}
 
 
 def scores_for(engine: Engine, customer_ids: list[int]) -> dict[int, tuple[float, str]]:

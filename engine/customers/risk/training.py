@@ -17,7 +17,15 @@ from engine.config.durations import format_duration
 from engine.config.settings import Config
 from engine.customers.risk.backtest import backtest, summary
 from engine.customers.risk.calibration import apply_stored, in_force, thresholds_from_gaps
-from engine.customers.risk.model import Features, NotEnoughHistory, fit, latest_model, score_customers, store_model
+from engine.customers.risk.model import (
+    Features,
+    NotEnoughHistory,
+    fit,
+    latest_model,
+    predict,
+    store_model,
+    store_scores,
+)
 from engine.store.tables import RiskModel
 
 
@@ -40,7 +48,7 @@ def train(engine: Engine, config: Config, now: datetime) -> Training:
     rules stay in force."""
     horizon = config.risk.horizon
     started = time.perf_counter()
-    with engine.begin() as connection:
+    with engine.connect() as connection:  # reads only: a write would hold the store's lock throughout
         features = Features(connection, config)
         gaps = thresholds_from_gaps(features.at(now))
         thresholds = in_force(config, gaps) if gaps else None
@@ -52,8 +60,9 @@ def train(engine: Engine, config: Config, now: datetime) -> Training:
             note = None
         except NotEnoughHistory as exc:
             model, trained_on, note = None, None, str(exc)
-        trained = time.perf_counter()
-        metrics = {**summary(figures), "trained_on": trained_on, "note": note}
+    trained = time.perf_counter()
+    metrics = {**summary(figures), "trained_on": trained_on, "note": note}
+    with engine.begin() as connection:
         version = store_model(connection, config, utcnow(), now, thresholds, metrics, model)
     result = Training(
         version, _spans(thresholds), figures, seconds={"training": round(trained - started, 2)}, note=note
@@ -67,11 +76,13 @@ def train(engine: Engine, config: Config, now: datetime) -> Training:
 def score(engine: Engine, config: Config, now: datetime) -> tuple[dict[str, int], float]:
     """Score every customer with the latest stored model; the counts per colour and the seconds it took."""
     started = time.perf_counter()
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         loaded = latest_model(connection, config)
         if loaded is None:
             raise NotEnoughHistory("no churn model is stored yet: run `lifecycle risk train` first")
-        counts = score_customers(connection, config, loaded, now)
+        scores = predict(connection, config, loaded, now)
+    with engine.begin() as connection:
+        counts = store_scores(connection, scores, now, loaded.version)
     return counts, round(time.perf_counter() - started, 2)
 
 
@@ -91,12 +102,13 @@ def refresh(engine: Engine, config: Config, now: datetime | None = None) -> Trai
         return train(engine, config, moment)
     if config.risk.explicit("yellow") and config.risk.explicit("red"):
         return None
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         gaps = thresholds_from_gaps(Features(connection, config).at(moment))
-        if gaps is None:
-            return None
-        thresholds = in_force(config, gaps)
-        config.risk.calibrate(thresholds)
+    if gaps is None:
+        return None
+    thresholds = in_force(config, gaps)
+    config.risk.calibrate(thresholds)
+    with engine.begin() as connection:
         version = store_model(connection, config, utcnow(), moment, thresholds, {"note": "rules calibrated"}, None)
     return Training(version, _spans(thresholds), {})
 
