@@ -80,6 +80,10 @@ def test_train_stores_the_model_scores_everyone_and_the_report_shows_both(shop):
     assert model["version"] == 1 and model["auc_model"] == trained["figures"]["model"]["auc"]
     assert model["auc_recency"] == trained["figures"]["auc_recency"]
     assert report["risk_rules"]["red"]["source"] == "calibrated"
+    printed = project.cli("report", "--now", WHEN).output
+    assert "churn risk by predicted" in printed
+    line = next(line for line in printed.splitlines() if "AUC model" in line)
+    assert str(model["auc_model"]) in line
 
 
 def test_a_tampered_model_is_refused(shop, monkeypatch):
@@ -194,7 +198,8 @@ def test_calibrated_rules_do_not_paint_a_shop_of_slow_buyers_red(project):
     assert report["risk"]["red"] == fixed["red"]
 
 
-def test_the_daemons_run_retrains_once_per_period(project):
+def test_the_daemons_run_retrains_once_per_period(store_project):
+    project = store_project
     load(project, *history(800, seed=5))
     project.config(risk=PREDICTED)
     config = load_config(project.root / "config.yaml")
