@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from engine.campaigns.language import load_campaigns
 from engine.clock import utcnow
+from engine.customers.risk.calibration import apply_stored
 from engine.insights.html import report_page
 from engine.insights.report import build_report
 from engine.web.security import bearer_ok
@@ -36,6 +37,7 @@ async def dashboard(request: Request) -> Response:
 
 
 def _page(s: Services) -> str:
+    apply_stored(s.config, s.engine)  # the churn rules' latest calibration, stored by `risk train` or a daemon
     return report_page(build_report(s.engine, s.config, load_campaigns(s.config), utcnow()))
 
 
