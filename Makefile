@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 export LIFECYCLE_SECRET ?= demo-secret-change-me
 
-.PHONY: demo test check install browser postgres clean bench
+.PHONY: demo test check install browser dovecot postgres clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ demo: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core)
 
-test: $(STAMP) browser
+# Debian's Dovecot: the real IMAP server that the bounce tests start for themselves (never as a service).
+dovecot:
+	command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || (apt-get update && apt-get install -y --no-install-recommends dovecot-imapd)
+
+test: $(STAMP) browser dovecot
 	$(BIN)/python -m pytest -q -rs
 
 # Any finding fails: code not as ruff formats it, a lint finding, a type error, a broken link in the docs.

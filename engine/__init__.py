@@ -9,8 +9,8 @@ Follow a message from `campaigns/*.yaml` to a delivered email, one package a ste
     mail/       templates rendered per recipient, the message built, signed links, previews, checks
     senders/    one small base class; one module a provider
     delivery/   statuses, evaluation, the ledger, the send-time policy, the tick, outcomes,
-                workers and the daemon
-    insights/   the report: its queries, table and HTML
+                workers and the daemon; why a customer gets a campaign or not
+    insights/   the report: its queries, table and HTML; one customer's timeline
     web/        the HTTP service
     cli.py      the command line
 

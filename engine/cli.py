@@ -551,5 +551,152 @@ def _share(colour: dict[str, Any]) -> str:
     return f"{share}% of {colour['customers']}" if share is not None else f"- of {colour['customers']}"
 
 
+@app.command()
+def bounces(config: ConfigOption = None, now: NowOption = None) -> None:
+    """One pass over the bounce mailbox (bounces.imap, bounces.maildir): mark bounced sends, suppress hard bounces."""
+    from engine.delivery.bounces import process_bounces
+
+    with user_errors():
+        cfg = load_config(config)
+        found = process_bounces(cfg, store(cfg), parse_now(now, cfg))
+    for line in found.lines():
+        say(line)
+
+
+@app.command()
+def unknown(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="only this campaign")] = None,
+    resolve: Annotated[
+        str | None, typer.Option("--resolve", help="sent (they went out) or resend (send them again)")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """Sends whose outcome is unknown (in flight when their worker stopped), and settling them."""
+    from engine.delivery.unknown import Resolution, settle
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        if resolve is not None and resolve not in tuple(Resolution):
+            raise UserError(f"--resolve: '{resolve}' is not one of sent, resend")
+        cfg = load_config(config)
+        resolution = Resolution(resolve) if resolve else None
+        sends = settle(store(cfg), load_campaigns(cfg), campaign, resolution, parse_now(now, cfg))
+    if output == "json":
+        print(json.dumps({"unknown": [s.as_json() for s in sends], "resolved": resolve}, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{len(sends)} sends with an unknown outcome")
+    for column in ("send", "campaign", "step", "customer", "email", "claimed at", "provider says"):
+        table.add_column(column)
+    for s in sends:
+        claimed = s.claimed_at.isoformat(timespec="seconds") if s.claimed_at else ""
+        table.add_row(*cells(s.id, s.campaign, s.step, s.external_id, s.to_email or "", claimed, ", ".join(s.outcomes)))
+    out.print(table)
+    went = sum(1 for s in sends if {"delivered", "opened", "clicked"} & set(s.outcomes))
+    say(f"{went} of {len(sends)} have a delivery, open or click from the provider: they went out")
+    if resolution is Resolution.SENT:
+        say(f"settled {len(sends)} as sent; each entry's next step is scheduled from its claim")
+    elif resolution is Resolution.RESEND:
+        say(f"{len(sends)} will be sent again from the next tick (recorded as resent)")
+
+
+# -- one customer, and why they get a campaign or not ------------------------------------------
+
+
+@app.command("customer")
+def customer_page(
+    customer_id: Annotated[str, typer.Argument(metavar="ID", help="the customer's id")],
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """One customer: profile, attributes, stage, risk, topics and a timeline of events, entries and sends."""
+    from engine.customers.search import no_such_customer
+    from engine.insights.timeline import customer_view
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        engine = store(cfg)
+        view = customer_view(engine, cfg, customer_id, moment)
+        if view is None:
+            with engine.connect() as connection:
+                raise no_such_customer(connection, customer_id)
+    if output == "json":
+        print(json.dumps(view.as_json(), ensure_ascii=False, indent=2))
+        return
+    data = view.as_json()
+    facts = Table(title=f"customer {printable(customer_id)} at {moment.isoformat()}", show_header=False)
+    facts.add_column("")
+    facts.add_column("")
+    shown = {**data["profile"], "stage": view.stage, "risk": view.risk}
+    shown["topics"] = ", ".join(f"{t} {'yes' if on else 'no'}" for t, on in view.topics.items()) or "none declared"
+    shown["suppressed"] = view.suppressed or "no"
+    shown.update({f"attribute {k}": v for k, v in data["attributes"].items()})
+    for key, value in shown.items():
+        facts.add_row(*cells(key, "" if value is None else value))
+    out.print(facts)
+    timeline = Table(title="timeline, newest first")
+    for column in ("at", "kind", "what", "detail"):
+        timeline.add_column(column)
+    for item in data["timeline"]:
+        timeline.add_row(*cells(_minute(item["at"]), item["kind"], item["title"], _timeline_detail(item)))
+    out.print(timeline)
+    if view.left_out:
+        say(f"{view.left_out} older items not shown (--format json shows the same {len(view.timeline)})")
+
+
+def _timeline_detail(item: dict[str, Any]) -> str:
+    detail = item["detail"]
+    if item["kind"] == "event":
+        return ", ".join(f"{k}={v}" for k, v in detail["properties"].items())
+    if item["kind"] == "entry":
+        return f"{detail['status']}, by {detail['trigger']}" + (", held out" if detail["held_out"] else "")
+    parts = [f"variant {detail['variant']}" if detail["variant"] else ""]
+    parts.append(f"until {_minute(detail['until'])}" if detail["until"] else "")
+    parts += [f"{name} {_minute(at)}" for name, at in detail["outcomes"].items()]
+    return ", ".join(p for p in parts if p)
+
+
+def _minute(instant: str) -> str:
+    return datetime.fromisoformat(instant).strftime("%Y-%m-%d %H:%M")
+
+
+@app.command()
+def why(
+    campaign: str,
+    customer: Annotated[str, typer.Option("--customer", help="customer id")],
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    config: ConfigOption = None,
+    now: NowOption = None,
+) -> None:
+    """Whether and why (not) a customer enters a campaign and gets each step now, rule by rule."""
+    from engine.delivery.why import explain
+
+    with user_errors():
+        if output not in ("table", "json"):
+            raise UserError(f"--format: '{output}' is not one of table, json")
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        explanation = explain(store(cfg), cfg, load_campaigns(cfg), campaign, customer, moment)
+    if output == "json":
+        print(json.dumps(explanation.as_json(), ensure_ascii=False, indent=2))
+        return
+    entering = "enters now" if explanation.enters else "does not enter now"
+    if explanation.already_entered:
+        entering += f" (already entered {explanation.already_entered})"
+    say(f"{campaign} for customer {customer} at {moment.isoformat()}: {entering}")
+    for rule in explanation.rules:
+        say(f"  {'✓' if rule.passed else '✗'} {rule.rule}: {rule.detail}")
+    for step in explanation.steps:
+        say(f"step {step.step} ({step.template}): {step.verdict}")
+        for rule in step.rules:
+            say(f"  {'✓' if rule.passed else '✗'} {rule.rule}: {rule.detail}")
+
+
 def main() -> None:
     app()

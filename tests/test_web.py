@@ -82,7 +82,11 @@ class Web:
 
 @pytest.fixture
 def web(store_project, monkeypatch) -> Web:
-    project = store_project
+    return web_for(store_project, monkeypatch)
+
+
+def web_for(project, monkeypatch) -> Web:
+    """The app for a project with two topics' campaigns, customers ann and sara, and the keys."""
     monkeypatch.setenv("LIFECYCLE_API_KEYS", f"other-key, {API_KEY}")
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", PUBLIC_KEY)
     project.campaign("news", NEWS)

@@ -14,6 +14,11 @@ def share(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def in_holdout(campaign: Campaign, external_id: str) -> bool:
+    """Whether the customer is in the campaign's holdout: the same on every machine and every entry."""
+    return share(campaign.name, "holdout", external_id) * 100 < campaign.holdout
+
+
 def pick_variant(campaign: Campaign, step: int, external_id: str) -> str | None:
     """A weighted pick that is the same for a customer every time (A/B tests stay consistent)."""
     content = campaign.steps[step - 1]

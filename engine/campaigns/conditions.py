@@ -58,11 +58,7 @@ class ConditionCompiler:
         return func.coalesce(choice, literal(default)) == true()
 
     def history(self, c: Condition, customer: type[Customer] = Customer) -> ColumnElement[bool]:
-        query = select(func.count(col(Event.id))).where(self.measures.seen_events(customer), col(Event.name) == c.event)
-        if c.within is not None:
-            query = query.where(col(Event.at) > self.now - c.within)
-        query = query.where(self.where(c.where))
-        count = query.scalar_subquery()
+        count = self.history_count(c, customer)
         if c.at_least is None and c.at_most is None:
             return count >= 1
         checks: list[ColumnElement[bool]] = []
@@ -71,6 +67,13 @@ class ConditionCompiler:
         if c.at_most is not None:
             checks.append(count <= c.at_most)
         return and_(*checks)
+
+    def history_count(self, c: Condition, customer: type[Customer] = Customer) -> ColumnElement[int]:
+        """How many of the events an event-history condition names the customer did (seen by now)."""
+        query = select(func.count(col(Event.id))).where(self.measures.seen_events(customer), col(Event.name) == c.event)
+        if c.within is not None:
+            query = query.where(col(Event.at) > self.now - c.within)
+        return query.where(self.where(c.where)).scalar_subquery()
 
     def where(self, where: dict[str, Comparison] | None, table: type[Event] = Event) -> ColumnElement[bool]:
         """Filters on the properties of an event (`where:` of triggers, exits and history)."""

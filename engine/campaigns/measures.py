@@ -122,3 +122,14 @@ class Measures:
             .where(col(CustomerRisk.customer_id) == customer.id, col(CustomerRisk.scored_at) <= self.now)
             .scalar_subquery()
         )
+
+    def stage_of(self, customer: type[Customer] = Customer) -> ColumnElement[str]:
+        """The customer's stage by name (one SQL expression): the rules above, first match wins."""
+        facts = self.facts(customer)
+        named = [(self.stage(name, customer, facts), name) for name in ("lost", "loyal", "current")]
+        return case(*named, else_="prospect")
+
+    def risk_of(self, customer: type[Customer] = Customer) -> ColumnElement[str]:
+        """The customer's churn risk by name (one SQL expression), as `risk` decides it."""
+        facts = self.facts(customer)
+        return case(*((self.risk(name, customer, facts), name) for name in ("red", "yellow")), else_="green")

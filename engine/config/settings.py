@@ -274,6 +274,46 @@ class Team(Strict):
     locale: str | None = None  # the team's language (alerts with `recipient:`); default: default_locale
 
 
+def check_folder(name: str) -> str:
+    """A mailbox folder as IMAP and Maildir++ both take it without encoding."""
+    if not name or not name.isascii() or not name.isprintable() or name.startswith("."):
+        raise ValueError(f"'{name}' is not a folder name this engine can use: write it in plain ASCII, like Processed")
+    return name
+
+
+Folder = Annotated[str, AfterValidator(check_folder)]
+
+
+class BounceImap(Strict):
+    """The IMAP mailbox that receives bounces (the bounce address's inbox)."""
+
+    host: str
+    port: int | None = None  # default: 993 with ssl, else 143
+    ssl: bool = True
+    starttls: bool = False
+    username: str
+    password_env: str = "BOUNCES_IMAP_PASSWORD"
+    folder: Folder = "INBOX"
+    timeout: float = 30.0
+
+
+class BounceMaildir(Strict):
+    """A local Maildir that receives bounces; a relative path is relative to config.yaml."""
+
+    path: str
+
+
+class Bounces(Strict):
+    """SMTP bounce handling: the envelope sender of every SMTP message, and the mailbox it is read from."""
+
+    address: Email
+    verp: bool = False  # bounces+<send id>-<signature>@domain, so that a bounce names its send
+    imap: BounceImap | None = None
+    maildir: BounceMaildir | None = None
+    processed_folder: Folder | None = "Processed"  # null: delete processed messages
+    error_folder: Folder = "Errors"  # messages that are not bounces or cannot be read
+
+
 class Config(Strict):
     database: str = "sqlite:///lifecycle.db"
     timezone: str = "UTC"
@@ -287,6 +327,7 @@ class Config(Strict):
     old_secret_keys_env: str | None = None
     double_opt_in: bool = False
     sender: SenderConfig = SenderConfig()
+    bounces: Bounces | None = None
     scheduler: Scheduler = Scheduler()
     limits: Limits = Limits()
     quiet_hours: TimeWindow | None = None

@@ -31,7 +31,7 @@ from engine.clock import parse_instant, utcnow
 from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
-from engine.store.dialect import insert_rows_new
+from engine.store.dialect import insert_rows, insert_rows_new
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
@@ -149,11 +149,12 @@ def clean_customer(record: dict[str, Any], config: Config, now: datetime) -> dic
     external_id = _text(record, "id")
     if not external_id:
         raise BadRecord("'id' is required")
-    try:
-        email = validate_email(_text(record, "email"), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
-    clean: dict[str, Any] = {"external_id": external_id, "email": email}
+    clean: dict[str, Any] = {"external_id": external_id}
+    if "email" in record:  # left out, it keeps a known customer's email (a new one needs it)
+        try:
+            clean["email"] = validate_email(_text(record, "email"), check_deliverability=False).normalized.lower()
+        except EmailNotValidError as exc:
+            raise BadRecord(f"email '{record.get('email', '')}' is not valid: {exc}") from None
     for name in ("first_name", "last_name"):
         if record.get(name) is not None:
             clean[name] = _text(record, name)
@@ -229,7 +230,20 @@ def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> A
 
 def check_storable(value: Any, where: str = "") -> None:
     """Refuse what the store could not write or read back: a number that is not finite (NaN,
-    Infinity), a NUL character, text that is not Unicode (a lone surrogate)."""
+    Infinity), a NUL character, text that is not Unicode (a lone surrogate). The JSON encoder, in
+    C, passes what is sound at a glance; only the rest is walked, to say where the fault is."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        pass
+    else:
+        if "\\u0000" not in text:
+            return
+    _find_unstorable(value, where)
+
+
+def _find_unstorable(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRecord(f"{where or 'a value'}: {value} is not a finite number")
     if isinstance(value, str):
@@ -241,11 +255,11 @@ def check_storable(value: Any, where: str = "") -> None:
             raise BadRecord(f"{where or 'a value'}: text that is not valid Unicode") from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_storable(key, where)
-            check_storable(item, f"{where}.{key}" if where else str(key))
+            _find_unstorable(key, where)
+            _find_unstorable(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_storable(item, f"{where}[{index}]")
+            _find_unstorable(item, f"{where}[{index}]")
 
 
 def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
@@ -361,26 +375,33 @@ class Importer:
             progress(len(batch))
 
     def _store_customers(self, connection: Connection, batch: Batch, label: str, result: ImportResult) -> None:
-        latest = {row["external_id"]: row for _, row in batch}  # the last line for an id wins
+        latest: dict[str, Row] = {}
+        for _, row in batch:  # a later line for an id overrides what it gives of an earlier one
+            earlier = latest.get(row["external_id"])
+            latest[row["external_id"]] = row if earlier is None else _merged(earlier, row)
         existing = _customer_ids(connection, latest)
         attrs: dict[int, dict[str, Any]] = dict(
             connection.execute(
                 select(CUSTOMERS.c.id, CUSTOMERS.c.attributes).where(CUSTOMERS.c.id.in_(existing.values()))
             ).all()
         )
+        for line, row in batch:
+            key = row["external_id"]
+            if key not in existing and "email" not in latest.get(key, row):
+                result.problems.append(Problem(label, line, 1, f"customer '{key}' is new: 'email' is required"))
+                latest.pop(key, None)
         new = [
             {**NEW_CUSTOMER, "created_at": self.now, **_columns(row)}
             for key, row in latest.items()
             if key not in existing
         ]
-        if new:
-            connection.execute(CUSTOMERS.insert(), new)
+        insert_rows(connection, CUSTOMERS, new)
         for key, row in latest.items():
             if key in existing:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
                 connection.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == existing[key]).values(values))
         self._consents(connection, latest, _customer_ids(connection, latest))
-        result.stored += len(batch)
+        result.stored += sum(1 for _, row in batch if row["external_id"] in latest)
 
     def _consents(self, connection: Connection, latest: dict[str, Row], ids: dict[str, int]) -> None:
         """Topic choices and confirmations from the file, each with a consent record."""
@@ -449,9 +470,8 @@ class Importer:
         stored = 0
         if with_uid:
             stored += insert_rows_new(connection, EVENTS, ["uid"], with_uid)
-        if without:
-            connection.execute(EVENTS.insert(), without)
-            stored += len(without)
+        insert_rows(connection, EVENTS, without)
+        stored += len(without)
         result.stored += stored
         result.skipped += len(rows) - stored
 
@@ -475,6 +495,15 @@ def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[s
     """The store's id of each customer of `external_ids` that exists."""
     found = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(CUSTOMERS.c.external_id.in_(external_ids))
     return dict(connection.execute(found).all())
+
+
+def _merged(earlier: Row, later: Row) -> Row:
+    return {
+        **earlier,
+        **later,
+        "attributes": {**earlier["attributes"], **later["attributes"]},
+        "topics": {**earlier["topics"], **later["topics"]},
+    }
 
 
 def _columns(row: dict[str, Any]) -> dict[str, Any]:

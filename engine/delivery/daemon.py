@@ -26,6 +26,7 @@ from engine.campaigns.language import Campaign
 from engine.clock import utcnow
 from engine.config.settings import Config
 from engine.delivery import workers
+from engine.delivery.bounces import process_bounces, reads_bounces
 from engine.delivery.tick import TickReport, tick
 from engine.senders import Sender
 from engine.store.dialect import unavailable
@@ -129,6 +130,7 @@ class Daemon:
             return None
         self.failures = 0
         self._record(report, time.perf_counter() - started)
+        self._read_bounces()
         return report
 
     def retrain_once(self) -> None:
@@ -153,6 +155,19 @@ class Daemon:
                 "churn risk refreshed",
                 extra={"version": done.version, "thresholds": done.thresholds, "scored": done.scored},
             )
+
+    def _read_bounces(self) -> None:
+        """One pass over the bounce mailbox after each tick; a mailbox that cannot be read now is
+        read at the next tick, and never holds up sending."""
+        if not reads_bounces(self.config) or self.stopping.is_set():
+            return
+        try:
+            found = process_bounces(self.config, self.engine, self.clock())
+        except Exception as exc:
+            log.error("bounce mailbox not read; trying again next tick", extra={"error": str(exc).splitlines()[0]})
+            return
+        if found.read:
+            log.info("bounces", extra=found.as_log())
 
     def _database_down(self, exc: Exception) -> None:
         """Log, back off exponentially, try again: the tick's transactions rolled back whole."""

@@ -3,11 +3,17 @@
 Each trigger kind yields candidates (customer, entry key, entry time, event); one INSERT ... SELECT
 adds those that pass the audience and the `reentry` rule, and the unique key (campaign, customer,
 entry key) makes a second evaluation, here or on another machine, add nothing.
+
+Each campaign looks back to its watermark, the instant its last evaluation reached, so that after
+an outage every trigger of the outage gets its entry once (and a first step that can no longer go
+out is recorded `expired`); a campaign evaluated for the first time looks back only as far as a
+first step could still go out, so importing last year's history creates nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +44,7 @@ from sqlalchemy.sql.selectable import Exists, Subquery
 from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from engine.campaigns.assignment import share
+from engine.campaigns.assignment import in_holdout
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign, DateTrigger, Inactivity
 from engine.clock import as_utc
@@ -46,8 +52,8 @@ from engine.config.settings import Config
 from engine.delivery import ledger
 from engine.delivery.ledger import NewSend
 from engine.delivery.statuses import EntryStatus
-from engine.store.dialect import insert_new, read_json, shifted
-from engine.store.tables import Customer, Entry, Event, table_of
+from engine.store.dialect import insert_new, keep_latest, read_json, shifted
+from engine.store.tables import Customer, Entry, Event, Watermark, table_of
 
 Query = Select[*tuple[Any, ...]]
 
@@ -64,20 +70,59 @@ date_candidate = Table(
 )
 
 
+@dataclass(frozen=True)
+class EntryRules:
+    """What a candidate must pass to enter, rule by rule, so that `lifecycle why` can show each one."""
+
+    signed_up: ColumnElement[bool]  # the customer existed by the candidate's time
+    audience: list[ColumnElement[bool]]  # one for each condition of the campaign's audience
+    topic: ColumnElement[bool] | None  # subscribed to the campaign's topic (marketing)
+    reentry: ColumnElement[bool] | None  # no earlier entry keeps them out, per `reentry`
+
+    def all(self) -> list[ColumnElement[bool]]:
+        return [self.signed_up, *self.audience, *(r for r in (self.topic, self.reentry) if r is not None)]
+
+
 class Evaluator:
-    def __init__(self, connection: Connection, config: Config, now: datetime, batch_size: int = 5000):
+    def __init__(
+        self,
+        connection: Connection,
+        config: Config,
+        now: datetime,
+        batch_size: int = 5000,
+        only: int | None = None,
+    ):
+        """`only`: one customer's store id, whose candidates alone are wanted (`lifecycle why`)."""
         self.connection = connection
         self.config = config
         self.now = now
         self.batch_size = batch_size
         self.conditions = ConditionCompiler(config, now)
+        self.only = only
+
+    def _mine(self, customer_id: Any) -> ColumnElement[bool]:
+        return true() if self.only is None else customer_id == self.only
 
     def evaluate(self, campaign: Campaign) -> int:
         """Create the campaign's new entries and their first sends; returns the entries created."""
         candidates = self.candidates(campaign)
         created = self.enter(campaign, candidates) if candidates is not None else 0
         self.schedule_first_steps(campaign)
+        self._advance_watermark(campaign)
         return created
+
+    def earliest(self, campaign: Campaign) -> datetime:
+        """The oldest trigger that still counts: back to the watermark, and at least as far as a
+        first step could still go out (a replay of an earlier `--now` sees what it saw then)."""
+        recent = self.now - campaign.expire_after - campaign.steps[0].delay
+        mark = self.connection.execute(
+            select(col(Watermark.evaluated_until)).where(col(Watermark.campaign) == campaign.name)
+        ).scalar()
+        return recent if mark is None else min(as_utc(mark), recent)
+
+    def _advance_watermark(self, campaign: Campaign) -> None:
+        statement = keep_latest(self.connection.dialect, table_of(Watermark), "campaign", "evaluated_until")
+        self.connection.execute(statement, {"campaign": campaign.name, "evaluated_until": self.now})
 
     # -- candidates per trigger kind: (customer_id, entry_key, entered_at, event_id) --------------
 
@@ -100,8 +145,9 @@ class Evaluator:
         ).where(
             col(Event.name) == name,
             col(Event.at) <= self.now,
-            col(Event.at) >= self.now - self.lookback(campaign),
+            col(Event.at) >= self.earliest(campaign),
             self.conditions.where(campaign.trigger.where),
+            self._mine(col(Event.customer_id)),
         )
 
     def _inactivity_candidates(self, campaign: Campaign, rule: Inactivity) -> Query:
@@ -114,7 +160,11 @@ class Evaluator:
             (literal("inactive:") + cast(last, String)).label("entry_key"),
             shifted(last, rule.for_).label("entered_at"),
             cast(null(), Integer).label("event_id"),
-        ).where(last <= self.now - rule.for_, last >= self.now - rule.for_ - self.lookback(campaign))
+        ).where(
+            last <= self.now - rule.for_,
+            last >= self.earliest(campaign) - rule.for_,
+            self._mine(col(Customer.id)),
+        )
 
     def _schedule_candidates(self, campaign: Campaign) -> Query | None:
         firings = self.firings(campaign)
@@ -126,10 +176,10 @@ class Evaluator:
             literal("fire:" + fired.isoformat()).label("entry_key"),
             literal(fired, UTCDateTime()).label("entered_at"),
             cast(null(), Integer).label("event_id"),
-        )
+        ).where(self._mine(col(Customer.id)))
 
     def firings(self, campaign: Campaign) -> list[datetime]:
-        trigger, earliest = campaign.trigger, self.now - self.lookback(campaign)
+        trigger, earliest = campaign.trigger, self.earliest(campaign)
         if trigger.at is not None:
             return [trigger.at] if earliest <= trigger.at <= self.now else []
         if trigger.schedule is None:
@@ -144,7 +194,7 @@ class Evaluator:
     def _date_candidates(self, campaign: Campaign, rule: DateTrigger) -> Query:
         """Dates are read in each customer's timezone, so the exact moment is computed in Python
         for the few customers whose date falls near now, then joins the common INSERT."""
-        earliest = self.now - self.lookback(campaign)
+        earliest = self.earliest(campaign)
         value = read_json(col(Customer.attributes), col(Customer.attributes)[rule.attribute].as_string())
         first_day, last_day = (
             (earliest - rule.offset - timedelta(days=1)).date(),
@@ -157,7 +207,7 @@ class Evaluator:
         else:
             near = and_(value >= first_day.isoformat(), value <= (last_day + timedelta(days=1)).isoformat())
         query = select(col(Customer.id), value, col(Customer.timezone)).where(
-            col(Customer.created_at) <= self.now, near
+            col(Customer.created_at) <= self.now, near, self._mine(col(Customer.id))
         )
         date_candidate.create(self.connection, checkfirst=True)
         self.connection.execute(date_candidate.delete())
@@ -193,26 +243,14 @@ class Evaluator:
             parsed = datetime.combine(parsed.date(), time(0), ZoneInfo(zone))
         return as_utc(parsed, zone)
 
-    def lookback(self, campaign: Campaign) -> timedelta:
-        """How far back a trigger still matters: an older entry's first step would only expire,
-        so importing last year's history creates nothing, and a tick never rescans it."""
-        return campaign.expire_after + campaign.steps[0].delay
-
     # -- entering --------------------------------------------------------------------------------
 
     def enter(self, campaign: Campaign, candidates: Query) -> int:
         c = candidates.subquery("candidate").c
-        audience = list(campaign.audience)
-        conditions = [col(Customer.created_at) <= self.now, self.conditions.all_of(audience)]
-        if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
-            conditions.append(self.conditions.subscribed(campaign.topic))
-        blocked = self.reentry_block(campaign, c)
-        if blocked is not None:
-            conditions.append(not_(blocked))
         chosen = (
             select(c.customer_id, c.entry_key, c.entered_at, c.event_id)
             .join(Customer, col(Customer.id) == c.customer_id)
-            .where(*conditions)
+            .where(*self.entry_rules(campaign, c).all())
         )
         statement = insert_new(self.connection, table_of(Entry), ["campaign", "customer_id", "entry_key"])
         columns = ["campaign", "customer_id", "entry_key", "entered_at", "event_id", "held_out", "scheduled", "status"]
@@ -234,6 +272,17 @@ class Evaluator:
             total += added
             if added == 0:
                 return total
+
+    def entry_rules(self, campaign: Campaign, c: ReadOnlyColumnCollection[str, Any]) -> EntryRules:
+        """The rules of entering for candidates `c`, joined with their customer row."""
+        blocked = self.reentry_block(campaign, c)
+        marketing_topic = campaign.topic if campaign.marketing else None  # a marketing campaign always has one
+        return EntryRules(
+            signed_up=col(Customer.created_at) <= self.now,
+            audience=[self.conditions.condition(condition) for condition in campaign.audience],
+            topic=self.conditions.subscribed(marketing_topic) if marketing_topic is not None else None,
+            reentry=not_(blocked) if blocked is not None else None,
+        )
 
     def _insert(self, statement: Any, columns: list[str], campaign: Campaign, rows: Subquery) -> int:
         source = select(
@@ -278,9 +327,7 @@ class Evaluator:
         )
         while rows := self.connection.execute(query).all():
             sends = [NewSend(r.id, r.customer_id, r.external_id, r.entered_at + first.delay) for r in rows]
-            held = {
-                s.entry_id for s in sends if share(campaign.name, "holdout", s.external_id) * 100 < campaign.holdout
-            }
+            held = {s.entry_id for s in sends if in_holdout(campaign, s.external_id)}
             ledger.schedule(self.connection, campaign, 1, sends, self.now, held)
             ids = [s.entry_id for s in sends]
             self.connection.execute(update(Entry).where(col(Entry.id).in_(ids)).values(scheduled=True))

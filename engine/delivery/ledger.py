@@ -7,26 +7,29 @@ Each change is set-wise: one statement (an executemany) for a kind of change to 
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import Label
 from sqlmodel import col
 
 from engine.campaigns.assignment import pick_variant
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import Campaign
+from engine.clock import utcnow
 from engine.config.settings import Config
+from engine.delivery.outcomes import outcome_names
 from engine.delivery.statuses import CLAIMABLE, COUNTED_FOR_CAP, EntryStatus, SendStatus, SkipReason
 from engine.mail.compose import CUSTOMER_COLUMNS
 from engine.store.dialect import insert_new, json_valid, shifted, try_advisory_lock
 from engine.store.tables import Customer, Entry, Event, Send, Suppression, table_of
 
-EVALUATION_LOCK = 0x4C69666563  # any fixed number: the advisory lock that serialises evaluation
 CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
 CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER)
 
@@ -78,11 +81,13 @@ class NewSend(NamedTuple):
     due_at: datetime
 
 
-def lock_evaluation(connection: Connection) -> bool:
-    """One evaluator at a time across machines on PostgreSQL (SQLite's write lock already does
-    this), so `reentry: never` holds even when two daemons see the same signup at once. A daemon
-    that finds another evaluating skips evaluation this tick and goes straight to sending."""
-    return try_advisory_lock(connection, EVALUATION_LOCK)
+def lock_evaluation(connection: Connection, campaign: str) -> bool:
+    """One evaluator of a campaign at a time across machines on PostgreSQL (SQLite's write lock
+    already does this), so `reentry: never` holds even when two daemons see the same signup at
+    once; other campaigns are evaluated meanwhile by the other daemons. A daemon that finds a
+    campaign being evaluated leaves it to the other this tick."""
+    digest = hashlib.blake2b(campaign.encode(), digest_size=8, person=b"evaluation").digest()
+    return try_advisory_lock(connection, int.from_bytes(digest, "big", signed=True))
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -92,17 +97,6 @@ def due_sends(
     connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int
 ) -> list[DueSend]:
     """The next due sends of one step, with everything the send-time checks need, in one query."""
-    conditions = ConditionCompiler(config, now)
-    step_spec = campaign.steps[step - 1]
-    recipient_email = campaign.recipient if campaign.recipient else col(Customer.email)
-    checks = [
-        exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
-        conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
-        _exited(conditions, campaign, now).label("exited"),
-        json_valid(col(Customer.attributes)).label("readable"),
-    ]
-    if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
-        checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
     query = (
         select(
             col(Send.id),
@@ -114,7 +108,7 @@ def due_sends(
             col(Entry.entered_at),
             col(Entry.event_id),
             *CUSTOMER,
-            *checks,
+            *send_checks(config, campaign, step, now),
         )
         .join(Entry, col(Entry.id) == col(Send.entry_id))
         .join(Customer, col(Customer.id) == col(Send.customer_id))
@@ -132,15 +126,45 @@ def due_sends(
     return [DueSend(**row) for row in connection.execute(query).mappings()]
 
 
-def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime) -> ColumnElement[bool]:
-    """An exit event after the entry; for an inactivity trigger, the activity coming back."""
+def send_checks(
+    config: Config,
+    campaign: Campaign,
+    step: int,
+    now: datetime,
+    entered_at: ColumnElement[datetime] | datetime | None = None,
+) -> list[Label[bool]]:
+    """The send-time checks of `DueSend` on the customer row, labelled by their fields: for a stored
+    entry, or for one that would enter at `entered_at` (`lifecycle why`)."""
+    conditions = ConditionCompiler(config, now)
+    step_spec = campaign.steps[step - 1]
+    recipient_email = campaign.recipient if campaign.recipient else col(Customer.email)
+    checks = [
+        exists(select(col(Suppression.email)).where(col(Suppression.email) == recipient_email)).label("suppressed"),
+        conditions.all_of(list(campaign.audience) + list(step_spec.audience)).label("in_audience"),
+        _exited(conditions, campaign, now, entered_at).label("exited"),
+        json_valid(col(Customer.attributes)).label("readable"),
+    ]
+    if campaign.marketing and campaign.topic is not None:  # a marketing campaign always has a topic
+        checks.append(conditions.subscribed(campaign.topic).label("subscribed"))
+    return checks
+
+
+def _exited(
+    conditions: ConditionCompiler,
+    campaign: Campaign,
+    now: datetime,
+    entered_at: ColumnElement[datetime] | datetime | None,
+) -> ColumnElement[bool]:
+    """An exit event after the entry (the stored one, or one at `entered_at`); for an inactivity
+    trigger, the activity coming back."""
+    entered: Any = col(Entry.entered_at) if entered_at is None else entered_at
     rules = [(rule.event, rule.where) for rule in campaign.exit]
     checks = [
         exists(
             select(col(Event.id)).where(
                 col(Event.customer_id) == col(Customer.id),
                 col(Event.name) == name,
-                col(Event.at) > col(Entry.entered_at),
+                col(Event.at) > entered,
                 col(Event.at) <= now,
                 conditions.where(where),
             )
@@ -152,7 +176,7 @@ def _exited(conditions: ConditionCompiler, campaign: Campaign, now: datetime) ->
         back = select(col(Event.id)).where(
             col(Event.customer_id) == col(Customer.id),
             col(Event.at) <= now,
-            col(Event.at) > shifted(Entry.entered_at, -inactivity.for_),
+            col(Event.at) > shifted(entered, -inactivity.for_),
         )
         if inactivity.event:
             back = back.where(col(Event.name) == inactivity.event)
@@ -181,6 +205,74 @@ def events_by_id(connection: Connection, ids: list[int]) -> dict[int, dict[str, 
         select(col(Event.id), col(Event.name), col(Event.at), col(Event.properties)).where(col(Event.id).in_(ids))
     )
     return {r.id: {"name": r.name, "at": r.at, "properties": r.properties} for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSend:
+    """A send whose outcome is not known (its worker stopped mid-send), with what the provider has
+    said of it since: a delivery, an open or a click shows that it went out."""
+
+    id: int
+    campaign: str
+    step: int
+    entry_id: int
+    customer_id: int
+    external_id: str
+    to_email: str | None
+    claimed_at: datetime | None
+    reason: str | None
+    outcomes: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        claimed = self.claimed_at.isoformat() if self.claimed_at else None
+        return {
+            "send_id": self.id,
+            "campaign": self.campaign,
+            "step": self.step,
+            "customer": self.external_id,
+            "email": self.to_email,
+            "claimed_at": claimed,
+            "reason": self.reason,
+            "outcomes": self.outcomes,
+        }
+
+
+def unknown_sends(connection: Connection, campaign: str | None = None) -> list[UnknownSend]:
+    """The sends left `unknown`, oldest claim first, of one campaign or of all."""
+    query = (
+        select(
+            col(Send.id),
+            col(Send.campaign),
+            col(Send.step),
+            col(Send.entry_id),
+            col(Send.customer_id),
+            col(Customer.external_id),
+            col(Send.to_email),
+            col(Send.sent_at),
+            col(Send.reason),
+            col(Send.outcomes),
+        )
+        .join(Customer, col(Customer.id) == col(Send.customer_id))
+        .where(col(Send.status) == SendStatus.UNKNOWN)
+        .order_by(col(Send.sent_at), col(Send.id))
+    )
+    if campaign is not None:
+        query = query.where(col(Send.campaign) == campaign)
+    return [
+        UnknownSend(
+            id=row.id,
+            campaign=row.campaign,
+            step=row.step,
+            entry_id=row.entry_id,
+            customer_id=row.customer_id,
+            external_id=row.external_id,
+            to_email=row.to_email,
+            claimed_at=row.sent_at,
+            reason=row.reason,
+            outcomes=outcome_names(row.outcomes),
+        )
+        for row in connection.execute(query)
+    ]
 
 
 # -- writing: every status change ------------------------------------------------------------------
@@ -222,12 +314,17 @@ def schedule(
         )
 
 
+def expired_before(campaign: Campaign, now: datetime) -> datetime:
+    """A step still waiting that was due before this is dropped (`expired`)."""
+    return now - campaign.expire_after
+
+
 def expire_overdue(connection: Connection, campaign: Campaign, now: datetime) -> int:
     """Steps that could not go out by due + expire_after are dropped, and their entries end."""
     overdue = and_(
         col(Send.campaign) == campaign.name,
         col(Send.status).in_(CLAIMABLE),
-        col(Send.due_at) < now - campaign.expire_after,
+        col(Send.due_at) < expired_before(campaign, now),
     )
     entries = select(col(Send.entry_id)).where(overdue).scalar_subquery()
     connection.execute(
@@ -287,8 +384,21 @@ def claim(
     return claimed
 
 
+class Settled(Protocol):
+    """What marking a send sent needs of it: a DueSend, or an UnknownSend settled by hand."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def entry_id(self) -> int: ...
+    @property
+    def customer_id(self) -> int: ...
+    @property
+    def external_id(self) -> str: ...
+
+
 def mark_sent(
-    connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[DueSend, str | None]], now: datetime
+    connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[Settled, str | None]], now: datetime
 ) -> None:
     """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
     its delay from now, or after the last step the entry is completed."""
@@ -323,6 +433,31 @@ def mark_unknown_sends(connection: Connection, sends: Sequence[tuple[DueSend, st
         connection,
         [{"id": send.id, "status": SendStatus.UNKNOWN, "reason": why, "updated_at": now} for send, why in sends],
     )
+
+
+def settle_as_sent(connection: Connection, campaign: Campaign, sends: Sequence[UnknownSend]) -> None:
+    """Unknown sends the operator knows went out: `sent` as of their claim, and each entry's next
+    step scheduled from then, as if the result had come back at the time."""
+    by_claim: dict[datetime | None, list[UnknownSend]] = defaultdict(list)
+    for send in sends:
+        by_claim[send.claimed_at].append(send)
+    for claimed_at, group in by_claim.items():
+        for step in sorted({send.step for send in group}):
+            went = [(send, None) for send in group if send.step == step]
+            mark_sent(connection, campaign, step, went, claimed_at or utcnow())
+
+
+def resend(connection: Connection, sends: Sequence[UnknownSend], now: datetime) -> int:
+    """Unknown sends the operator wants sent again: waiting from `now`, with the time of the
+    decision kept in `resent_at`, so a second message to the customer is never a silent one."""
+    if not sends:
+        return 0
+    statement = (
+        update(Send)
+        .where(col(Send.id).in_([send.id for send in sends]), col(Send.status) == SendStatus.UNKNOWN)
+        .values(status=SendStatus.SCHEDULED, reason=None, next_attempt_at=now, resent_at=now, updated_at=now)
+    )
+    return connection.execute(statement).rowcount or 0
 
 
 def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetime) -> None:

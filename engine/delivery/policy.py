@@ -5,7 +5,7 @@ can be read here and tested from a table of cases (tests/test_policy.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -16,6 +16,19 @@ from engine.config.settings import Cap, Config, TimeWindow
 from engine.customers.preferences import FREQUENCY_CHOICES
 from engine.delivery.ledger import DueSend
 from engine.delivery.statuses import DeferReason, SkipReason
+
+
+class Check(StrEnum):
+    """The send-time rules, in the order `decide` applies them."""
+
+    EXIT = "exit"
+    SUPPRESSED = "suppressed"
+    TOPIC = "topic"
+    CONFIRMED = "confirmed"
+    AUDIENCE = "audience"
+    SEND_WINDOW = "send_window"
+    QUIET_HOURS = "quiet_hours"
+    FREQUENCY_CAP = "frequency_cap"
 
 
 class Action(StrEnum):
@@ -32,6 +45,7 @@ class Decision:
 
 
 SEND = Decision(Action.SEND)
+SKIP = {reason: Decision(Action.SKIP, reason) for reason in SkipReason}
 
 
 @dataclass(frozen=True)
@@ -55,30 +69,53 @@ def decide(
     """The first reason that applies wins: exit, suppressed, unsubscribed, not confirmed, audience
     (skip), then send window, quiet hours, frequency cap (defer). Transactional mail asks no consent
     and knows no quiet hours or caps. `sent_recently`: when the customer was sent marketing."""
+    return next((d for _, d in checks(send, campaign, rules, now, sent_recently) if d is not None), SEND)
+
+
+def checks(
+    send: DueSend, campaign: Campaign, rules: Rules, now: datetime, sent_recently: Sequence[datetime]
+) -> Iterator[tuple[Check, Decision | None]]:
+    """Each rule that applies to the campaign, in `decide`'s order, with what it decides (None: it
+    lets the send through). Lazy, so `decide` stops at the first that holds the send back, and
+    `lifecycle why` can show every one."""
     marketing = campaign.marketing
-    if send.exited:
-        return Decision(Action.SKIP, SkipReason.EXIT)
-    if send.suppressed:
-        return Decision(Action.SKIP, SkipReason.SUPPRESSED)
-    if marketing and (send.unsubscribed_at is not None or not send.subscribed):
-        return Decision(Action.SKIP, SkipReason.UNSUBSCRIBED)
-    if marketing and rules.double_opt_in and send.confirmed_at is None:
-        return Decision(Action.SKIP, SkipReason.NOT_CONFIRMED)
-    if not send.in_audience:
-        return Decision(Action.SKIP, SkipReason.AUDIENCE)
-    local = now.astimezone(ZoneInfo(send.timezone or rules.timezone))
-    window = campaign.send_window
-    if window and not window.contains(local.time()):
-        return Decision(Action.DEFER, DeferReason.SEND_WINDOW, next_local(local, window.start))
-    quiet = rules.quiet_hours
-    if marketing and quiet and quiet.contains(local.time()):
-        return Decision(Action.DEFER, DeferReason.QUIET_HOURS, next_local(local, quiet.end))
+    yield Check.EXIT, SKIP[SkipReason.EXIT] if send.exited else None
+    yield Check.SUPPRESSED, SKIP[SkipReason.SUPPRESSED] if send.suppressed else None
     if marketing:
-        for limit, per in caps(rules, send.frequency):
-            within = sorted(t for t in sent_recently if t > now - per)
-            if len(within) >= limit:
-                return Decision(Action.DEFER, DeferReason.FREQUENCY_CAP, within[len(within) - limit] + per)
-    return SEND
+        unsubscribed = send.unsubscribed_at is not None or not send.subscribed
+        yield Check.TOPIC, SKIP[SkipReason.UNSUBSCRIBED] if unsubscribed else None
+        if rules.double_opt_in:
+            yield Check.CONFIRMED, SKIP[SkipReason.NOT_CONFIRMED] if send.confirmed_at is None else None
+    yield Check.AUDIENCE, None if send.in_audience else SKIP[SkipReason.AUDIENCE]
+    local = local_time(send, rules, now)
+    window = campaign.send_window
+    if window:
+        closed = not window.contains(local.time())
+        yield Check.SEND_WINDOW, _defer(DeferReason.SEND_WINDOW, next_local(local, window.start)) if closed else None
+    quiet = rules.quiet_hours
+    if marketing and quiet:
+        inside = quiet.contains(local.time())
+        yield Check.QUIET_HOURS, _defer(DeferReason.QUIET_HOURS, next_local(local, quiet.end)) if inside else None
+    if marketing:
+        yield Check.FREQUENCY_CAP, _capped(rules, send.frequency, now, sent_recently)
+
+
+def _defer(reason: DeferReason, until: datetime) -> Decision:
+    return Decision(Action.DEFER, reason, until)
+
+
+def _capped(rules: Rules, frequency: str | None, now: datetime, sent_recently: Sequence[datetime]) -> Decision | None:
+    """Deferred until the oldest send that counts falls out of a cap, if one is reached."""
+    for limit, per in caps(rules, frequency):
+        within = sorted(t for t in sent_recently if t > now - per)
+        if len(within) >= limit:
+            return _defer(DeferReason.FREQUENCY_CAP, within[len(within) - limit] + per)
+    return None
+
+
+def local_time(send: DueSend, rules: Rules, now: datetime) -> datetime:
+    """`now` on the recipient's clock: their timezone, else config's."""
+    return now.astimezone(ZoneInfo(send.timezone or rules.timezone))
 
 
 def caps(rules: Rules, frequency: str | None) -> list[tuple[int, timedelta]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -117,8 +118,7 @@ class Tick:
             outer = connection.begin() if self.dry_run else None
             with self._transaction(connection):
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
-                if ledger.lock_evaluation(connection):
-                    self._evaluate(connection)
+                self._evaluate(connection)
             self.report.seconds["evaluate"] = time.perf_counter() - started
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
                 self._dispatch_campaign(connection, campaign)
@@ -135,7 +135,9 @@ class Tick:
 
     def _evaluate(self, connection: Connection) -> None:
         evaluator = Evaluator(connection, self.config, self.now)
-        for campaign in self.campaigns:
+        for campaign in self._evaluation_order():
+            if not ledger.lock_evaluation(connection, campaign.name):
+                continue  # another daemon evaluates it now
             counts = self.report.counts[campaign.name]
             try:
                 with connection.begin_nested():  # a failure undoes this campaign's evaluation only
@@ -149,6 +151,12 @@ class Tick:
                 continue
             counts["entered"] += entered
             counts["expired"] += expired
+
+    def _evaluation_order(self) -> list[Campaign]:
+        """The campaigns, each worker starting at its own place in the list, so that daemons
+        evaluating at the same moment take different campaigns first rather than queue for one."""
+        start = zlib.crc32((self.worker or "").encode()) % max(len(self.campaigns), 1)
+        return self.campaigns[start:] + self.campaigns[:start]
 
     def _transaction(self, connection: Connection) -> AbstractContextManager[object]:
         """Each step commits on its own; a dry run keeps everything in one transaction it discards."""

@@ -10,6 +10,7 @@ from engine.config.settings import Config
 from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail
 from engine.senders.base import Sender, SendResult, Unreachable
+from engine.senders.verp import ReturnPaths
 
 # Replies to RCPT that say the mailbox does not exist or cannot be named: suppress the address.
 INVALID_ADDRESS_CODES = {550, 551, 553}
@@ -37,8 +38,8 @@ def reply_result(send_id: int, code: int, reply: bytes | str, *, recipient: bool
     return SendResult(send_id, ok=False, error=error, transient=True)
 
 
-def needs_smtputf8(email: OutgoingEmail) -> bool:
-    return not (email.from_email.isascii() and email.to.isascii())
+def needs_smtputf8(email: OutgoingEmail, mail_from: str) -> bool:
+    return not (mail_from.isascii() and email.to.isascii())
 
 
 class SmtpSender(Sender):
@@ -48,6 +49,7 @@ class SmtpSender(Sender):
         super().__init__(config)
         self.settings = config.sender.smtp
         self.password = self._password()  # a missing secret fails at start, not mid-batch
+        self.return_paths = ReturnPaths(config)
         self.connection: smtplib.SMTP | None = None
 
     def _problem(self, message: str) -> ConfigError:
@@ -110,9 +112,11 @@ class SmtpSender(Sender):
     def _send(self, email: OutgoingEmail) -> SendResult:
         """One message; every reply the server can give maps to a result, broken links propagate."""
         connection = self._connect()
-        options = ["SMTPUTF8"] if needs_smtputf8(email) and connection.has_extn("smtputf8") else []
+        # Bounces go to the envelope sender: the bounce address when one is configured, else From.
+        mail_from = self.return_paths.for_send(email.send_id) or email.from_email
+        options = ["SMTPUTF8"] if needs_smtputf8(email, mail_from) and connection.has_extn("smtputf8") else []
         try:
-            connection.sendmail(email.from_email, [email.to], email.raw, mail_options=options)
+            connection.sendmail(mail_from, [email.to], email.raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(email.to) or next(iter(exc.recipients.values()))
             return reply_result(email.send_id, code, reply, recipient=True)

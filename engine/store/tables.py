@@ -150,6 +150,8 @@ class Send(SQLModel, table=True):
     updated_at: datetime | None = None
     # The worker that claimed the send; if it dies mid-send, the send becomes `unknown`.
     claimed_by: str | None = Field(default=None, max_length=40)
+    # Set when an operator resent it after its outcome was unknown (`lifecycle unknown --resolve resend`).
+    resent_at: datetime | None = None
     outcomes: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     delivered_at: datetime | None = None
     opened_at: datetime | None = None
@@ -203,6 +205,14 @@ class EntryTallyChange(SQLModel, table=True):
     campaign: str = Field(max_length=100)
     held_out: bool
     change: int
+
+
+class Watermark(SQLModel, table=True):
+    """The instant up to which a campaign's triggers were last evaluated: the next evaluation looks
+    back to it, however long ago, so the triggers of an outage are not missed."""
+
+    campaign: str = Field(primary_key=True, max_length=100)
+    evaluated_until: datetime
 
 
 class Worker(SQLModel, table=True):

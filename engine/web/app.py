@@ -14,7 +14,7 @@ from engine.config.settings import Config
 from engine.customers.preferences import Preferences
 from engine.mail.links import Links
 from engine.store import schema
-from engine.web import api, dashboard, feedback, openapi, ops, pages, webhooks
+from engine.web import api, dashboard, feedback, openapi, ops, pages, segment, webhooks
 from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
 from engine.web.services import HERE, LoopReader, Services, store_threads
 from engine.web.writes import GroupCommit
@@ -49,6 +49,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             *pages.routes,
             *feedback.routes,
             *api.routes,
+            *segment.routes,
             *webhooks.routes,
             *ops.routes,
             *dashboard.routes,

@@ -63,12 +63,14 @@ def _finite(text: str) -> float:
 
 def depth(value: Any) -> int:
     """How deeply lists and objects nest in `value` (a scalar is 0), without recursion."""
+    if not isinstance(value, (list, dict)):
+        return 0
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, (list, dict)):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+        deepest = max(deepest, level)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, (list, dict)))
     return deepest
 
 

@@ -4,6 +4,7 @@ nothing per request beyond what they check."""
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class KnownMethods:
 
 
 def body_limit_for(path: str) -> int:
-    return API_BODY_LIMIT if path.startswith(("/api/", "/webhooks/")) else PAGE_BODY_LIMIT
+    return API_BODY_LIMIT if path.startswith(("/api/", "/v1/", "/webhooks/")) else PAGE_BODY_LIMIT
 
 
 class BodyTooLarge(Exception):
@@ -188,7 +189,22 @@ class Csrf:
 
 
 def bearer_ok(request: Request, keys: set[str]) -> bool:
-    """`Authorization: Bearer KEY` with one of the configured keys, compared in constant time."""
+    """`Authorization: Bearer KEY` with one of the configured keys."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    token = given.strip().encode()
-    return scheme.lower() == "bearer" and any(hmac.compare_digest(token, key.encode()) for key in keys)
+    return scheme.lower() == "bearer" and key_ok(given.strip(), keys)
+
+
+def basic_user_ok(request: Request, keys: set[str]) -> bool:
+    """`Authorization: Basic` whose user is one of the configured keys (Segment's write key)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    try:
+        user = base64.b64decode(given.strip(), validate=True).decode().partition(":")[0]
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return scheme.lower() == "basic" and key_ok(user, keys)
+
+
+def key_ok(given: str, keys: set[str]) -> bool:
+    """`given` is one of the configured keys, compared in constant time."""
+    token = given.encode()
+    return any(hmac.compare_digest(token, key.encode()) for key in keys)

@@ -6,7 +6,7 @@ each customer's latest probability and colour, so that `{risk: red}` stays one S
 under `risk.model: predicted`.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0010
 Create Date: 2026-12-03 08:00:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
