@@ -95,7 +95,12 @@ def parse_now(value: str | None, config: Config | None = None) -> datetime:
 
 
 def store(config: Config) -> Engine:
-    return schema.open_store(config.database_url)
+    """The store, with the churn rules' thresholds calibrated from it where the config leaves them unset."""
+    from engine.customers.risk.calibration import apply_stored
+
+    engine = schema.open_store(config.database_url)
+    apply_stored(config, engine)
+    return engine
 
 
 @contextmanager
@@ -123,6 +128,7 @@ def options(config: Annotated[Path | None, typer.Option("--config", help=CONFIG_
 def validate(config: ConfigOption = None) -> None:
     """Check config, every campaign and every template."""
     from engine.config.public_url import public_url_warning
+    from engine.customers.risk.calibration import rules_note
     from engine.mail.validation import names_note, validate_all
 
     loaded, campaigns, problems = validate_all(config)
@@ -130,6 +136,8 @@ def validate(config: ConfigOption = None) -> None:
         err.print(note, markup=False, highlight=False, soft_wrap=True)
     if loaded is not None and (warning := public_url_warning(loaded, any(c.marketing for c in campaigns))):
         err.print(warning, markup=False, highlight=False, soft_wrap=True)
+    if loaded is not None and (note := rules_note(loaded)):
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
     if problems or loaded is None:
         fail(ProblemsError(problems))
     out.print(f"ok: config, {len(campaigns)} campaigns and their templates in {len(loaded.locales)} locales")
@@ -442,6 +450,113 @@ def run(
     if port:
         start_http_server(port, addr="127.0.0.1")
     Daemon(cfg, campaigns, engine, sender, clock=(lambda: fixed) if fixed else utcnow).run()
+
+
+# -- churn risk: the predicted model and its backtest -------------------------------------------
+
+risk_app = typer.Typer(
+    help="Churn risk: train the predicted model, backtest it against the rules.", no_args_is_help=True
+)
+app.add_typer(risk_app, name="risk")
+JsonOption = Annotated[bool, typer.Option("--json", help="print the figures as JSON")]
+
+
+@risk_app.command("train")
+def risk_train(config: ConfigOption = None, now: NowOption = None, as_json: JsonOption = False) -> None:
+    """Calibrate the rules, train the churn model on the store's history as of --now, store it and score everyone."""
+    from engine.customers.risk.training import train
+
+    with user_errors():
+        cfg = load_config(config)
+        cfg.secret_keys()
+        result = train(store(cfg), cfg, parse_now(now, cfg))
+    if as_json:
+        print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
+        return
+    seconds = result.seconds
+    say(f"risk model version {result.version} trained in {seconds['training']}s; scored in {seconds['scoring']}s")
+    if result.thresholds:
+        yellow, red = result.thresholds["yellow"], result.thresholds["red"]
+        say(f"rules calibrated from the gaps between purchases: yellow {yellow}, red {red}")
+    out.print(_backtest_table(result.figures))
+    say("scores: " + ", ".join(f"{colour} {n}" for colour, n in result.scored.items()))
+
+
+@risk_app.command("score")
+def risk_score(config: ConfigOption = None, now: NowOption = None) -> None:
+    """Score every customer again with the stored model (recency moves on between trainings)."""
+    from engine.customers.risk.training import score
+
+    with user_errors():
+        cfg = load_config(config)
+        counts, seconds = score(store(cfg), cfg, parse_now(now, cfg))
+    say(f"scored in {seconds}s: " + ", ".join(f"{colour} {n}" for colour, n in counts.items()))
+
+
+@risk_app.command("backtest")
+def risk_backtest(
+    cutoff: Annotated[
+        str | None, typer.Option("--cutoff", help="ISO-8601 past instant (default: now - horizon)")
+    ] = None,
+    horizon: Annotated[str | None, typer.Option("--horizon", help="like 90d (default: risk.horizon)")] = None,
+    config: ConfigOption = None,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The AUC of the rules, of recency alone and of the model at a past cut-off, side by side."""
+    from engine.config.durations import parse_duration
+    from engine.customers.risk.backtest import backtest
+    from engine.customers.risk.model import Features
+
+    with user_errors():
+        cfg = load_config(config)
+        moment = parse_now(now, cfg)
+        try:
+            span = parse_duration(horizon) if horizon is not None else cfg.risk.horizon
+        except ValueError as exc:
+            raise UserError(f"--horizon: {exc}") from None
+        try:
+            start = parse_instant(cutoff, cfg.timezone) if cutoff is not None else moment - span
+        except ValueError as exc:
+            raise UserError(f"--cutoff: {exc}") from None
+        if span.total_seconds() <= 0 or start + span > moment:
+            raise UserError(
+                f"--cutoff: {start.isoformat()} plus the horizon is after now ({moment.isoformat()}): "
+                "what happened within the horizon is not known yet; choose an earlier cut-off or a shorter horizon"
+            )
+        with store(cfg).connect() as connection:
+            figures = backtest(Features(connection, cfg), cfg, start, span)
+    if as_json:
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
+        return
+    out.print(_backtest_table(figures))
+    if figures["model_note"]:
+        say(figures["model_note"])
+
+
+def _backtest_table(figures: dict[str, Any]) -> Table:
+    """AUC and, per colour, the share that bought again, one row per way of predicting."""
+    table = Table(
+        title=f"churn backtest at {figures['cutoff']}, horizon {figures['horizon']}: "
+        f"{figures['customers']} customers, {figures['bought_again']} bought again"
+    )
+    for column in ("predictor", "AUC", "green: bought again", "yellow: bought again", "red: bought again"):
+        table.add_column(column)
+    table.add_row(*cells("recency alone (days since last purchase)", figures["auc_recency"], "", "", ""))
+    ways = [("rules as configured", figures["rules"]), ("rules, defaults", figures["rules_default"])]
+    ways += [("rules, calibrated", figures["rules_calibrated"])] if figures["rules_calibrated"] else []
+    for label, way in ways:
+        name = f"{label} ({way['yellow']}/{way['red']})"
+        table.add_row(*cells(name, way["auc"], *(_share(way["colours"][c]) for c in ("green", "yellow", "red"))))
+    if figures["model"]:
+        model = figures["model"]
+        table.add_row(*cells("model", model["auc"], *(_share(model["colours"][c]) for c in ("green", "yellow", "red"))))
+    return table
+
+
+def _share(colour: dict[str, Any]) -> str:
+    share = colour["bought_again"]
+    return f"{share}% of {colour['customers']}" if share is not None else f"- of {colour['customers']}"
 
 
 @app.command()

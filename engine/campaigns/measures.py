@@ -28,7 +28,7 @@ from sqlmodel import col
 from engine.campaigns.language import RISKS, STAGES
 from engine.config.settings import Config
 from engine.store.dialect import json_number
-from engine.store.tables import Customer, Event
+from engine.store.tables import Customer, CustomerRisk, Event
 
 PURCHASE = "purchase"
 
@@ -41,6 +41,7 @@ class Facts:
     recent_purchases: ColumnElement[Any]  # purchases within stages.loyal.within
     purchased: ColumnElement[Any]  # a purchase ever
     red_event: ColumnElement[Any]  # an event named by risk.red.or_event
+    predicted: ColumnElement[Any] | None = None  # the scored colour under `risk.model: predicted`, else NULL
 
 
 class Measures:
@@ -83,7 +84,8 @@ class Measures:
     ) -> Subquery:
         """A row per customer created by `now` (and passing `only`, conditions on the customer row):
         `id`, `created_at`, their `last_activity` as of `now`, purchases (`recent` and all,
-        `purchases`), `red_events`, and `extra` columns: aggregates over their events seen by `now`
+        `purchases`), `red_events`, the colour of their score under `risk.model: predicted`
+        (`predicted`), and `extra` columns: aggregates over their events seen by `now`
         or the customer's own columns. One ordered pass over the customers, each with a seek into
         the index on the events (customer_id, at, name), instead of subqueries per customer and measure."""
         name, at = col(Event.name), col(Event.at)
@@ -96,6 +98,7 @@ class Measures:
                 func.count(case((and_(name == PURCHASE, at >= self.loyal_since()), 1))).label("recent"),
                 func.count(case((name == PURCHASE, 1))).label("purchases"),
                 func.count(case((name == or_event, 1))).label("red_events"),
+                *([self.predicted(Customer).label("predicted")] if self.config.risk.model == "predicted" else []),
                 *extra,
             )
             .select_from(Customer)
@@ -113,13 +116,18 @@ class Measures:
             recent_purchases=customers.c.recent,
             purchased=customers.c.purchases > 0,
             red_event=customers.c.red_events > 0,
+            predicted=customers.c.predicted if "predicted" in customers.c else None,
         )
 
     def inactivity(self) -> dict[str, timedelta]:
         """How long without an event makes a customer lost, red and yellow: the only durations the
         rules compare last activity with (the report counts customers by them)."""
         stages, risk = self.config.stages, self.config.risk
-        return {"lost": stages.lost.inactive_for, "red": risk.red.inactive_for, "yellow": risk.yellow.inactive_for}
+        return {
+            "lost": stages.lost.inactive_for,
+            "red": risk.inactive_for("red"),
+            "yellow": risk.inactive_for("yellow"),
+        }
 
     def inactive(self, rule: str, facts: Facts) -> ColumnElement[bool]:
         """now − last activity ≥ the rule's duration."""  # noqa: RUF002 (the formula as written)
@@ -150,11 +158,25 @@ class Measures:
         }[name]
 
     def risk(self, name: str, customer: type[Customer] = Customer, facts: Facts | None = None) -> ColumnElement[bool]:
-        """Risk under the rules: the one place risk is decided."""
+        """The customer's colour: by the rules, or under `risk.model: predicted` the colour of their
+        latest score (`customer_risk`, written by `lifecycle risk train`), the rules for those without one."""
         facts = facts or self.facts(customer)
         red = or_(self.inactive("red", facts), facts.red_event)
         yellow = and_(not_(red), self.inactive("yellow", facts))
+        if self.config.risk.model == "predicted":
+            rules = case((red, "red"), (yellow, "yellow"), else_="green")
+            return (
+                func.coalesce(self.predicted(customer) if facts.predicted is None else facts.predicted, rules) == name
+            )
         return {"red": red, "yellow": yellow, "green": and_(not_(red), not_(yellow))}[name]
+
+    def predicted(self, customer: type[Customer] = Customer) -> ColumnElement[Any]:
+        """The colour of the customer's score made by `now`, else NULL."""
+        return (
+            select(col(CustomerRisk.colour))
+            .where(col(CustomerRisk.customer_id) == customer.id, col(CustomerRisk.scored_at) <= self.now)
+            .scalar_subquery()
+        )
 
     def stage_of(self, customer: type[Customer] = Customer, facts: Facts | None = None) -> ColumnElement[str]:
         """The customer's stage by name (one SQL expression): the rules above, first match wins."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -211,17 +211,56 @@ class Stages(Strict):
 
 
 class YellowRisk(Strict):
+    # Unset: calibrated from the store's own gaps between purchases (engine/customers/risk/calibration.py).
     inactive_for: Span = Field(default="14d", validate_default=True)
+    probability: float = Field(0.4, gt=0, lt=1)  # under `model: predicted`
 
 
 class RedRisk(Strict):
     inactive_for: Span = Field(default="30d", validate_default=True)
     or_event: str | None = "complaint"
+    probability: float = Field(0.7, gt=0, lt=1)
+
+
+RiskColour = Literal["yellow", "red"]
 
 
 class Risk(Strict):
+    """Churn risk: the rules (inactivity, a red event), or `model: predicted`, the calibrated
+    probability of no `value.event` within `horizon`, from a model learned from the store itself."""
+
+    model: Literal["rules", "predicted"] = "rules"
+    horizon: Span = Field(default="90d", validate_default=True)
+    retrain: Span = Field(default="7d", validate_default=True)  # the daemon retrains and rescores this often
     yellow: YellowRisk = YellowRisk()
     red: RedRisk = RedRisk()
+    _calibrated: dict[str, timedelta] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _yellow_below_red(self) -> Risk:
+        if self.yellow.probability >= self.red.probability:
+            raise ValueError(
+                f"yellow.probability {self.yellow.probability} must be below red.probability {self.red.probability}"
+            )
+        return self
+
+    def explicit(self, colour: RiskColour) -> bool:
+        """Whether config.yaml sets this colour's `inactive_for` (then it wins over calibration)."""
+        return "inactive_for" in (self.yellow if colour == "yellow" else self.red).model_fields_set
+
+    def inactive_for(self, colour: RiskColour) -> timedelta:
+        """The inactivity that makes a customer this colour under the rules: as written in the config,
+        else as calibrated from the store (`calibrate`), else the default."""
+        written = (self.yellow if colour == "yellow" else self.red).inactive_for
+        return written if self.explicit(colour) else self._calibrated.get(colour, written)
+
+    def calibrate(self, thresholds: dict[str, timedelta]) -> None:
+        """Take the store's calibrated thresholds for the colours the config leaves unset."""
+        self._calibrated = dict(thresholds)
+
+    @property
+    def calibrated(self) -> bool:
+        return any(not self.explicit(c) and c in self._calibrated for c in ("yellow", "red"))
 
 
 class Feedback(Strict):

@@ -32,6 +32,14 @@ from engine.senders import Sender
 from engine.store.dialect import unavailable
 
 log = logging.getLogger("lifecycle.daemon")
+
+
+def needs_risk_runs(config: Config) -> bool:
+    """Whether the daemon has churn risk to retrain or calibrate on a schedule."""
+    risk = config.risk
+    return risk.model == "predicted" or not (risk.explicit("yellow") and risk.explicit("red"))
+
+
 MAX_BACKOFF = timedelta(minutes=5)
 
 
@@ -68,6 +76,17 @@ class Daemon:
             coalesce=True,
             misfire_grace_time=None,
         )
+        if needs_risk_runs(self.config):
+            self.scheduler.add_job(
+                self.retrain_once,
+                "interval",
+                id="risk",
+                next_run_time=utcnow(),
+                seconds=self.config.risk.retrain.total_seconds(),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         log.info(
             "daemon started",
             extra={
@@ -113,6 +132,29 @@ class Daemon:
         self._record(report, time.perf_counter() - started)
         self._read_bounces()
         return report
+
+    def retrain_once(self) -> None:
+        """Every `risk.retrain`: the churn model retrained and everyone rescored (`model: predicted`),
+        or the rules' thresholds recalibrated; in the ticks' own thread, between two ticks. A failure
+        is logged and the rules or the last model stay in force."""
+        from engine.customers.risk.model import NotEnoughHistory
+        from engine.customers.risk.training import refresh
+
+        if self.stopping.is_set():
+            return
+        try:
+            done = refresh(self.engine, self.config, self.clock())
+        except NotEnoughHistory as exc:
+            log.warning("churn model not trained", extra={"reason": str(exc)})
+            return
+        except Exception as exc:
+            log.exception("churn risk run failed", extra={"error": (str(exc).splitlines() or [""])[0]})
+            return
+        if done is not None:
+            log.info(
+                "churn risk refreshed",
+                extra={"version": done.version, "thresholds": done.thresholds, "scored": done.scored},
+            )
 
     def _read_bounces(self) -> None:
         """One pass over the bounce mailbox after each tick; a mailbox that cannot be read now is

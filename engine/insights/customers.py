@@ -27,7 +27,7 @@ from engine.campaigns.measures import Facts, Measures
 from engine.config.datamodel import convert
 from engine.config.settings import Config
 from engine.errors import LifecycleError, NotFound
-from engine.store.tables import Customer
+from engine.store.tables import Customer, CustomerRisk
 
 RED = "red"
 STREAMED = 1000  # rows fetched at a time when streaming
@@ -140,7 +140,7 @@ def customer_query(config: Config, now: datetime, filters: Filters) -> Select[An
     values = measures.values()
     facts = Measures.grouped(grouped)
     stage = measures.stage_of(facts=facts)
-    risk, probability = risk_columns(measures, facts)
+    risk, probability = risk_columns(measures, facts, grouped.c.id)
     value = func.coalesce(values.c.value, literal(0.0))
     query = select(
         grouped.c.external_id.label("id"),
@@ -156,9 +156,19 @@ def customer_query(config: Config, now: datetime, filters: Filters) -> Select[An
     return query.where(*_measure_conditions(filters, stage, risk))
 
 
-def risk_columns(measures: Measures, facts: Facts) -> tuple[ColumnElement[str], ColumnElement[float | None]]:
-    """Risk by name and the churn probability behind it: none under the rules."""
-    return measures.risk_of(facts=facts), cast(null(), Float)
+def risk_columns(
+    measures: Measures, facts: Facts, customer_id: ColumnElement[int]
+) -> tuple[ColumnElement[str], ColumnElement[float | None]]:
+    """Risk by name and the churn probability behind it: the customer's latest score under
+    `risk.model: predicted`, none under the rules."""
+    if measures.config.risk.model != "predicted":
+        return measures.risk_of(facts=facts), cast(null(), Float)
+    probability = (
+        select(col(CustomerRisk.probability))
+        .where(col(CustomerRisk.customer_id) == customer_id, col(CustomerRisk.scored_at) <= measures.now)
+        .scalar_subquery()
+    )
+    return measures.risk_of(facts=facts), probability
 
 
 def ordered(query: Select[Any]) -> Select[Any]:

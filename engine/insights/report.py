@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy
@@ -74,7 +74,7 @@ from engine.errors import NotFound
 from engine.insights.customers import red_list
 from engine.store import tallies
 from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, read_json, shifted
-from engine.store.tables import OUTCOMES, Customer, Entry, Event, Send
+from engine.store.tables import OUTCOMES, Customer, Entry, Event, RiskModel, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
 WAITING = "waiting"
@@ -132,6 +132,7 @@ def build_report(
         "red_customers": lambda c: red_list(c, config, now, config.report.red_list),
         "feedback": lambda c: feedback(c, scope, months, config.timezone, rating_scale(config)),
         "failures": lambda c: failure_reasons(c, scope),
+        "risk_model": lambda c: risk_model(c, config),
     }
     with ThreadPoolExecutor(concurrent_reads(engine, len(parts))) as pool:
         running = {name: pool.submit(_on_connection, engine, part) for name, part in parts.items()}
@@ -146,6 +147,8 @@ def build_report(
         "red_customers": done["red_customers"],
         "feedback": done["feedback"],
         "failures": done["failures"],
+        "risk_rules": risk_rules(config),
+        "risk_model": done["risk_model"],
     }
 
 
@@ -541,8 +544,10 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
         facts.purchased.label("purchased"),
         facts.red_event.label("red_event"),
         facts.last_activity.label("last_activity"),
+        *([facts.predicted.label("predicted")] if facts.predicted is not None else []),
     ).subquery()
-    keys = (each.c.born, each.c.counted, each.c.active, each.c.recent, each.c.purchased, each.c.red_event)
+    predicted = [each.c.predicted] if facts.predicted is not None else []
+    keys = (each.c.born, each.c.counted, each.c.active, each.c.recent, each.c.purchased, each.c.red_event, *predicted)
     cells = (
         select(*keys, func.max(each.c.last_activity).label("last_activity"), func.count().label("customers"))
         .group_by(*keys)
@@ -553,6 +558,7 @@ def customer_counts(connection: Connection, measures: Measures, months: list[dat
         recent_purchases=cells.c.recent,
         purchased=cells.c.purchased,
         red_event=cells.c.red_event,
+        predicted=cells.c.predicted if predicted else None,
     )
     decided = select(
         cells.c.born, cells.c.counted, measures.stage_of(facts=alike), measures.risk_of(facts=alike), cells.c.customers
@@ -829,3 +835,34 @@ def _low_ratings(
         }
         for customer, score, comment, at, campaign, acked in connection.execute(query)
     ]
+
+
+def risk_rules(config: Config) -> dict[str, Any]:
+    """The rules' thresholds in force and where they come from: the config, the store's calibration
+    (engine/customers/risk/calibration.py) or the defaults."""
+    risk = config.risk
+
+    def source(colour: Literal["yellow", "red"]) -> str:
+        return "config" if risk.explicit(colour) else "calibrated" if risk.calibrated else "default"
+
+    return {
+        "model": risk.model,
+        "yellow": {"inactive_for": format_duration(risk.inactive_for("yellow")), "source": source("yellow")},
+        "red": {"inactive_for": format_duration(risk.inactive_for("red")), "source": source("red")},
+    }
+
+
+def risk_model(connection: Connection, config: Config) -> dict[str, Any] | None:
+    """The latest trained churn model's backtest (`lifecycle risk train`): its AUC next to the rules'
+    and recency's on the same store, and the share of each colour that bought again. None when no
+    model was trained."""
+    row = connection.execute(
+        select(col(RiskModel.version), col(RiskModel.trained_at), col(RiskModel.data_until), col(RiskModel.metrics))
+        .where(col(RiskModel.model).is_not(None))
+        .order_by(col(RiskModel.version).desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    version, trained_at, data_until, metrics = row
+    return {"version": version, "trained_at": trained_at.isoformat(), "data_until": data_until.isoformat(), **metrics}

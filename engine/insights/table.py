@@ -73,6 +73,7 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
         lift_table(report),
         retention_table(report),
         customers_table(report),
+        risk_model_table(report),
         red_table(report),
         feedback_table(report),
         low_ratings_table(report),
@@ -168,6 +169,22 @@ def customers_table(report: dict[str, Any]) -> Table:
     for measure in ("stages", "risk"):
         for group, n in report[measure].items():
             table.add_row(*cells(measure, group, n))
+    return table
+
+
+def risk_model_table(report: dict[str, Any]) -> Table:
+    """How risk is decided (rules and where their thresholds come from, or the model) and, once a model
+    was trained, its backtested AUC next to the rules' and recency's."""
+    rules, model = report["risk_rules"], report["risk_model"]
+    table = _table(f"churn risk by {rules['model']}", "figure", "value")
+    for colour in ("yellow", "red"):
+        rule = rules[colour]
+        table.add_row(*cells(f"rules: {colour} after", f"{rule['inactive_for']} ({rule['source']})"))
+    if model is not None:
+        table.add_row(*cells("model", f"version {model['version']}, trained {model['trained_at'][:10]}"))
+        table.add_row(*cells("backtest", f"at {model['cutoff'][:10]}, horizon {model['horizon']}"))
+        for figure in ("auc_model", "auc_rules", "auc_rules_default", "auc_rules_calibrated", "auc_recency"):
+            table.add_row(*cells(figure.replace("_", " ").replace("auc", "AUC"), _text(model.get(figure))))
     return table
 
 

@@ -340,3 +340,23 @@ def _json_number_sqlite(element: json_number, compiler: SQLCompiler, **kw: Any) 
         f"(CASE WHEN json_valid({column}) AND json_type({column}, {path}) IN ('integer', 'real') "
         f"THEN json_extract({column}, {path}) END)"
     )
+
+
+class days_between(FunctionElement[float]):
+    """The days (a fraction) from one timestamp to a later one, computed by the database, so that a
+    read of many rows carries numbers rather than timestamps to convert one by one."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(days_between)
+def _days_postgresql(element: days_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(EXTRACT(EPOCH FROM ({end} - {start})) / 86400.0)"
+
+
+@compiles(days_between, "sqlite")
+def _days_sqlite(element: days_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(julianday({end}) - julianday({start}))"

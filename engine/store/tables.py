@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Table, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -265,6 +265,36 @@ class Delivery(SQLModel, table=True):
     kind: str = Field(max_length=30)
     at: datetime
     provider_event_id: str | None = Field(default=None, max_length=200)
+
+
+class RiskModel(SQLModel, table=True):
+    """One run of `lifecycle risk train` (engine/customers/risk/): the rule thresholds calibrated from
+    the store's gaps between purchases, and the churn model learned from its history with its
+    backtested figures. `model` is the fitted model, pickled and signed with the project secret
+    (`signature`); NULL when the store had too little history to train one."""
+
+    __tablename__ = "risk_model"
+    version: int | None = Field(default=None, primary_key=True)
+    trained_at: datetime
+    data_until: datetime  # the training's `now`: nothing later was seen
+    horizon_seconds: int
+    yellow_seconds: int | None = None  # calibrated rules; NULL when too few gaps between purchases
+    red_seconds: int | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType, nullable=False))
+    model: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    signature: str | None = Field(default=None, max_length=128)
+
+
+class CustomerRisk(SQLModel, table=True):
+    """Each customer's latest predicted churn risk, so that `{risk: red}` stays SQL under
+    `risk.model: predicted`; rewritten whole by each scoring."""
+
+    __tablename__ = "customer_risk"
+    customer_id: int = Field(foreign_key="customer.id", primary_key=True)
+    probability: float
+    colour: str = Field(max_length=10)
+    scored_at: datetime
+    model_version: int
 
 
 def table_of(model: type[SQLModel]) -> Table:

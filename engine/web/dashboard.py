@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from engine.campaigns.language import check_campaigns
 from engine.clock import utcnow
+from engine.customers.risk.calibration import apply_stored
 from engine.insights.html import report_page
 from engine.insights.report import build_report
 from engine.web.services import Services, services
@@ -54,6 +55,7 @@ async def dashboard(request: Request) -> Response:
 def _page(s: Services) -> str:
     """The report of the campaigns that load: one broken file (the studio shows where) hides no
     other campaign's figures."""
+    apply_stored(s.config, s.engine)  # the churn rules' latest calibration, stored by `risk train` or a daemon
     campaigns, _ = check_campaigns(s.config)
     report = build_report(s.engine, s.config, campaigns, utcnow())
     return report_page(report, plotly_src=PLOTLY_PATH)

@@ -3,8 +3,8 @@
 `send.resent_at`: when an operator resent a send whose outcome was unknown. `watermark`: the last
 instant each campaign was evaluated up to, so evaluation after an outage starts where it stopped.
 
-Revision ID: 0010
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03 08:20:00
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0010"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
