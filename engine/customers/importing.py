@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -278,9 +278,9 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
     properties = record.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
-    model = config.data_model
+    declared = config.data_model.events.get(name, {})
     properties = {
-        k: v if (declared := model.event_property(name, k)) is None else _value(k, v, declared, config.timezone)
+        k: v if (kind := declared.get(k)) is None else _value(k, v, kind, config.timezone)
         for k, v in properties.items()
     }
     uid = _text(record, "id") if record.get("id") is not None else None
@@ -491,10 +491,15 @@ def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
         raise BadRecord(f"cannot read this record: {exc}") from None
 
 
+# One statement for any number of ids: the list is bound when it runs, not compiled value by value.
+CUSTOMER_IDS = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(
+    CUSTOMERS.c.external_id.in_(bindparam("external_ids", expanding=True))
+)
+
+
 def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
     """The store's id of each customer of `external_ids` that exists."""
-    found = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(CUSTOMERS.c.external_id.in_(external_ids))
-    return dict(connection.execute(found).all())
+    return dict(connection.execute(CUSTOMER_IDS, {"external_ids": list(external_ids)}).all())
 
 
 def _merged(earlier: Row, later: Row) -> Row:
