@@ -205,9 +205,11 @@ TEXT_LIMITS = {
 def _text(record: dict[str, Any], name: str) -> str:
     """A core field as text: a string or a number, within its column's length."""
     value = record.get(name, "")
-    if isinstance(value, (dict, list, bool)):
-        raise BadRecord(f"'{name}' must be text, not {type(value).__name__}")
-    text = str(value).strip()
+    if type(value) is not str:  # text is the usual case, and needs no conversion
+        if isinstance(value, (dict, list, bool)):
+            raise BadRecord(f"'{name}' must be text, not {type(value).__name__}")
+        value = str(value)
+    text = value.strip()
     if len(text) > TEXT_LIMITS[name]:
         raise BadRecord(f"'{name}' is longer than {TEXT_LIMITS[name]} characters")
     return text
@@ -228,12 +230,16 @@ def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> A
         raise BadRecord(f"{name} is declared {declared.type.value} in config.yaml: {exc}") from None
 
 
+# One encoder for all records: json.dumps with options builds a new one for each.
+STORABLE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def check_storable(value: Any, where: str = "") -> None:
     """Refuse what the store could not write or read back: a number that is not finite (NaN,
     Infinity), a NUL character, text that is not Unicode (a lone surrogate). The JSON encoder, in
     C, passes what is sound at a glance; only the rest is walked, to say where the fault is."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = STORABLE_JSON(value)
         text.encode("utf-8")
     except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
         pass
@@ -278,7 +284,7 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
     properties = record.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
-    declared = config.data_model.events.get(name, {})
+    declared = config.events.get(name, {})  # config.data_model builds a model on each call
     properties = {
         k: v if (kind := declared.get(k)) is None else _value(k, v, kind, config.timezone)
         for k, v in properties.items()
