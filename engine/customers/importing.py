@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -31,7 +31,7 @@ from engine.clock import parse_instant, utcnow
 from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
-from engine.store.dialect import insert_rows, insert_rows_new
+from engine.store.dialect import insert_rows, insert_rows_new, one_of
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
@@ -497,15 +497,10 @@ def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
         raise BadRecord(f"cannot read this record: {exc}") from None
 
 
-# One statement for any number of ids: the list is bound when it runs, not compiled value by value.
-CUSTOMER_IDS = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(
-    CUSTOMERS.c.external_id.in_(bindparam("external_ids", expanding=True))
-)
-
-
 def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
     """The store's id of each customer of `external_ids` that exists."""
-    return dict(connection.execute(CUSTOMER_IDS, {"external_ids": list(external_ids)}).all())
+    known = one_of(connection, CUSTOMERS.c.external_id, list(external_ids))
+    return dict(connection.execute(select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(known)).all())
 
 
 def _merged(earlier: Row, later: Row) -> Row:
