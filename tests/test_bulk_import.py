@@ -5,8 +5,12 @@ in the same batch), and keep every value as given."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from conftest import customer
+from sqlalchemy import select
+
+from engine.customers.importing import EVENTS
 
 
 def test_a_large_import_stores_the_same_rows_either_way(store_project):
@@ -37,3 +41,21 @@ def test_a_large_import_stores_the_same_rows_either_way(store_project):
     assert (row[0], attributes["tier"]) == ("N149", 149 % 3)
     assert str(row[2]).startswith("2026-01-01")
     assert project.query("SELECT count(*) FROM customer") == [(150,)]
+
+
+def test_bulk_rows_are_written_as_sqlalchemy_writes_them(store_project):
+    """COPY and SQLite's executemany bind each value through its column's type for the database, as
+    SQLAlchemy's own statements do: a time stored so is found by an equal time bound by SQLAlchemy
+    (on SQLite both are text, and a time in another format would match nothing)."""
+    project = store_project
+    project.customers(customer("c1"))
+    project.events(
+        *(
+            {"id": f"e{n}", "customer": "c1", "event": "visit", "at": f"2026-03-01T10:00:{n % 60:02}.5Z"}
+            for n in range(120)
+        )
+    )
+    at = datetime(2026, 3, 1, 10, 0, 7, 500000, tzinfo=UTC)
+    with project.db.connect() as connection:
+        found = connection.execute(select(EVENTS.c.uid).where(EVENTS.c.at == at).order_by(EVENTS.c.uid))
+        assert found.scalars().all() == ["e67", "e7"]

@@ -178,8 +178,11 @@ def execute_rows(
 
 
 def _bound(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
-    """Each row's values, in the order of the first row's keys, as the driver takes them."""
-    processors = [(name, table.c[name].type.bind_processor(connection.dialect)) for name in rows[0]]
+    """Each row's values, in the order of the first row's keys, as the driver takes them: through
+    the processor of the column's type for this database, as SQLAlchemy's own statements bind them
+    (SQLite's times as text in SQLAlchemy's format, PostgreSQL's JSON as JSONB)."""
+    dialect = connection.dialect
+    processors = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in rows[0]]
     for row in rows:
         yield [process(row[name]) if process else row[name] for name, process in processors]
 
