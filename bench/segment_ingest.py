@@ -4,7 +4,9 @@ Segment's official Python client library as a business would run it.
 
 `lifecycle serve` runs as real processes on loopback; the bodies are built before the clock starts,
 and 4 client threads post them at once. Every event is counted in the store afterwards, so a rate
-is only printed for events that were really stored.
+is only printed for events that were really stored. Beside the rate, the CPU time the server's
+processes spent per event (from /proc, Linux): on a machine busy with other work the rate falls,
+while the CPU per event stays, and 2 cores divided by it is the rate the server could reach alone.
 
 Run: `.venv/bin/python bench/segment_ingest.py [--store sqlite|postgresql] [--events 200000] [--workers 2]`.
 """
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +44,21 @@ def call(label: str, n: int, customers: int) -> dict:
         "properties": {"product_id": f"p{n % 97}", "price": 19.9},
         "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) used so far by process `pid` and every process below it."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(stat[11]) + int(stat[12])  # utime, stime
+    children = " ".join(path.read_text() for path in Path(f"/proc/{pid}/task").glob("*/children")).split()
+    return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(child)) for child in children)
+
+
+def measured(server: int, send: Callable[[], float]) -> tuple[float, float]:
+    """(seconds, server CPU seconds) of one way of sending."""
+    before = cpu_seconds(server)
+    seconds = send()
+    return seconds, cpu_seconds(server) - before
 
 
 def post_all(base: str, path: str, bodies: list[bytes]) -> float:
@@ -116,12 +134,22 @@ def main() -> None:
         try:
             post_all(base, "/v1/batch", batches("warm", 2 * BATCH, args.customers))
             rows = [
-                ("POST /v1/batch, 500 calls a batch", args.events, post_all(base, "/v1/batch", bulk), "batch"),
-                ("POST /v1/track, one call a request", args.single, post_all(base, "/v1/track", single), "track"),
+                (
+                    "POST /v1/batch, 500 calls a batch",
+                    args.events,
+                    *measured(server.pid, lambda: post_all(base, "/v1/batch", bulk)),
+                    "batch",
+                ),
+                (
+                    "POST /v1/track, one call a request",
+                    args.single,
+                    *measured(server.pid, lambda: post_all(base, "/v1/track", single)),
+                    "track",
+                ),
                 (
                     "official client (batches of 100)",
                     args.library,
-                    with_the_client(base, args.library, args.customers),
+                    *measured(server.pid, lambda: with_the_client(base, args.library, args.customers)),
                     "lib",
                 ),
             ]
@@ -130,10 +158,15 @@ def main() -> None:
             server.wait(timeout=10)
         counted = {label: stored(url, label) for *_, label in rows}
     print(f"machine: {machine()}; {args.store} store, {args.workers} server processes, {CLIENTS} client threads\n")
-    print("| how | events | stored | seconds | events/s |\n|---|---|---|---|---|")
-    for name, events, seconds, label in rows:
-        print(f"| {name} | {events:,} | {counted[label]:,} | {seconds:.1f} | {counted[label] / seconds:,.0f} |")
-    fastest, naive = (counted[rows[i][3]] / rows[i][2] for i in (0, 1))
+    print("| how | events | stored | seconds | events/s | server CPU per event | 2 cores / CPU per event |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, events, seconds, cpu, label in rows:
+        per_event = cpu / counted[label]
+        print(
+            f"| {name} | {events:,} | {counted[label]:,} | {seconds:.1f} | {counted[label] / seconds:,.0f} "
+            f"| {per_event * 1e6:.0f} µs | {2 / per_event:,.0f}/s |"
+        )
+    fastest, naive = (counted[rows[i][4]] / rows[i][2] for i in (0, 1))
     print(f"\nbatch / one call a request: {fastest / naive:.1f}x")
 
 

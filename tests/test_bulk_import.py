@@ -4,9 +4,20 @@ in the same batch), and keep every value as given."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from datetime import UTC, datetime
 
 from conftest import customer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlmodel import SQLModel
+
+from engine.customers.importing import CUSTOMERS, EVENTS
+from engine.store.dialect import insert_rows, make_engine
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def test_a_large_import_stores_the_same_rows_either_way(store_project):
@@ -37,3 +48,62 @@ def test_a_large_import_stores_the_same_rows_either_way(store_project):
     assert (row[0], attributes["tier"]) == ("N149", 149 % 3)
     assert str(row[2]).startswith("2026-01-01")
     assert project.query("SELECT count(*) FROM customer") == [(150,)]
+
+
+def test_bulk_rows_are_written_as_sqlalchemy_writes_them(store_project):
+    """COPY and SQLite's executemany bind each value through its column's type for the database, as
+    SQLAlchemy's own statements do: a time stored so is found by an equal time bound by SQLAlchemy
+    (on SQLite both are text, and a time in another format would match nothing)."""
+    project = store_project
+    project.customers(customer("c1"))
+    project.events(
+        *(
+            {"id": f"e{n}", "customer": "c1", "event": "visit", "at": f"2026-03-01T10:00:{n % 60:02}.5Z"}
+            for n in range(120)
+        )
+    )
+    at = datetime(2026, 3, 1, 10, 0, 7, 500000, tzinfo=UTC)
+    with project.db.connect() as connection:
+        found = connection.execute(select(EVENTS.c.uid).where(EVENTS.c.at == at).order_by(EVENTS.c.uid))
+        assert found.scalars().all() == ["e67", "e7"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+INSTANTS = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC))
+ROWS = st.lists(
+    st.tuples(INSTANTS, st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4)), min_size=1, max_size=5
+)
+examples = itertools.count()
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(rows=ROWS)
+def test_sqlite_bulk_rows_are_byte_for_byte_what_sqlalchemy_writes(tmp_path, rows):
+    """The driver's executemany (`execute_rows`) stores exactly the text SQLAlchemy's own insert
+    stores, for any times and any JSON properties: one is a shortcut of the other, not a variant."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'bound.db'}")
+    SQLModel.metadata.create_all(engine, tables=[CUSTOMERS, EVENTS])
+    n = next(examples)
+    with engine.begin() as connection:
+        customer = {"external_id": f"c{n}", "email": "c@x.example", "created_at": NOW, "attributes": {}}
+        connection.execute(CUSTOMERS.insert(), [customer])
+        customer_id = connection.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.external_id == f"c{n}")).scalar_one()
+        made = [
+            {"uid": f"{n}-{i}", "customer_id": customer_id, "name": "e", "at": at, "properties": properties}
+            for i, (at, properties) in enumerate(rows)
+        ]
+        insert_rows(connection, EVENTS, [{**row, "uid": f"bulk-{row['uid']}"} for row in made])
+        connection.execute(EVENTS.insert(), [{**row, "uid": f"core-{row['uid']}"} for row in made])
+        stored = connection.exec_driver_sql(
+            "SELECT uid, at, properties FROM event WHERE uid LIKE ? OR uid LIKE ?", (f"bulk-{n}-%", f"core-{n}-%")
+        ).all()
+    engine.dispose()
+    by_way = {
+        way: sorted((uid.split("-", 1)[1], at, text) for uid, at, text in stored if uid.startswith(way))
+        for way in ("bulk", "core")
+    }
+    assert by_way["bulk"] == by_way["core"] and len(by_way["bulk"]) == len(rows)

@@ -123,6 +123,25 @@ def test_a_retried_track_stores_nothing_twice(service):
     assert [uid for uid, _, _ in events_of(service.project, "ann")] == ["r-1"]
 
 
+def test_a_batch_counts_what_it_stored_and_what_it_skipped(service):
+    batch = [
+        {
+            "type": "track",
+            "userId": "ann",
+            "event": "visit",
+            "timestamp": "2026-11-02T10:00:00Z",
+            "messageId": f"b{n % 150}",
+        }
+        for n in range(200)
+    ]
+    first, second = (
+        post(service, "/v1/batch", {"batch": batch}).json(),
+        post(service, "/v1/batch", {"batch": batch}).json(),
+    )
+    assert (first["stored"], first["skipped"], second["stored"], second["skipped"]) == (150, 50, 0, 200)
+    assert service.project.query("SELECT count(*) FROM event") == [(150,)]
+
+
 @pytest.mark.parametrize(
     "headers, body",
     [

@@ -31,7 +31,7 @@ from engine.clock import parse_instant, utcnow
 from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
-from engine.store.dialect import insert_rows, insert_rows_new
+from engine.store.dialect import insert_rows, insert_rows_new, one_of
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
@@ -205,9 +205,11 @@ TEXT_LIMITS = {
 def _text(record: dict[str, Any], name: str) -> str:
     """A core field as text: a string or a number, within its column's length."""
     value = record.get(name, "")
-    if isinstance(value, (dict, list, bool)):
-        raise BadRecord(f"'{name}' must be text, not {type(value).__name__}")
-    text = str(value).strip()
+    if type(value) is not str:  # text is the usual case, and needs no conversion
+        if isinstance(value, (dict, list, bool)):
+            raise BadRecord(f"'{name}' must be text, not {type(value).__name__}")
+        value = str(value)
+    text = value.strip()
     if len(text) > TEXT_LIMITS[name]:
         raise BadRecord(f"'{name}' is longer than {TEXT_LIMITS[name]} characters")
     return text
@@ -228,12 +230,16 @@ def _value(name: str, value: Any, declared: Declared | None, timezone: str) -> A
         raise BadRecord(f"{name} is declared {declared.type.value} in config.yaml: {exc}") from None
 
 
+# One encoder for all records: json.dumps with options builds a new one for each.
+STORABLE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def check_storable(value: Any, where: str = "") -> None:
     """Refuse what the store could not write or read back: a number that is not finite (NaN,
     Infinity), a NUL character, text that is not Unicode (a lone surrogate). The JSON encoder, in
     C, passes what is sound at a glance; only the rest is walked, to say where the fault is."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = STORABLE_JSON(value)
         text.encode("utf-8")
     except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
         pass
@@ -278,9 +284,9 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
     properties = record.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
-    model = config.data_model
+    declared = config.events.get(name, {})  # config.data_model builds a model on each call
     properties = {
-        k: v if (declared := model.event_property(name, k)) is None else _value(k, v, declared, config.timezone)
+        k: v if (kind := declared.get(k)) is None else _value(k, v, kind, config.timezone)
         for k, v in properties.items()
     }
     uid = _text(record, "id") if record.get("id") is not None else None
@@ -493,8 +499,8 @@ def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
 
 def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
     """The store's id of each customer of `external_ids` that exists."""
-    found = select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(CUSTOMERS.c.external_id.in_(external_ids))
-    return dict(connection.execute(found).all())
+    known = one_of(connection, CUSTOMERS.c.external_id, list(external_ids))
+    return dict(connection.execute(select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(known)).all())
 
 
 def _merged(earlier: Row, later: Row) -> Row:

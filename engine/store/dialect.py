@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, Float, Integer, Table, event, func, literal, select, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Integer,
+    String,
+    Table,
+    any_,
+    bindparam,
+    event,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -57,7 +71,8 @@ class _SQLiteCompiler(SQLiteCompiler):
 
 # The store writes only JSON that both databases (and SQLite's json_extract) read back: NaN and
 # Infinity, which Python's json module writes by default, fail the write that brings them.
-JSON_SERIALIZER = partial(json.dumps, allow_nan=False)
+# One encoder for all: json.dumps with an option builds a new one for each value it writes.
+JSON_SERIALIZER = json.JSONEncoder(allow_nan=False).encode
 COPY_FROM = 100  # rows: a smaller batch goes in by INSERT, as quick without the staging table
 # SQLite's words for an error in the data read, not in reaching the database.
 SQLITE_DATA_ERRORS = ("malformed json", "json cannot hold blob")
@@ -123,21 +138,54 @@ def _insert(dialect: Dialect, table: Table) -> postgresql.Insert | sqlite.Insert
 
 def insert_rows_new(connection: Connection, table: Table, conflict: list[str], rows: list[dict[str, Any]]) -> int:
     """Insert the rows whose unique key is not taken yet; return how many went in. Counted with
-    RETURNING, since drivers differ in what rowcount says for a batch."""
+    RETURNING, since drivers differ in what rowcount says for a batch (SQLite's sums it up)."""
     if not rows:
         return 0
     if copies(connection, rows):
         return copy_rows(connection, table, rows, conflict)
+    if connection.dialect.name == "sqlite":
+        return execute_rows(connection, table, rows, conflict)
     statement = insert_new(connection, table, conflict).returning(*table.primary_key.columns)
     return len(connection.execute(statement, rows).all())
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert the rows, in bulk: COPY on PostgreSQL, an executemany elsewhere."""
+    """Insert the rows, in bulk: COPY on PostgreSQL, the driver's executemany on SQLite."""
     if copies(connection, rows):
         copy_rows(connection, table, rows)
+    elif rows and connection.dialect.name == "sqlite":
+        execute_rows(connection, table, rows)
     elif rows:
         connection.execute(table.insert(), rows)
+
+
+def execute_rows(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], conflict: list[str] | None = None
+) -> int:
+    """SQLite: the rows in one executemany of the driver, each value through its column's own bind
+    processor (so stored as SQLAlchemy stores it), skipping those whose `conflict` key is taken;
+    returns how many went in (sqlite3's rowcount, summed over the rows). SQLAlchemy's own
+    executemany builds parameters row by row in Python, which cost the import most of its time.
+    Every row has the same keys; a column left out gets the database's default."""
+    columns = list(rows[0])
+    quote = connection.dialect.identifier_preparer.quote
+    skip = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)}){skip}"
+    )
+    result = connection.exec_driver_sql(statement, [tuple(values) for values in _bound(connection, table, rows)])
+    return int(result.rowcount)
+
+
+def _bound(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
+    """Each row's values, in the order of the first row's keys, as the driver takes them: through
+    the processor of the column's type for this database, as SQLAlchemy's own statements bind them
+    (SQLite's times as text in SQLAlchemy's format, PostgreSQL's JSON as JSONB)."""
+    dialect = connection.dialect
+    processors = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in rows[0]]
+    for row in rows:
+        yield [process(row[name]) if process else row[name] for name, process in processors]
 
 
 def copies(connection: Connection, rows: list[dict[str, Any]]) -> bool:
@@ -159,16 +207,28 @@ def copy_rows(
     connection.exec_driver_sql(
         f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT 0 AS _row, {names} FROM {target} WITH NO DATA"
     )
-    bound = [(name, table.c[name].type.bind_processor(connection.dialect)) for name in columns]
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor, cursor.copy(f"COPY {staging} (_row, {names}) FROM STDIN") as copy:
-        for number, row in enumerate(rows):
-            copy.write_row([number, *(process(row[name]) if process else row[name] for name, process in bound)])
+        for number, values in enumerate(_bound(connection, table, rows)):
+            copy.write_row([number, *values])
     skip = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
     inserted = connection.exec_driver_sql(
         f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY _row{skip} RETURNING 1"
     )
     return len(inserted.all())
+
+
+def one_of(connection: Connection, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
+    """`column IN values` with the values bound as ONE parameter, however many: PostgreSQL's
+    `= ANY(array)`, SQLite's `IN (SELECT value FROM json_each(text))`. An IN list binds one parameter
+    a value: looking up the customers of 500 events took 7 µs of the web server's CPU an id on
+    PostgreSQL, compiling and sending each, and takes 2.5 µs so (on SQLite 2.3 µs either way)."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam("one_of", values, type_=postgresql.ARRAY(String)))
+    listed = select(literal_column("value", String)).select_from(
+        func.json_each(bindparam("one_of", JSON_SERIALIZER(values)))
+    )
+    return column.in_(listed.scalar_subquery())
 
 
 def one_writer(bind: Engine | Connection) -> bool:
