@@ -32,6 +32,9 @@ from engine.store.tables import Customer, Entry, Event, Send, Suppression, table
 
 CUSTOMER: Sequence[Any] = CUSTOMER_COLUMNS  # columns, though mypy reads SQLModel fields as their values
 CUSTOMER_FIELDS = tuple(column.key for column in CUSTOMER)
+# The reason of a claimed send whose message has not yet gone to the sender: a worker that dies
+# before handing it over leaves it to wait again, not `unknown`.
+NOT_HANDED = "claimed, not yet handed to the sender"
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +379,8 @@ def defer(
 def claim(
     connection: Connection, ids: list[int], now: datetime, emails: Mapping[int, str], worker: str | None
 ) -> set[int]:
-    """Mark sends `sending`; only those still waiting are claimed, so two workers never both send."""
+    """Mark sends `sending`; only those still waiting are claimed, so two workers never both send.
+    They are `NOT_HANDED` until `hand_over` says their message is about to leave."""
     if not ids:
         return set()
     statement = (
@@ -384,7 +388,7 @@ def claim(
         .where(col(Send.id).in_(ids), col(Send.status).in_(CLAIMABLE))
         .values(
             status=SendStatus.SENDING,
-            reason=None,
+            reason=NOT_HANDED,
             attempts=col(Send.attempts) + 1,
             sent_at=now,
             updated_at=now,
@@ -395,6 +399,16 @@ def claim(
     claimed = cast(set[int], set(connection.execute(statement).scalars()))
     _change(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
     return claimed
+
+
+def hand_over(connection: Connection, ids: Sequence[int], now: datetime) -> None:
+    """These claimed sends' messages go to the sender now: from here a worker that dies leaves them `unknown`."""
+    if ids:
+        connection.execute(
+            update(Send)
+            .where(col(Send.id).in_(ids), col(Send.status) == SendStatus.SENDING)
+            .values(reason=None, updated_at=now)
+        )
 
 
 class Settled(Protocol):
@@ -482,12 +496,26 @@ def suppress_invalid(connection: Connection, emails: Sequence[str], now: datetim
 
 def mark_unknown(connection: Connection, dead: Sequence[str], stale_before: datetime, now: datetime) -> int:
     """Sends in flight (`sending`) claimed by a dead worker, or by no worker and untouched since
-    `stale_before`, become `unknown`: they may or may not have gone out."""
+    `stale_before`, become `unknown`: they may or may not have gone out. Those it claimed but never
+    handed to its sender (`NOT_HANDED`) did not go: they wait again, their try given back."""
     unowned_and_old = col(Send.claimed_by).is_(None) & (col(Send.updated_at) < stale_before)
     lost = or_(col(Send.claimed_by).in_(dead), unowned_and_old) if dead else unowned_and_old
+    stranded = and_(col(Send.status) == SendStatus.SENDING, lost)
+    connection.execute(
+        update(Send)
+        .where(stranded, col(Send.reason) == NOT_HANDED)
+        .values(
+            status=SendStatus.SCHEDULED,
+            reason=None,
+            attempts=col(Send.attempts) - 1,
+            sent_at=None,
+            claimed_by=None,
+            updated_at=now,
+        )
+    )
     statement = (
         update(Send)
-        .where(col(Send.status) == SendStatus.SENDING, lost)
+        .where(stranded)
         .values(status=SendStatus.UNKNOWN, reason="in flight when its worker stopped", updated_at=now)
     )
     return connection.execute(statement).rowcount or 0

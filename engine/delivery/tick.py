@@ -18,7 +18,7 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -308,8 +308,9 @@ class Tick:
         events: dict[int, dict[str, Any]],
         team: dict[int, dict[str, Any]],
     ) -> None:
-        """Compose and send the claimed sends, then record each one's outcome: whatever goes wrong,
-        no claimed send is left `sending`."""
+        """Compose and send the claimed sends, recording outcomes group by group as the sender
+        acknowledges them: whatever goes wrong, no claimed send is left `sending`, and a worker
+        killed mid-batch leaves `unknown` only the group it had handed over."""
         emails, failures = [], []
         for send in sends:
             event = events.get(send.event_id) if send.event_id is not None else None
@@ -319,40 +320,68 @@ class Tick:
                 if not isinstance(exc, TemplateError):
                     log.debug("composing failed", exc_info=True, extra={"send": send.id})
                 failures.append(SendResult(send.id, ok=False, error=describe(exc)))
+        by_id = {s.id: s for s in sends}
         if self.dry_run:
             failed = {f.send_id: f.error for f in failures}
             for send in sends:
                 self._plan(campaign, send, *(("fail", failed[send.id]) if send.id in failed else (Action.SEND, None)))
             results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
-        else:
-            results = self._send(emails)
-        by_id = {s.id: s for s in sends}
-        answered = {r.send_id for r in results + failures}
-        lost = [(s, "the sender gave no result for it") for s in sends if s.id not in answered]
+            self._settle(connection, campaign, step, by_id, list(by_id), results + failures)
+            return
+        if failures:
+            self._settle(connection, campaign, step, by_id, [f.send_id for f in failures], failures)
+        for group, results in self._send(connection, emails):
+            self._settle(connection, campaign, step, by_id, group, results)
+
+    def _settle(
+        self,
+        connection: Connection,
+        campaign: Campaign,
+        step: int,
+        sends: dict[int, DueSend],
+        group: list[int],
+        results: list[SendResult],
+    ) -> None:
+        """Record one group's results in one transaction; a send of the group without one is `unknown`."""
+        answered = {r.send_id for r in results}
+        lost = [(sends[i], "the sender gave no result for it") for i in group if i not in answered]
         try:
             with self._transaction(connection):
-                self._record(connection, campaign, step, by_id, results + failures)
+                self._record(connection, campaign, step, sends, results)
                 ledger.mark_unknown_sends(connection, lost, self.now)
         except Exception as exc:
             if unavailable(exc) or self.dry_run:
-                raise  # the claims stay `sending` until a worker recovers them as `unknown`
+                raise  # the claims stay `sending` until a worker recovers them
             with self._transaction(connection):
                 ledger.mark_unknown_sends(
-                    connection, [(s, f"recording failed: {describe(exc)}") for s in sends], self.now
+                    connection, [(sends[i], f"recording failed: {describe(exc)}") for i in group], self.now
                 )
             raise
 
-    def _send(self, emails: list[OutgoingEmail]) -> list[SendResult]:
-        """The sender's results, each message handed over at its slot of the sender's pace. A
-        sender that raises leaves the messages it had without a result (`unknown`: some may have
-        gone out); once the provider says to slow down, the rest are held back untried."""
-        results: list[SendResult] = []
+    def _send(
+        self, connection: Connection, emails: list[OutgoingEmail]
+    ) -> Iterator[tuple[list[int], list[SendResult]]]:
+        """Each group of at most `Sender.acknowledges` messages with the sender's results for it, the
+        messages handed over at their slot of the sender's pace, each group marked handed over
+        (committed) just before it goes. A sender that raises leaves the group it had without a
+        result (`unknown`: some may have gone out); the messages not yet tried, and all of them
+        once the provider says to slow down, come last, held back untried."""
         tried: set[int] = set()
         untried = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
+        turns = self.limiter.in_turn(emails)
+        size = self.sender.acknowledges
+        groups = (turn[i : i + size] for turn in turns for i in range(0, len(turn), size))
+        handed: list[int] = []  # the group with the sender now
         try:
-            for group in self.limiter.in_turn(emails):
-                tried.update(email.send_id for email in group)
-                results += self.sender.send_batch(group)
+            for group in groups:
+                ids = [email.send_id for email in group]
+                with connection.begin():
+                    ledger.hand_over(connection, ids, self.now)
+                tried.update(ids)
+                handed = ids
+                results = self.sender.send_batch(group)
+                handed = []
+                yield ids, results
                 if any(result.throttled for result in results):
                     untried = replace(untried, error="held back: the provider asked to slow down", throttled=True)
                     break
@@ -360,7 +389,11 @@ class Tick:
             if unavailable(exc):  # the store, reserving the pace: the claims stay until recovered
                 raise
             log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
-        return results + [replace(untried, send_id=email.send_id) for email in emails if email.send_id not in tried]
+        if handed:
+            yield handed, []
+        rest = [email.send_id for email in emails if email.send_id not in tried]
+        if rest:
+            yield rest, [replace(untried, send_id=i) for i in rest]
 
     @staticmethod
     def _team(

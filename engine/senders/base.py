@@ -77,6 +77,10 @@ class Sender(ABC):
     # A backend that emits `OutgoingEmail.raw` as it is sets this: each message is DKIM-signed with
     # `config.dkim`'s keys before `deliver` sees it. Providers whose API builds the message sign themselves.
     signs: ClassVar[bool] = False
+    # The most messages the tick hands `send_batch` at once and records together once they are
+    # acknowledged: a daemon killed mid-batch leaves at most this many `unknown`. A backend whose
+    # API takes many messages in one call raises it to that call's size: its call is the unit in flight.
+    acknowledges: ClassVar[int] = 50
 
     def __init__(self, config: Config):
         self.config = config

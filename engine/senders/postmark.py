@@ -82,6 +82,7 @@ def result(email: OutgoingEmail, answer: Any) -> SendResult:
 
 class PostmarkSender(Sender):
     name = "postmark"
+    acknowledges = MAX_BATCH
 
     def __init__(self, config: Config):
         super().__init__(config)

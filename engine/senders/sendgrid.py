@@ -179,6 +179,7 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 class SendgridSender(Sender):
     name = "sendgrid"
+    acknowledges = MAX_PERSONALIZATIONS
 
     def __init__(self, config: Config):
         super().__init__(config)
