@@ -26,9 +26,12 @@ def iso(moment: datetime) -> str:
 
 @pytest.fixture
 def people(store_project, monkeypatch):
-    """Five customers who each got the news, but Bob's address bounced before: his send was skipped."""
-    project = store_project
     monkeypatch.setenv("LIFECYCLE_API_KEYS", API_KEY)
+    return populate(store_project)
+
+
+def populate(project):
+    """Five customers who each got the news, but Bob's address bounced before: his send was skipped."""
     project.config(topics={"news": {"title": "News"}, "offers": {"title": "Offers", "default": "unsubscribed"}})
     project.campaign("news", NEWS)
     project.customers(
