@@ -152,19 +152,15 @@ async def why_page(request: Request, s: Studio) -> Response:
     config = s.current_config()
     campaign = request.query_params.get("campaign") or ""
     customer_id = (request.query_params.get("customer") or "").strip()
-
-    def read() -> tuple[list[Any], Any]:
-        campaigns, _ = s.checks.campaigns(config)
-        if not (campaign and customer_id):
-            return campaigns, None
-        return campaigns, explain(s.engine, config, campaigns, campaign, customer_id, utcnow())
-
-    problem, status = "", 200
-    try:
-        campaigns, explanation = await anyio.to_thread.run_sync(read)
-    except LifecycleError as exc:
-        campaigns, explanation = s.checks.campaigns(config)[0], None
-        problem, status = str(exc), 404 if isinstance(exc, NotFound) else 400
+    campaigns, _ = await anyio.to_thread.run_sync(s.checks.campaigns, config)
+    explanation, problem, status = None, "", 200
+    if campaign and customer_id:
+        try:
+            explanation = await anyio.to_thread.run_sync(
+                explain, s.engine, config, campaigns, campaign, customer_id, utcnow()
+            )
+        except LifecycleError as exc:
+            problem, status = str(exc), 404 if isinstance(exc, NotFound) else 400
     response = render(
         request,
         s,
@@ -183,6 +179,6 @@ async def why_page(request: Request, s: Studio) -> Response:
 routes = [
     Route("/customers", customer_list, methods=["GET"]),
     Route("/customers.csv", customer_csv, methods=["GET"]),
-    Route("/customers/{id}", customer_page, methods=["GET"]),
+    Route("/customers/{id:path}", customer_page, methods=["GET"]),
     Route("/why", why_page, methods=["GET"]),
 ]
