@@ -131,3 +131,12 @@ def test_an_unknown_customer_gets_the_studios_404_page(people):
     assert answer.status_code == 404
     assert "<h1>404</h1>" in answer.text and "no customer with id &#39;bobb&#39;" in answer.text
     assert "did you mean &#39;bob&#39;" in answer.text
+
+
+def test_an_id_with_a_slash_links_to_its_own_page(people):
+    people.customers(customer("acme/7", attributes={"plan": "team"}))
+    client = logged_in(people)
+    listed = client.get("/studio/customers?where=plan%3Dteam").text
+    assert '<a href="/studio/customers/acme%2F7">acme/7</a>' in listed
+    page = client.get("/studio/customers/acme%2F7")
+    assert page.status_code == 200 and '<span class="muted">acme/7</span></h1>' in page.text
