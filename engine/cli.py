@@ -778,7 +778,7 @@ def customers_list(
     """One row per customer with stage, risk, value and last activity; red ones first, by value."""
     import csv
 
-    from engine.insights.customers import CustomerRow, Filters, each_customer
+    from engine.insights.customers import COLUMNS, Filters, csv_cells, each_customer
 
     with user_errors():
         if output not in ("table", "csv", "json"):
@@ -793,12 +793,12 @@ def customers_list(
         rows = each_customer(store(cfg), cfg, parse_now(now, cfg), Filters(stage, risk, topic, attributes), limit)
         first = next(rows, None)  # a bad filter fails here, before anything is printed
     listed = rows if first is None else itertools.chain([first], rows)
-    columns = list(CustomerRow.__dataclass_fields__)
+    columns = list(COLUMNS)
     if output == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         for row in listed:
-            writer.writerow("" if v is None else v for v in row.as_json().values())
+            writer.writerow(csv_cells(row))
     elif output == "json":
         sys.stdout.write("[")
         for i, row in enumerate(listed):

@@ -136,6 +136,7 @@ def test_a_low_rating_from_the_email_reaches_the_team_once_and_is_acknowledged(s
     assert "أتولى الأمر" not in body
     scan(links(project, alert))
     assert events(project, "alert_acknowledged") == []
+    assert f"{project.server}/studio/customers/sara" in links(project, alert)  # the customer's page, behind the login
 
     (acknowledge,) = [u for u in links(project, alert) if "/alerts/" in u]
     assert status(acknowledge.replace("/alerts/", "/alerts/x")) == 404

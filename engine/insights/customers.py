@@ -59,6 +59,14 @@ class CustomerRow:
         }
 
 
+COLUMNS = tuple(CustomerRow.__dataclass_fields__)  # the CSV header
+
+
+def csv_cells(row: CustomerRow) -> list[Any]:
+    """A row as `lifecycle customers --format csv` and the studio's download write it: empty for none."""
+    return ["" if value is None else value for value in row.as_json().values()]
+
+
 @dataclass(frozen=True)
 class Filters:
     stage: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import SQLColumnExpression
 from sqlmodel import col
@@ -51,11 +52,11 @@ def send_links(
     config: Config, links: Links, campaign: Campaign, customer: Mapping[str, Any], send_id: int
 ) -> dict[str, Any]:
     """Links bound to this send: the rating buttons' (`links.rate[score]`), and in an email to the
-    team, "I'm on it" (`links.acknowledge`) and the customer's page (the dashboard until the
-    studio has a page per customer)."""
+    team, "I'm on it" (`links.acknowledge`) and the customer's page in the studio (behind its login)."""
     if not campaign.recipient:
         return {"rate": links.rating(customer["customer_id"], send_id, config.feedback.scores())}
-    return {"acknowledge": links.alert(customer["customer_id"], send_id), "customer": f"{links.base}/dashboard"}
+    page = f"{links.base}/studio/customers/{quote(customer['external_id'], safe='')}"
+    return {"acknowledge": links.alert(customer["customer_id"], send_id), "customer": page}
 
 
 def compose(

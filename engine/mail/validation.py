@@ -88,7 +88,10 @@ class _Checker:
         }
         self.send_links: dict[bool, dict[str, Any]] = {  # as compose.send_links, by whether the team gets it
             False: {"rate": {n: f"{config.public_url}/feedback/TOKEN-R/{n}" for n in config.feedback.scores()}},
-            True: {"acknowledge": f"{config.public_url}/alerts/TOKEN-A", "customer": f"{config.public_url}/dashboard"},
+            True: {
+                "acknowledge": f"{config.public_url}/alerts/TOKEN-A",
+                "customer": f"{config.public_url}/studio/customers/ID",
+            },
         }
 
     def run(self) -> list[Problem]:

@@ -28,7 +28,7 @@ from engine.config.settings import Config
 from engine.mail.links import Links
 from engine.store import schema
 from engine.web.security import BodyLimit, Csrf, KnownMethods, SecurityHeaders
-from engine.web.studio import pages
+from engine.web.studio import customers, pages
 from engine.web.studio.access import Sessions
 from engine.web.studio.live import Changes, watch
 from engine.web.studio.state import Studio
@@ -50,7 +50,7 @@ def for_service(config: Config, engine: Engine, links: Links, csrf: Csrf) -> Stu
 
 
 def mount() -> Mount:
-    return Mount(PREFIX, routes=pages.routes)
+    return Mount(PREFIX, routes=[*pages.routes, *customers.routes])
 
 
 def local_app(config: Config) -> Starlette:

@@ -15,11 +15,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from engine.clock import utcnow
+from engine.customers.search import find_customers
 from engine.errors import LifecycleError
 from engine.web.studio import flow, live, words
 from engine.web.studio.access import safe_next, to_login
 from engine.web.studio.overview import campaign_named, overview
-from engine.web.studio.preview import find_customers, show
+from engine.web.studio.preview import show
 from engine.web.studio.state import Studio, studio
 
 # Scripts and styles of this site only; the preview's email is framed from this site too.
@@ -32,6 +33,7 @@ EMAIL_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data: https: http:; font-src data: https:; "
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
+SEARCH_LIMIT = 10  # customers the preview's search box offers
 Handler = Callable[[Request, Studio], Awaitable[Response]]
 
 
@@ -154,8 +156,8 @@ async def email_html(request: Request, s: Studio) -> Response:
 
 @page
 async def customers_json(request: Request, s: Studio) -> Response:
-    found = await anyio.to_thread.run_sync(find_customers, s.engine, request.query_params.get("q", ""))
-    return JSONResponse(found)
+    found = await anyio.to_thread.run_sync(find_customers, s.engine, request.query_params.get("q", ""), SEARCH_LIMIT)
+    return JSONResponse([match.as_json() for match in found])
 
 
 @page

@@ -13,9 +13,7 @@ from email import message_from_bytes, policy
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Engine
-from sqlmodel import col
 from starlette.routing import BaseRoute, Match
 
 from engine.campaigns.language import Campaign
@@ -25,10 +23,8 @@ from engine.mail.links import PURPOSES, SEND_PURPOSES, Links
 from engine.mail.message import OutgoingEmail
 from engine.mail.previews import render_preview
 from engine.mail.rendering import is_rtl
-from engine.store.tables import Customer
 
 PREHEADER = re.compile(r'<div style="display:none;font-size:1px;[^"]*">(.*?)</div>', re.S)
-SEARCH_LIMIT = 10
 # Headers a marketer reads, in the order a mail client shows them; the rest follow.
 FIRST_HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "List-Unsubscribe", "List-Unsubscribe-Post")
 
@@ -161,37 +157,3 @@ def check(link: Link, config: Config, routes: list[BaseRoute]) -> Link:
     link.checked = ok
     link.note = f"the {purpose} page, signed" if ok else f"the {purpose} page refuses this token"
     return link
-
-
-def _begins(value: str) -> str:
-    """A LIKE pattern for what begins with `value`, its own % and _ taken literally."""
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def find_customers(engine: Engine, query: str) -> list[dict[str, str]]:
-    """Customers whose id is `query`, or whose id, email, first or last name or full name begins
-    with it (case aside): what the preview's search box offers."""
-    text = query.strip()
-    if not text:
-        return []
-    lowered = _begins(text.lower())
-    full_name = func.coalesce(col(Customer.first_name), "") + " " + func.coalesce(col(Customer.last_name), "")
-    matches = or_(
-        col(Customer.external_id) == text,
-        col(Customer.external_id).like(_begins(text), escape="\\"),
-        col(Customer.email).like(lowered, escape="\\"),
-        *(func.lower(name).like(lowered, escape="\\") for name in (col(Customer.first_name), col(Customer.last_name))),
-        func.lower(full_name).like(lowered, escape="\\"),
-    )
-    query_ = (
-        select(col(Customer.external_id), col(Customer.email), col(Customer.first_name), col(Customer.last_name))
-        .where(matches)
-        .order_by(col(Customer.external_id) != text, col(Customer.id))
-        .limit(SEARCH_LIMIT)
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(query_).all()
-    return [
-        {"id": r.external_id, "email": r.email, "name": " ".join(filter(None, [r.first_name, r.last_name]))}
-        for r in rows
-    ]

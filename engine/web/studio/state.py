@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
@@ -26,6 +27,7 @@ HERE = Path(__file__).parent
 def studio_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.auto_reload = False
+    templates.env.filters["segment"] = lambda value: quote(str(value), safe="")  # one path segment
     return templates
 
 
