@@ -85,6 +85,12 @@ def user_errors() -> Iterator[None]:
         fail(exc)
 
 
+def check_format(output: str, *choices: str) -> None:
+    """`--format` is one of `choices`, or a user error naming them."""
+    if output not in choices:
+        raise UserError(f"--format: '{output}' is not one of {', '.join(choices)}")
+
+
 def parse_now(value: str | None, config: Config | None = None) -> datetime:
     if value is None:
         return utcnow()
@@ -371,8 +377,7 @@ def report(
     from engine.insights.table import report_tables
 
     with user_errors():
-        if output not in ("table", "json", "html"):
-            raise UserError(f"--format: '{output}' is not one of table, json, html")
+        check_format(output, "table", "json", "html")
         cfg = load_config(config)
         campaigns = load_campaigns(cfg)
         moment = parse_now(now, cfg)
@@ -585,8 +590,7 @@ def unknown(
     from engine.delivery.unknown import Resolution, settle
 
     with user_errors():
-        if output not in ("table", "json"):
-            raise UserError(f"--format: '{output}' is not one of table, json")
+        check_format(output, "table", "json")
         if resolve is not None and resolve not in tuple(Resolution):
             raise UserError(f"--resolve: '{resolve}' is not one of sent, resend")
         cfg = load_config(config)
@@ -625,8 +629,7 @@ def customer_page(
     from engine.insights.timeline import customer_view
 
     with user_errors():
-        if output not in ("table", "json"):
-            raise UserError(f"--format: '{output}' is not one of table, json")
+        check_format(output, "table", "json")
         cfg = load_config(config)
         moment = parse_now(now, cfg)
         engine = store(cfg)
@@ -686,8 +689,7 @@ def why(
     from engine.delivery.why import explain
 
     with user_errors():
-        if output not in ("table", "json"):
-            raise UserError(f"--format: '{output}' is not one of table, json")
+        check_format(output, "table", "json")
         cfg = load_config(config)
         moment = parse_now(now, cfg)
         explanation = explain(store(cfg), cfg, load_campaigns(cfg), campaign, customer, moment)
@@ -781,8 +783,7 @@ def customers_list(
     from engine.insights.customers import COLUMNS, Filters, csv_cells, each_customer
 
     with user_errors():
-        if output not in ("table", "csv", "json"):
-            raise UserError(f"--format: '{output}' is not one of table, csv, json")
+        check_format(output, "table", "csv", "json")
         attributes = {}
         for pair in where or []:
             name, equals, value = pair.partition("=")
