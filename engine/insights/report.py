@@ -53,13 +53,9 @@ from zoneinfo import ZoneInfo
 import numpy
 from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import CTE, ScalarSelect, Subquery
-from sqlalchemy.types import Float
 from sqlmodel import col
 from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
@@ -73,7 +69,7 @@ from engine.delivery.statuses import NOT_YET_OUT, SendStatus
 from engine.errors import NotFound
 from engine.insights.customers import red_list
 from engine.store import tallies
-from engine.store.dialect import InOrder, concurrent_reads, plan_for_index_probes, read_json, shifted
+from engine.store.dialect import InOrder, concurrent_reads, days_between, plan_for_index_probes, read_json, shifted
 from engine.store.tables import OUTCOMES, Customer, Entry, Event, RiskModel, Send
 
 # Send statuses are reported as they are, except those not yet out (scheduled, deferred, sending): `waiting`.
@@ -628,6 +624,7 @@ def _passed(column: ColumnElement[Any], past: Callable[[Any, Any], Any], points:
 
 RATED = "feedback_submitted"
 ACKNOWLEDGED = "alert_acknowledged"
+MINUTES_A_DAY = 1440
 ANSWER_WITHIN = timedelta(hours=4)  # the promise to a customer who gave a low score
 LOW_LISTED = 50
 
@@ -660,25 +657,6 @@ class _Ratings:
     minutes: list[float] = field(default_factory=list)
 
 
-class minutes_between(FunctionElement[float]):
-    """The minutes from one timestamp to a later one."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(minutes_between)
-def _minutes_postgresql(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
-    start, end = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(EXTRACT(EPOCH FROM ({end} - {start})) / 60)"
-
-
-@compiles(minutes_between, "sqlite")
-def _minutes_sqlite(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
-    start, end = (compiler.process(c, **kw) for c in element.clauses)
-    return f"((julianday({end}) - julianday({start})) * 1440)"
-
-
 def feedback(
     connection: Connection, scope: Scope, months: list[datetime], timezone: str, scale: RatingScale
 ) -> dict[str, Any]:
@@ -696,7 +674,7 @@ def feedback(
         rated.c.campaign,
         rated.c.score,
         within,
-        minutes_between(acknowledged.c.raised_at, acked_at),
+        days_between(acknowledged.c.raised_at, acked_at) * MINUTES_A_DAY,
     )
     grouped = (
         select(*keys, func.count())
