@@ -7,6 +7,7 @@ connection is worth keeping across the batches of one tick."""
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from engine.config.settings import Config
+from engine.errors import ConfigError, Problem
 from engine.mail.dkim import Signer
 from engine.mail.message import OutgoingEmail
 from engine.metrics import SENDER_SECONDS
@@ -85,6 +87,19 @@ class Sender(ABC):
     def __init__(self, config: Config):
         self.config = config
         self.signer = Signer.of(config) if self.signs else None  # a missing or bad key fails at start
+
+    def _problem(self, message: str) -> ConfigError:
+        """A mistake in config.yaml's sender settings, found when the sender starts."""
+        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
+
+    def _secret(self, key: str, env: str, what: str) -> str:
+        """The value of the environment variable `env` that `sender.<name>.<key>` names, or the problem."""
+        value = os.environ.get(env)
+        if not value:
+            raise self._problem(
+                f"sender.{self.name}.{key}: the environment variable {env} is not set; it holds the {what}"
+            )
+        return value
 
     def __enter__(self) -> Self:
         return self

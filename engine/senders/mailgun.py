@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, one_line
 from engine.senders.base import Sender, SendResult, Unreachable, seconds_to_wait
 
@@ -101,12 +99,7 @@ class MailgunSender(Sender):
     def __init__(self, config: Config):
         super().__init__(config)
         settings = config.sender.mailgun
-        api_key = os.environ.get(settings.api_key_env)
-        if not api_key:
-            raise self._problem(
-                f"sender.mailgun.api_key_env: the environment variable {settings.api_key_env} "
-                "is not set; it holds the Mailgun API key"
-            )
+        api_key = self._secret("api_key_env", settings.api_key_env, "Mailgun API key")
         if not settings.domain:
             raise self._problem("sender.mailgun.domain: name the sending domain set up in Mailgun, like mg.example.com")
         url = urlsplit(settings.base_url)
@@ -116,9 +109,6 @@ class MailgunSender(Sender):
         self.path = f"{url.path.rstrip('/')}/v3/{quote(settings.domain, safe='')}/messages.mime"
         self.authorization = "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode()
         self.connection: http.client.HTTPConnection | None = None
-
-    def _problem(self, message: str) -> ConfigError:
-        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
     def open(self) -> None:
         """Connect unless connected (the TCP and TLS handshakes happen at the first request)."""

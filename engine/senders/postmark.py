@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, mailbox, one_line
 from engine.senders.base import Sender, SendResult, seconds_to_wait
 
@@ -87,21 +85,13 @@ class PostmarkSender(Sender):
     def __init__(self, config: Config):
         super().__init__(config)
         settings = config.sender.postmark
-        token = os.environ.get(settings.server_token_env)
-        if not token:
-            raise self._problem(
-                f"sender.postmark.server_token_env: the environment variable {settings.server_token_env} "
-                "is not set; it holds the Postmark server API token"
-            )
+        token = self._secret("server_token_env", settings.server_token_env, "Postmark server API token")
         if not settings.base_url.startswith(("https://", "http://")):
             raise self._problem(f"sender.postmark.base_url: '{settings.base_url}' is not an http(s) URL")
         self.token = token
         self.url = settings.base_url.rstrip("/") + "/email/batch"
         self.marketing_stream = settings.message_stream_marketing
         self.transactional_stream = settings.message_stream_transactional
-
-    def _problem(self, message: str) -> ConfigError:
-        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
     def stream(self, email: OutgoingEmail) -> str:
         return self.marketing_stream if "List-Unsubscribe" in email.headers else self.transactional_stream

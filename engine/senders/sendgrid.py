@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ import sendgrid
 from python_http_client.exceptions import HTTPError
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail, one_line
 from engine.senders.base import Sender, SendResult, seconds_to_wait
 
@@ -184,19 +182,11 @@ class SendgridSender(Sender):
     def __init__(self, config: Config):
         super().__init__(config)
         settings = config.sender.sendgrid
-        api_key = os.environ.get(settings.api_key_env)
-        if not api_key:
-            raise self._problem(
-                f"sender.sendgrid.api_key_env: the environment variable {settings.api_key_env} "
-                "is not set; it holds the SendGrid API key"
-            )
+        api_key = self._secret("api_key_env", settings.api_key_env, "SendGrid API key")
         if not settings.base_url.startswith(("https://", "http://")):
             raise self._problem(f"sender.sendgrid.base_url: '{settings.base_url}' is not an http(s) URL")
         self.sandbox = settings.sandbox
         self.client = sendgrid.SendGridAPIClient(api_key, host=settings.base_url.rstrip("/"))
-
-    def _problem(self, message: str) -> ConfigError:
-        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
     def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         results: list[SendResult] = []

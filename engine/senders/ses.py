@@ -16,7 +16,6 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail
 from engine.senders.base import Sender, SendResult
 
@@ -78,9 +77,6 @@ class SesSender(Sender):
                 retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT, read_timeout=TIMEOUT
             ),
         )
-
-    def _problem(self, message: str) -> ConfigError:
-        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
     def deliver(self, emails: list[OutgoingEmail]) -> list[SendResult]:
         return [self._send(email) for email in emails]

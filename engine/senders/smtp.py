@@ -9,7 +9,6 @@ import ssl
 from dataclasses import replace
 
 from engine.config.settings import Config
-from engine.errors import ConfigError, Problem
 from engine.mail.message import OutgoingEmail
 from engine.senders.base import Sender, SendResult, Unreachable
 from engine.senders.verp import ReturnPaths
@@ -64,9 +63,6 @@ class SmtpSender(Sender):
         self.password = self._password()  # a missing secret fails at start, not mid-batch
         self.return_paths = ReturnPaths(config)
         self.connection: smtplib.SMTP | None = None
-
-    def _problem(self, message: str) -> ConfigError:
-        return ConfigError([Problem(str(self.config.root / "config.yaml"), 1, 1, message)])
 
     def _password(self) -> str | None:
         if not self.settings.username:
