@@ -53,3 +53,10 @@ class TemplateError(ProblemsError):
 
 class NotFound(LifecycleError):
     """A named campaign, customer or step does not exist."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a reason a person can read: a located problem as it is, else its kind and text."""
+    if isinstance(exc, ProblemsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

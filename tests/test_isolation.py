@@ -18,8 +18,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from engine import metrics
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
+from engine.delivery import couriers as couriers_module
 from engine.delivery import daemon as daemon_module
-from engine.delivery import tick as tick_module
 from engine.delivery.daemon import Daemon
 from engine.delivery.tick import tick
 from engine.senders import Sender, SendResult, load_sender
@@ -91,14 +91,14 @@ def test_a_filter_failing_on_one_customers_data_fails_that_send_alone(project):
 @pytest.mark.parametrize("error", [ValueError("bad value"), TypeError("bad type"), RecursionError("too deep")])
 def test_any_exception_while_composing_fails_that_send_with_its_text(project, monkeypatch, error):
     _shop(project, 1, 2)
-    real = tick_module.compose
+    real = couriers_module.compose
 
     def compose(config, renderer, links, campaign, step, variant, customer, *args, **kwargs):
         if campaign.name == "receipt" and customer["external_id"] == "c1":
             raise error
         return real(config, renderer, links, campaign, step, variant, customer, *args, **kwargs)
 
-    monkeypatch.setattr(tick_module, "compose", compose)
+    monkeypatch.setattr(couriers_module, "compose", compose)
     _run(project)
     receipt = _statuses(project, "receipt")
     assert receipt["c0"] == ("sent", None)

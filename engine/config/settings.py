@@ -175,6 +175,11 @@ class Scheduler(Strict):
     metrics_port: int | None = None
     # How long a silent worker's claimed sends count as in flight before they are `unknown`.
     lease: Span = Field(default="15m", validate_default=True)
+    # Processes that compose and send (engine/delivery/couriers.py); by default one per core.
+    workers: int | None = Field(None, gt=0)
+
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
 
 
 class Cap(Strict):

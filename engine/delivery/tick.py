@@ -18,7 +18,8 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,20 +28,16 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from engine.campaigns.language import Campaign
-from engine.clock import utcnow
 from engine.config.settings import Config
 from engine.customers import feedback
 from engine.delivery import guard, ledger, pauses, policy, workers
+from engine.delivery.couriers import Acknowledgement, Courier, Couriers, Handover, Parcel
 from engine.delivery.evaluation import Evaluator
 from engine.delivery.ledger import DueSend
 from engine.delivery.policy import Action
 from engine.delivery.ratelimit import Gate, RateLimiter, backoff
 from engine.delivery.statuses import DeferReason, SendStatus, SkipReason
-from engine.errors import Problem, ProblemsError, TemplateError
-from engine.mail.compose import compose
-from engine.mail.links import Links
-from engine.mail.message import OutgoingEmail
-from engine.mail.rendering import Renderer
+from engine.errors import Problem, TemplateError, describe
 from engine.senders import Sender, SendResult
 from engine.store import tallies
 from engine.store.dialect import unavailable
@@ -49,6 +46,18 @@ log = logging.getLogger("lifecycle.tick")
 UNREADABLE = (
     "the customer's attributes are stored as JSON the database cannot read (NaN or Infinity); import them again"
 )
+# What the rest of a batch is recorded with when it is held back: deferred, to be tried again.
+NOT_TRIED = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
+HELD_BACK = SendResult(0, ok=False, error="held back: the provider asked to slow down", throttled=True)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A group with a courier: what recording its results needs."""
+
+    campaign: Campaign
+    step: int
+    sends: dict[int, DueSend]
 
 
 @dataclass
@@ -102,8 +111,9 @@ class Tick:
         self.now = now
         self.dry_run = dry_run
         self.progress = progress or (lambda n: None)
-        self.renderer = Renderer(config)
-        self.links = Links(config)
+        self.courier = Courier(config, campaigns, sender)
+        self.couriers = Couriers(self.courier, config.scheduler.worker_count())
+        self.in_flight: dict[Future[Acknowledgement], InFlight] = {}
         self.report = TickReport(now=now, dry_run=dry_run)
         self.report.counts.update({c.name: Counter() for c in campaigns})  # every campaign has a row
         self.worker = worker
@@ -112,13 +122,16 @@ class Tick:
 
     def run(self) -> TickReport:
         """One tick. A tick of its own (not a daemon's) registers as a worker for its duration."""
-        if self.dry_run or self.worker is not None:
-            return self._run()
-        self.worker = workers.register(self.engine)
         try:
-            return self._run()
+            if self.dry_run or self.worker is not None:
+                return self._run()
+            self.worker = workers.register(self.engine)
+            try:
+                return self._run()
+            finally:
+                workers.retire(self.engine, self.worker)
         finally:
-            workers.retire(self.engine, self.worker)
+            self.couriers.close()
 
     def _run(self) -> TickReport:
         started = time.perf_counter()
@@ -133,6 +146,7 @@ class Tick:
             self.report.paused.update({name: pause.as_dict() for name, pause in held.items()})
             for campaign in sorted(self.campaigns, key=lambda c: -c.priority):
                 self._dispatch_campaign(connection, campaign)
+            self._collect(connection, most=0)
             if not self.dry_run:
                 with connection.begin():
                     tallies.fold(connection)  # the report's counts, with what this tick changed
@@ -188,6 +202,7 @@ class Tick:
                 for step in range(1, len(campaign.steps) + 1):
                     if not self.stop():
                         self._dispatch(connection, campaign, step)
+                        self._collect(connection, most=0)  # the next step, or campaign, sees this one recorded
         except Exception as exc:
             if unavailable(exc):
                 raise
@@ -199,16 +214,16 @@ class Tick:
         for spec in campaign.steps:
             for content in spec.choices():
                 for locale in self.config.locales:
-                    name = self.renderer.template_file(content.template, locale)
+                    name = self.courier.renderer.template_file(content.template, locale)
                     if name is None:
                         problem = Problem(
                             f"{content.template}.mjml", 1, 1, f"template '{content.template}' does not exist"
                         )
                         raise TemplateError([problem])
-                    self.renderer.compile(name)
-                    text = self.renderer.template_file(content.template, locale, "txt")
+                    self.courier.renderer.compile(name)
+                    text = self.courier.renderer.template_file(content.template, locale, "txt")
                     if text is not None:
-                        self.renderer.plain.get_template(text)
+                        self.courier.renderer.plain.get_template(text)
 
     def _isolated(self, connection: Connection) -> AbstractContextManager[object]:
         """A dry run's one transaction gets a savepoint per campaign, so that a failed statement
@@ -218,6 +233,7 @@ class Tick:
     def _dispatch(self, connection: Connection, campaign: Campaign, step: int) -> None:
         batch_size = self.limiter.batch_size(self.config.scheduler.batch_size)
         while not self.stop():  # a stop request lets the batch in hand finish, then claims no more
+            self._collect(connection, most=self.couriers.capacity - 1)  # a provider's "slow down" included
             with self._transaction(connection):
                 if held := pauses.active(connection, campaign.name):  # a pause holds from the next batch
                     self.report.paused[campaign.name] = held[campaign.name].as_dict()
@@ -308,30 +324,81 @@ class Tick:
         events: dict[int, dict[str, Any]],
         team: dict[int, dict[str, Any]],
     ) -> None:
-        """Compose and send the claimed sends, recording outcomes group by group as the sender
-        acknowledges them: whatever goes wrong, no claimed send is left `sending`, and a worker
-        killed mid-batch leaves `unknown` only the group it had handed over."""
-        emails, failures = [], []
-        for send in sends:
-            event = events.get(send.event_id) if send.event_id is not None else None
-            try:
-                emails.append(self._email(campaign, step, send, event, team.get(send.id)))
-            except Exception as exc:  # this customer's data, a filter, the message: this send alone
-                if not isinstance(exc, TemplateError):
-                    log.debug("composing failed", exc_info=True, extra={"send": send.id})
-                failures.append(SendResult(send.id, ok=False, error=describe(exc)))
+        """Hand the claimed sends to the couriers group by group, each group marked handed over
+        (committed) just before it goes, at its slot of the sender's pace, with no more groups out
+        than there are couriers: a worker killed mid-batch leaves `unknown` only what they had.
+        Results are recorded as they come back, while the next groups and batches are prepared.
+        Once a sender raises, or the provider says to slow down, the rest of the batch is held
+        back untried."""
+        parcels = [
+            Parcel(s.id, s.variant, s.customer, events.get(s.event_id) if s.event_id else None, team.get(s.id))
+            for s in sends
+        ]
         by_id = {s.id: s for s in sends}
         if self.dry_run:
-            failed = {f.send_id: f.error for f in failures}
-            for send in sends:
-                self._plan(campaign, send, *(("fail", failed[send.id]) if send.id in failed else (Action.SEND, None)))
-            results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
-            self._settle(connection, campaign, step, by_id, list(by_id), results + failures)
+            self._rehearse(connection, campaign, step, by_id, Handover(campaign.name, step, parcels))
             return
-        if failures:
-            self._settle(connection, campaign, step, by_id, [f.send_id for f in failures], failures)
-        for group, results in self._send(connection, emails):
-            self._settle(connection, campaign, step, by_id, group, results)
+        size = self.sender.acknowledges
+        if len(parcels) > size:
+            self.couriers.start()
+        handed: set[int] = set()
+        held = None
+        for turn in self.limiter.in_turn(parcels):
+            for group in (turn[i : i + size] for i in range(0, len(turn), size)):
+                held = held or self._collect(connection, most=self.couriers.capacity - 1)
+                if held:
+                    break
+                ids = [parcel.send_id for parcel in group]
+                with connection.begin():
+                    ledger.hand_over(connection, ids, self.now)
+                handed.update(ids)
+                flight = InFlight(campaign, step, {i: by_id[i] for i in ids})
+                self.in_flight[self.couriers.submit(Handover(campaign.name, step, group))] = flight
+            if held:
+                break
+        rest = [i for i in by_id if i not in handed]
+        if rest:
+            held = held or NOT_TRIED
+            self._settle(connection, campaign, step, by_id, rest, [replace(held, send_id=i) for i in rest])
+
+    def _collect(self, connection: Connection, most: int) -> SendResult | None:
+        """Record what the couriers have finished, first waiting until at most `most` handovers
+        are out. Returns what to hold the rest of the batch back with, if anything went wrong."""
+        held = None
+        while self.in_flight:
+            room = len(self.in_flight) <= most
+            done, _ = wait(self.in_flight, timeout=0 if room else None, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                held = self._acknowledged(connection, self.in_flight.pop(future), future) or held
+        return held
+
+    def _acknowledged(
+        self, connection: Connection, flight: InFlight, future: Future[Acknowledgement]
+    ) -> SendResult | None:
+        group = list(flight.sends)
+        try:
+            acknowledgement = future.result()
+        except Exception:  # a sender that raised, a courier that died: some of the group may have gone
+            log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
+            self._settle(connection, flight.campaign, flight.step, flight.sends, group, [])
+            return NOT_TRIED
+        self.couriers.record(acknowledgement)
+        self._settle(connection, flight.campaign, flight.step, flight.sends, group, acknowledgement.results)
+        return HELD_BACK if any(result.throttled for result in acknowledgement.results) else None
+
+    def _rehearse(
+        self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], handover: Handover
+    ) -> None:
+        """A dry run composes every message, to plan a failure where one could not be made, and
+        sends none."""
+        emails, failures = self.courier.compose(handover)
+        failed = {f.send_id: f.error for f in failures}
+        for send in sends.values():
+            self._plan(campaign, send, *(("fail", failed[send.id]) if send.id in failed else (Action.SEND, None)))
+        results = [SendResult(e.send_id, ok=True, message_id=e.message_id) for e in emails]
+        self._settle(connection, campaign, step, sends, list(sends), results + failures)
 
     def _settle(
         self,
@@ -349,6 +416,7 @@ class Tick:
             with self._transaction(connection):
                 self._record(connection, campaign, step, sends, results)
                 ledger.mark_unknown_sends(connection, lost, self.now)
+            self.report.counts[campaign.name][SendStatus.UNKNOWN] += len(lost)
         except Exception as exc:
             if unavailable(exc) or self.dry_run:
                 raise  # the claims stay `sending` until a worker recovers them
@@ -356,44 +424,8 @@ class Tick:
                 ledger.mark_unknown_sends(
                     connection, [(sends[i], f"recording failed: {describe(exc)}") for i in group], self.now
                 )
+            self.report.counts[campaign.name][SendStatus.UNKNOWN] += len(group)
             raise
-
-    def _send(
-        self, connection: Connection, emails: list[OutgoingEmail]
-    ) -> Iterator[tuple[list[int], list[SendResult]]]:
-        """Each group of at most `Sender.acknowledges` messages with the sender's results for it, the
-        messages handed over at their slot of the sender's pace, each group marked handed over
-        (committed) just before it goes. A sender that raises leaves the group it had without a
-        result (`unknown`: some may have gone out); the messages not yet tried, and all of them
-        once the provider says to slow down, come last, held back untried."""
-        tried: set[int] = set()
-        untried = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
-        turns = self.limiter.in_turn(emails)
-        size = self.sender.acknowledges
-        groups = (turn[i : i + size] for turn in turns for i in range(0, len(turn), size))
-        handed: list[int] = []  # the group with the sender now
-        try:
-            for group in groups:
-                ids = [email.send_id for email in group]
-                with connection.begin():
-                    ledger.hand_over(connection, ids, self.now)
-                tried.update(ids)
-                handed = ids
-                results = self.sender.send_batch(group)
-                handed = []
-                yield ids, results
-                if any(result.throttled for result in results):
-                    untried = replace(untried, error="held back: the provider asked to slow down", throttled=True)
-                    break
-        except Exception as exc:
-            if unavailable(exc):  # the store, reserving the pace: the claims stay until recovered
-                raise
-            log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
-        if handed:
-            yield handed, []
-        rest = [email.send_id for email in emails if email.send_id not in tried]
-        if rest:
-            yield rest, [replace(untried, send_id=i) for i in rest]
 
     @staticmethod
     def _team(
@@ -406,28 +438,6 @@ class Tick:
             s.id: feedback.alert_context(connection, s.customer_id, events.get(s.event_id) if s.event_id else None)
             for s in sends
         }
-
-    def _email(
-        self,
-        campaign: Campaign,
-        step: int,
-        send: DueSend,
-        event: dict[str, Any] | None,
-        team: dict[str, Any] | None = None,
-    ) -> OutgoingEmail:
-        return compose(
-            self.config,
-            self.renderer,
-            self.links,
-            campaign,
-            step,
-            send.variant,
-            send.customer,
-            event,
-            send_id=send.id,
-            now=utcnow(),  # the Date of a message is when it leaves, whatever day --now replays
-            team=team,
-        )
 
     def _record(
         self,
@@ -500,13 +510,6 @@ class Tick:
                 "until": until.isoformat() if until else None,
             }
         )
-
-
-def describe(exc: BaseException) -> str:
-    """An exception as a reason a person can read: a located problem as it is, else its kind and text."""
-    if isinstance(exc, ProblemsError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def tick(
