@@ -1,13 +1,15 @@
 """How fast is a whole `lifecycle tick`? 10,000 due welcome emails, against the straightforward loop.
 
-    .venv/bin/python bench/tick_welcome.py [--emails N] [--rounds R] [--dir FOLDER] [--profile]
+    .venv/bin/python bench/tick_welcome.py [--emails N] [--rounds R] [--workers 1 2] [--dir FOLDER] [--profile]
 
 Both runs send the shipped welcome email (templates/emails/welcome.mjml, its layout and
 welcome.txt) to the same customers and write one .eml file per email:
 
 - tick: `lifecycle tick` in this process, on a fresh SQLite store: evaluate the campaign,
   claim the sends in the ledger, render, build each message and write it with the `file` sender,
-  record the results;
+  record the results; once with one worker (everything in the tick's process) and once with a
+  courier process per core (`scheduler.workers`), which compose and send while the tick keeps
+  the ledger;
 - naive loop: the same customers read in one query, Jinja compiled once, MJML compiled for each
   recipient, the message built with `email.message.EmailMessage` and written.
 
@@ -149,17 +151,32 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
-def best_of(rounds: int, base: Path, root: Path) -> tuple[float, float]:
+def with_workers(project: Path, workers: int) -> Path:
+    """The project's config.yaml with `scheduler.workers` set."""
+    config_file = project / "config.yaml"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["scheduler"]["workers"] = workers
+    config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return config_file
+
+
+def best_of(rounds: int, base: Path, root: Path, workers: list[int]) -> tuple[dict[int, float], float]:
     """The fastest of `rounds` alternating runs of each: a shared machine's noise only ever adds time."""
-    tick_times, naive_times = [], []
+    tick_times: dict[int, list[float]] = {count: [] for count in workers}
+    naive_times = []
     for n in range(rounds):
-        project = root / f"tick{n}"
-        shutil.copytree(base, project)  # a fresh store: every round sends the same emails
-        tick_times.append(timed(partial(run_tick, project / "config.yaml")))
-        naive_times.append(timed(partial(naive_loop, base / "config.yaml", root / f"naive{n}")))
-        sent, written = (len(list(folder.glob("*.eml"))) for folder in (project / "outbox", root / f"naive{n}"))
-        assert sent == written, (sent, written)
-    return min(tick_times), min(naive_times)
+        naive = root / f"naive{n}"
+        naive_times.append(timed(partial(naive_loop, base / "config.yaml", naive)))
+        written = len(list(naive.glob("*.eml")))
+        shutil.rmtree(naive)
+        for count in workers:
+            project = root / f"tick{n}-{count}"
+            shutil.copytree(base, project)  # a fresh store: every round sends the same emails
+            tick_times[count].append(timed(partial(run_tick, with_workers(project, count))))
+            sent = len(list((project / "outbox").glob("*.eml")))
+            assert sent == written, (count, sent, written)
+            shutil.rmtree(project)
+    return {count: min(times) for count, times in tick_times.items()}, min(naive_times)
 
 
 def main() -> None:
@@ -167,6 +184,13 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts")
     parser.add_argument("--profile", action="store_true", help="profile the tick instead of timing both")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, len(os.sched_getaffinity(0))],
+        help="scheduler.workers of the ticks to time (default: 1 and one per core)",
+    )
     parser.add_argument(
         "--dir",
         help="where to put the store and the .eml files (default: the system's temp "
@@ -182,21 +206,19 @@ def main() -> None:
             profiler.runcall(run_tick, root / "base" / "config.yaml")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             return
-        tick_seconds, naive_seconds = best_of(args.rounds, root / "base", root)
-    per_email = {
-        name: 1000 * seconds / args.emails for name, seconds in (("naive", naive_seconds), ("tick", tick_seconds))
-    }
+        tick_seconds, naive_seconds = best_of(args.rounds, root / "base", root, args.workers)
     print(
         f"{args.emails:,} welcome emails, each written as an .eml file under {args.dir or tempfile.gettempdir()}; "
         f"best of {args.rounds} rounds; {machine()}\n"
     )
     print("| run | total (s) | ms per email | speed-up |")
     print("|---|---:|---:|---:|")
-    print(f"| naive loop (MJML + EmailMessage per email) | {naive_seconds:.2f} | {per_email['naive']:.3f} | 1.0x |")
-    print(
-        f"| `lifecycle tick` (evaluate, ledger, render, file sender) | {tick_seconds:.2f} | "
-        f"{per_email['tick']:.3f} | {naive_seconds / tick_seconds:.1f}x |"
-    )
+    rows = [("naive loop (MJML + EmailMessage per email)", naive_seconds)] + [
+        (f"`lifecycle tick`, {count} worker{'s' if count > 1 else ''}", seconds)
+        for count, seconds in tick_seconds.items()
+    ]
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {1000 * seconds / args.emails:.3f} | {naive_seconds / seconds:.1f}x |")
 
 
 if __name__ == "__main__":

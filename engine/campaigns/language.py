@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -292,7 +293,12 @@ class Step(Strict):
         return self
 
     def choices(self) -> list[Variant]:
-        """The variants of an A/B step, or the single content of a plain one."""
+        """The variants of an A/B step, or the single content of a plain one (made once: every
+        message composed asks)."""
+        return self.contents
+
+    @cached_property
+    def contents(self) -> list[Variant]:
         if self.variants is None:
             return [Variant(name=None, template=self.template, subject=self.subject)]
         return [v if v.name else v.model_copy(update={"name": v.template}) for v in self.variants]

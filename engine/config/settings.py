@@ -6,6 +6,7 @@ import difflib
 import os
 from datetime import time, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -475,6 +476,11 @@ class Config(Strict):
         elif self.team.locale not in self.locales:
             raise ValueError(f"team.locale: '{self.team.locale}' is not one of locales {self.locales}")
         return self
+
+    @cached_property
+    def brand_fields(self) -> dict[str, Any]:
+        """`brand` as templates see it, made once: every message composed reads it."""
+        return self.brand.model_dump()
 
     @property
     def data_model(self) -> DataModel:

@@ -75,7 +75,8 @@ class Courier:
         self.config = config
         self.campaigns = {campaign.name: campaign for campaign in campaigns}
         self.sender = sender
-        self.renderer = Renderer(config)
+        # The tick checks a campaign's templates before dispatching it; within a handover, once a second will do.
+        self.renderer = Renderer(config, trusted_for=1.0)
         self.links = Links(config)
 
     def compose(self, handover: Handover) -> tuple[list[OutgoingEmail], list[SendResult]]:

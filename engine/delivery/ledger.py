@@ -428,11 +428,12 @@ def mark_sent(
     connection: Connection, campaign: Campaign, step: int, sent: Sequence[tuple[Settled, str | None]], now: datetime
 ) -> None:
     """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
-    its delay from now, or after the last step the entry is completed."""
+    its delay from now, or after the last step the entry is completed. `sent_at` stays as the claim
+    set it (`now`, or an unknown send's claim): writing it again would rewrite three indexes a send."""
     _change(
         connection,
         [
-            {"id": send.id, "status": SendStatus.SENT, "message_id": message_id, "sent_at": now, "updated_at": now}
+            {"id": send.id, "status": SendStatus.SENT, "message_id": message_id, "updated_at": now}
             for send, message_id in sent
         ],
     )

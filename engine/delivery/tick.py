@@ -38,6 +38,7 @@ from engine.delivery.policy import Action
 from engine.delivery.ratelimit import Gate, RateLimiter, backoff
 from engine.delivery.statuses import DeferReason, SendStatus, SkipReason
 from engine.errors import Problem, TemplateError, describe
+from engine.mail.rendering import Renderer
 from engine.senders import Sender, SendResult
 from engine.store import tallies
 from engine.store.dialect import unavailable
@@ -111,6 +112,7 @@ class Tick:
         self.now = now
         self.dry_run = dry_run
         self.progress = progress or (lambda n: None)
+        self.renderer = Renderer(config)  # checks every file of a campaign before it is dispatched
         self.courier = Courier(config, campaigns, sender)
         self.couriers = Couriers(self.courier, config.scheduler.worker_count())
         self.in_flight: dict[Future[Acknowledgement], InFlight] = {}
@@ -214,16 +216,16 @@ class Tick:
         for spec in campaign.steps:
             for content in spec.choices():
                 for locale in self.config.locales:
-                    name = self.courier.renderer.template_file(content.template, locale)
+                    name = self.renderer.template_file(content.template, locale)
                     if name is None:
                         problem = Problem(
                             f"{content.template}.mjml", 1, 1, f"template '{content.template}' does not exist"
                         )
                         raise TemplateError([problem])
-                    self.courier.renderer.compile(name)
-                    text = self.courier.renderer.template_file(content.template, locale, "txt")
+                    self.renderer.compile(name)
+                    text = self.renderer.template_file(content.template, locale, "txt")
                     if text is not None:
-                        self.courier.renderer.plain.get_template(text)
+                        self.renderer.plain.get_template(text)
 
     def _isolated(self, connection: Connection) -> AbstractContextManager[object]:
         """A dry run's one transaction gets a savepoint per campaign, so that a failed statement

@@ -50,14 +50,12 @@ from itertools import pairwise
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-import numpy
 from sqlalchemy import SQLColumnExpression, and_, case, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import CTE, ScalarSelect, Subquery
 from sqlmodel import col
-from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from engine.campaigns.language import RISKS, STAGES, Campaign, Goal
 from engine.campaigns.measures import Facts, Measures
@@ -437,6 +435,11 @@ def lift(treated: tuple[int, int], held_out: tuple[int, int]) -> dict[str, Any]:
     }
     if not (n_t and n_h):
         return result
+    # Imported here: statsmodels (with scipy and pandas) takes seconds to import, and every
+    # command that prints a table would pay for it.
+    import numpy
+    from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
+
     with numpy.errstate(all="ignore"):
         low, high = confint_proportions_2indep(c_t, n_t, c_h, n_h, compare="diff", alpha=1 - CONFIDENCE)
         p_value = test_proportions_2indep(c_t, n_t, c_h, n_h, compare="diff").pvalue

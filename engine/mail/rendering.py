@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -405,16 +406,27 @@ class CompiledEmail:
     html: Template
     text: Template
     uptodate: list[Callable[[], bool]]
+    checked_at: float = field(default_factory=time.monotonic)  # when its files were last found unchanged
 
-    def fresh(self) -> bool:
-        return all(check() for check in self.uptodate)
+    def fresh(self, trusted_for: float = 0.0) -> bool:
+        """Whether none of its files changed; a check younger than `trusted_for` seconds stands."""
+        now = time.monotonic()
+        if now - self.checked_at < trusted_for:
+            return True
+        if all(check() for check in self.uptodate):
+            self.checked_at = now
+            return True
+        return False
 
 
 class Renderer:
     """Renders one step of one campaign for one customer from templates compiled once per file."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, trusted_for: float = 0.0) -> None:
+        """`trusted_for`: seconds a compiled file is used before its files are looked at again (a
+        look is a stat of each file, per message); previews look every time."""
         self.config = config
+        self.trusted_for = trusted_for
         self.folder = config.templates_path
         self.markup, self.plain, self.compiled = _shared(self.folder)
         self.files: dict[tuple[str, str], tuple[str, str | None]] = {}
@@ -472,7 +484,7 @@ class Renderer:
         """The compiled form of one MJML file, from the cache while none of its files changed."""
         key = (name, self._language(name))
         compiled = self.compiled.get(key)
-        if compiled is None or not compiled.fresh():
+        if compiled is None or not compiled.fresh(self.trusted_for):
             compiled = self.compiled[key] = self._compile(name)
         return compiled
 
@@ -664,7 +676,7 @@ def template_context(
             "topic": campaign.topic,
         },
         "step": {"number": step, "of": len(campaign.steps)},
-        "brand": config.brand.model_dump(),
+        "brand": config.brand_fields,
         "links": links,
         "locale": locale,
         "direction": direction,
