@@ -37,6 +37,7 @@ from engine.metrics import SENDER_SECONDS
 from engine.senders import Sender, SendResult
 
 log = logging.getLogger("lifecycle.couriers")
+SMALLEST_HANDOVER = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,13 @@ class Couriers:
         self.courier = courier
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
+
+    def handover_size(self, sends: int, acknowledges: int) -> int:
+        """How many of a batch's sends go in one handover: at most what the sender acknowledges
+        at once, and small enough that every courier gets a share; but not so small that forking
+        a courier would cost more than it saves."""
+        share = -(-sends // self.workers)
+        return min(acknowledges, max(SMALLEST_HANDOVER, share))
 
     @property
     def capacity(self) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import Label
 from sqlmodel import col
@@ -376,13 +376,17 @@ def defer(
     )
 
 
-def claim(
-    connection: Connection, ids: list[int], now: datetime, emails: Mapping[int, str], worker: str | None
-) -> set[int]:
+def claim(connection: Connection, ids: list[int], now: datetime, recipient: str | None, worker: str | None) -> set[int]:
     """Mark sends `sending`; only those still waiting are claimed, so two workers never both send.
-    They are `NOT_HANDED` until `hand_over` says their message is about to leave."""
+    They are `NOT_HANDED` until `hand_over` says their message is about to leave. Each keeps the
+    address it goes to: the campaign's `recipient` (an email to the team), else the customer's now."""
     if not ids:
         return set()
+    address = (
+        literal(recipient)
+        if recipient
+        else select(col(Customer.email)).where(col(Customer.id) == col(Send.customer_id)).scalar_subquery()
+    )
     statement = (
         update(Send)
         .where(col(Send.id).in_(ids), col(Send.status).in_(CLAIMABLE))
@@ -393,12 +397,11 @@ def claim(
             sent_at=now,
             updated_at=now,
             claimed_by=worker,
+            to_email=address,
         )
         .returning(col(Send.id))
     )
-    claimed = cast(set[int], set(connection.execute(statement).scalars()))
-    _change(connection, [{"id": i, "to_email": emails[i]} for i in claimed])
-    return claimed
+    return cast(set[int], set(connection.execute(statement).scalars()))
 
 
 def hand_over(connection: Connection, ids: Sequence[int], now: datetime) -> None:
@@ -430,13 +433,8 @@ def mark_sent(
     """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
     its delay from now, or after the last step the entry is completed. `sent_at` stays as the claim
     set it (`now`, or an unknown send's claim): writing it again would rewrite three indexes a send."""
-    _change(
-        connection,
-        [
-            {"id": send.id, "status": SendStatus.SENT, "message_id": message_id, "updated_at": now}
-            for send, message_id in sent
-        ],
-    )
+    _change(connection, [{"id": send.id, "status": SendStatus.SENT, "updated_at": now} for send, _ in sent])
+    _change(connection, [{"id": send.id, "message_id": message_id} for send, message_id in sent if message_id])
     if step < len(campaign.steps):
         due = now + campaign.steps[step].delay
         following = [NewSend(send.entry_id, send.customer_id, send.external_id, due) for send, _ in sent]
@@ -522,16 +520,30 @@ def mark_unknown(connection: Connection, dead: Sequence[str], stale_before: date
     return connection.execute(statement).rowcount or 0
 
 
+SET_WISE = 500  # ids in one `IN (...)`: well under SQLite's and PostgreSQL's limits on parameters
+
+
 def _change(connection: Connection, changes: Iterable[Mapping[str, Any]]) -> None:
-    """Apply changes [{id, field: value, ...}]: one executemany per set of fields changed."""
-    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    """Apply changes [{id, field: value, ...}]. Sends that take the same values change together in
+    one statement (`WHERE id IN`): moved set-wise, a send's status costs SQLite about a third of
+    what the same moves cost one by one. The rest go in one executemany per set of fields."""
+    alike: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for change in changes:
-        groups[tuple(sorted(k for k in change if k != "id"))].append(change)
-    for fields, rows in groups.items():
+        alike[tuple(sorted((k, v) for k, v in change.items() if k != "id"))].append(change["id"])
+    apart: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for values, ids in alike.items():
+        if len(ids) > 1:
+            for start in range(0, len(ids), SET_WISE):
+                connection.execute(
+                    update(Send).where(col(Send.id).in_(ids[start : start + SET_WISE])).values(dict(values))
+                )
+        else:
+            apart[tuple(field for field, _ in values)].append({"send_id": ids[0], **{f"new_{f}": v for f, v in values}})
+    for fields, rows in apart.items():
         statement = (
             update(Send).where(col(Send.id) == bindparam("send_id")).values({f: bindparam(f"new_{f}") for f in fields})
         )
-        connection.execute(statement, [{"send_id": r["id"], **{f"new_{f}": r[f] for f in fields}} for r in rows])
+        connection.execute(statement, rows)
 
 
 def _end_entries(connection: Connection, ended: Mapping[EntryStatus, list[int]]) -> None:

@@ -250,8 +250,8 @@ class Tick:
                 if not due:
                     return
                 to_send = self._within_rate(connection, campaign, gate, self._decide(connection, campaign, due))
-                emails = {send.id: campaign.recipient or send.email for send in to_send}
-                claimed = ledger.claim(connection, list(emails), self.now, emails, self.worker)
+                ids = [send.id for send in to_send]
+                claimed = ledger.claim(connection, ids, self.now, campaign.recipient, self.worker)
                 outgoing = [send for send in to_send if send.id in claimed]
                 events = ledger.events_by_id(connection, [s.event_id for s in outgoing if s.event_id])
                 team = self._team(connection, campaign, outgoing, events)
@@ -340,7 +340,7 @@ class Tick:
         if self.dry_run:
             self._rehearse(connection, campaign, step, by_id, Handover(campaign.name, step, parcels))
             return
-        size = self.sender.acknowledges
+        size = self.couriers.handover_size(len(parcels), self.sender.acknowledges)
         if len(parcels) > size:
             self.couriers.start()
         handed: set[int] = set()
