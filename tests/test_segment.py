@@ -189,3 +189,20 @@ def test_customers_from_segment_are_the_same_as_imported_ones(service):
     seg = service.project.query(f"SELECT {columns} FROM customer WHERE external_id = 'seg'")
     imp = service.project.query(f"SELECT {columns} FROM customer WHERE external_id = 'imp'")
     assert seg == imp
+
+
+def test_what_orjson_cannot_read_is_read_as_before_and_fails_alone(service):
+    """orjson reads a body quickly but refuses a lone surrogate and reads an integer past 64 bits
+    as a float: such a body is read by the standard library, so the bad call fails alone and the
+    large integer is kept exactly."""
+    track = {"type": "track", "userId": "ann", "event": "visit", "timestamp": "2026-11-02T10:00:00Z"}
+    large = {**track, "messageId": "s-1", "properties": {"order": 123456789012345678901234567890}}
+    surrogate = {**track, "messageId": "s-2", "properties": {"note": "\ud800"}}
+    answers = [post(service, "/v1/batch", {"batch": batch}).json() for batch in ([large], [surrogate, large])]
+    assert [(a["stored"], a["skipped"]) for a in answers] == [(1, 0), (0, 1)]
+    assert [item["index"] for item in answers[1]["rejected"]] == [0]
+    [(uid, _, properties)] = events_of(service.project, "ann")
+    assert uid == "s-1"
+    assert (properties if isinstance(properties, dict) else json.loads(properties)) == {
+        "order": 123456789012345678901234567890
+    }

@@ -32,6 +32,7 @@ from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
 from engine.store.dialect import insert_rows, insert_rows_new, one_of
+from engine.store.jsontext import quick_json
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
 CORE = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "confirmed_at", "topics")
@@ -236,8 +237,12 @@ STORABLE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 def check_storable(value: Any, where: str = "") -> None:
     """Refuse what the store could not write or read back: a number that is not finite (NaN,
-    Infinity), a NUL character, text that is not Unicode (a lone surrogate). The JSON encoder, in
-    C, passes what is sound at a glance; only the rest is walked, to say where the fault is."""
+    Infinity), a NUL character, text that is not Unicode (a lone surrogate). orjson, in Rust,
+    passes most records at once (`quick_json`); the standard library's encoder, in C, passes what
+    else is sound at a glance; only the rest is walked, to say where the fault is."""
+    quick = quick_json(value)
+    if quick is not None and b"\\u0000" not in quick:
+        return
     try:
         text = STORABLE_JSON(value)
         text.encode("utf-8")
@@ -284,11 +289,12 @@ def clean_event(record: dict[str, Any], config: Config) -> dict[str, Any]:
     properties = record.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadRecord("'properties' must be an object")
-    declared = config.events.get(name, {})  # config.data_model builds a model on each call
-    properties = {
-        k: v if (kind := declared.get(k)) is None else _value(k, v, kind, config.timezone)
-        for k, v in properties.items()
-    }
+    declared = config.events.get(name)  # config.data_model builds a model on each call
+    if declared:
+        properties = {
+            k: v if (kind := declared.get(k)) is None else _value(k, v, kind, config.timezone)
+            for k, v in properties.items()
+        }
     uid = _text(record, "id") if record.get("id") is not None else None
     return {
         "uid": uid,

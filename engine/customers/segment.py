@@ -11,8 +11,7 @@ alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.config.settings import Config
 from engine.customers.importing import BadRecord
@@ -21,12 +20,12 @@ IGNORED_TYPES = frozenset({"page", "screen", "group", "alias"})
 PROFILE_TRAITS = frozenset({"email", "firstName", "first_name", "lastName", "last_name", "name", "createdAt"})
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """One call of a batch as the importer reads it: `kind` is "customers" or "events", or None
-    for a call the engine has no use for; `record` may be a BadRecord saying why it cannot be read."""
+    for a call the engine has no use for; `record` may be a BadRecord saying why it cannot be read.
+    A tuple: made for each of thousands of calls a second, in a third of a frozen dataclass's time."""
 
-    index: int
+    position: int  # in the batch (`index` is a tuple method)
     kind: str | None
     record: dict[str, Any] | BadRecord
 

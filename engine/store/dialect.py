@@ -7,10 +7,9 @@ The rest of the engine asks these functions, by what differs, rather than the da
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -42,6 +41,8 @@ from sqlalchemy.sql.selectable import FromClause, Join
 from sqlmodel import create_engine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
+from engine.store.jsontext import json_text
+
 
 class InOrder(Join):
     """A join that reads its left side first and probes the right side for each of its rows.
@@ -71,8 +72,8 @@ class _SQLiteCompiler(SQLiteCompiler):
 
 # The store writes only JSON that both databases (and SQLite's json_extract) read back: NaN and
 # Infinity, which Python's json module writes by default, fail the write that brings them.
-# One encoder for all: json.dumps with an option builds a new one for each value it writes.
-JSON_SERIALIZER = json.JSONEncoder(allow_nan=False).encode
+JSON_SERIALIZER = json_text
+SQLITE_INSTANT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"  # SQLAlchemy's SQLite DATETIME storage format
 COPY_FROM = 100  # rows: a smaller batch goes in by INSERT, as quick without the staging table
 # SQLite's words for an error in the data read, not in reaching the database.
 SQLITE_DATA_ERRORS = ("malformed json", "json cannot hold blob")
@@ -183,9 +184,27 @@ def _bound(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> 
     the processor of the column's type for this database, as SQLAlchemy's own statements bind them
     (SQLite's times as text in SQLAlchemy's format, PostgreSQL's JSON as JSONB)."""
     dialect = connection.dialect
-    processors = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in rows[0]]
+    processors = [(name, _processor(table.c[name].type, dialect)) for name in rows[0]]
     for row in rows:
         yield [process(row[name]) if process else row[name] for name, process in processors]
+
+
+def _processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    if dialect.name == "sqlite" and isinstance(kind, UTCDateTime):
+        return sqlite_instant
+    return cast(Callable[[Any], Any] | None, kind.dialect_impl(dialect).bind_processor(dialect))
+
+
+def sqlite_instant(value: datetime | None) -> str | None:
+    """An instant as SQLAlchemy binds it for SQLite: UTCDateTime's UTC, then SQLite DATETIME's
+    format (`2026-11-01 10:00:00.000000`), filled from a tuple rather than from a dict of seven
+    fields built for each value, which cost the ingest a tenth of its time per event."""
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise ValueError("an instant must have timezone information")
+    utc = value.astimezone(UTC)
+    return SQLITE_INSTANT % (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond)
 
 
 def copies(connection: Connection, rows: list[dict[str, Any]]) -> bool:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 
 from engine.clock import parse_instant
@@ -21,6 +22,9 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 # fields of an item that must be a mapping, when given, by the kind of item
 CONTAINERS = frozenset({dict, list})  # what json.loads makes that nests (exactly these types)
 MAPPINGS = {"customers": ("topics", "attributes"), "events": ("properties",)}
+# Every digit as 0, every other byte as a space: a run of 20 zeros is a run of 20 digits.
+DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+LONG_NUMBER = b"0" * 20
 
 
 class BadJson(ValueError):
@@ -29,18 +33,33 @@ class BadJson(ValueError):
 
 def loads(body: bytes) -> Any:
     """The body as JSON within MAX_DEPTH, with finite numbers only (NaN, Infinity and 1e400 are
-    no numbers a store or a template can use), or BadJson."""
+    no numbers a store or a template can use), or BadJson. orjson reads it (in Rust, a batch of
+    events in a quarter of the standard library's time); what orjson refuses, or might read
+    otherwise, the standard library reads, so that either answer is the standard library's."""
     try:
-        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        value = _standard_loads(body) if _long_number(body) else orjson.loads(body)
+    except orjson.JSONDecodeError:  # not JSON, NaN, 1e400, a lone surrogate: read as before
+        value = _standard_loads(body)
+    if depth(value) > MAX_DEPTH:
+        raise BadJson(f"the body is nested too deeply: at most {MAX_DEPTH} levels")
+    return value
+
+
+def _long_number(body: bytes) -> bool:
+    """Whether the body may hold an integer beyond 64 bits, which orjson reads as a float and the
+    standard library as the exact integer: 20 digits in a row, in a number or not."""
+    return LONG_NUMBER in body.translate(DIGITS)
+
+
+def _standard_loads(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise BadJson(f"the body is nested too deeply: at most {MAX_DEPTH} levels") from None
     except BadJson:
         raise
     except ValueError as exc:  # not UTF-8, not JSON, or an integer of thousands of digits
         raise BadJson(f"the body is not valid JSON: {exc}") from None
-    if depth(value) > MAX_DEPTH:
-        raise BadJson(f"the body is nested too deeply: at most {MAX_DEPTH} levels")
-    return value
 
 
 def parse_json(body: bytes) -> Any:

@@ -73,7 +73,7 @@ def store(engine: Any, config: Config, read: list[Call]) -> tuple[int, int, list
     stored = skipped = 0
     rejected: list[dict[str, Any]] = []
     for kind, run in (("customers", importer.customers), ("events", importer.events)):
-        records = [(call.index, call.record) for call in read if call.kind == kind]
+        records = [(call.position, call.record) for call in read if call.kind == kind]
         if not records:
             continue
         result = run(records, "/v1")
