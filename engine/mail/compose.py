@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from engine.campaigns.language import Campaign
 from engine.config.settings import Config
-from engine.mail.links import Links
+from engine.mail.links import LazyLinks, Links
 from engine.mail.message import OutgoingEmail, build_email
 from engine.mail.rendering import Renderer, template_context
 from engine.store.tables import Customer
@@ -50,13 +50,14 @@ def customer_view(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def send_links(
     config: Config, links: Links, campaign: Campaign, customer: Mapping[str, Any], send_id: int
-) -> dict[str, Any]:
+) -> LazyLinks:
     """Links bound to this send: the rating buttons' (`links.rate[score]`), and in an email to the
     team, "I'm on it" (`links.acknowledge`) and the customer's page in the studio (behind its login)."""
+    customer_id = customer["customer_id"]
     if not campaign.recipient:
-        return {"rate": links.rating(customer["customer_id"], send_id, config.feedback.scores())}
+        return LazyLinks({"rate": lambda: links.rating(customer_id, send_id, config.feedback.scores())})
     page = f"{links.base}/studio/customers/{quote(customer['external_id'], safe='')}"
-    return {"acknowledge": links.alert(customer["customer_id"], send_id), "customer": page}
+    return LazyLinks({"acknowledge": lambda: links.alert(customer_id, send_id), "customer": lambda: page})
 
 
 def compose(
@@ -84,7 +85,7 @@ def compose(
         step,
         customer_view(customer),
         event,
-        {**urls, **send_links(config, links, campaign, customer, send_id)},
+        urls | send_links(config, links, campaign, customer, send_id),
     )
     context.update(team or {})
     if locale:

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -103,9 +104,34 @@ class Links:
     def alert(self, customer_id: int, send_id: int) -> str:
         return f"{self.base}/alerts/{self.send_token('alert', customer_id, send_id)}"
 
-    def for_customer(self, customer_id: int, topic: str | None) -> dict[str, str]:
-        return {
-            "preferences": f"{self.base}/preferences/{self.token('preferences', customer_id)}",
-            "unsubscribe": f"{self.base}/unsubscribe/{self.token('unsubscribe', customer_id, topic)}",
-            "confirm": f"{self.base}/confirm/{self.token('confirm', customer_id)}",
-        }
+    def for_customer(self, customer_id: int, topic: str | None) -> LazyLinks:
+        return LazyLinks(
+            {
+                "preferences": lambda: f"{self.base}/preferences/{self.token('preferences', customer_id)}",
+                "unsubscribe": lambda: f"{self.base}/unsubscribe/{self.token('unsubscribe', customer_id, topic)}",
+                "confirm": lambda: f"{self.base}/confirm/{self.token('confirm', customer_id)}",
+            }
+        )
+
+
+class LazyLinks(Mapping[str, Any]):
+    """Links each sealed when first read: a message pays only for those its template uses (most
+    use two of five; sealing one is a good part of composing a message)."""
+
+    def __init__(self, makers: Mapping[str, Callable[[], Any]]) -> None:
+        self.makers = makers
+        self.made: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.made:
+            self.made[name] = self.makers[name]()
+        return self.made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.makers)
+
+    def __len__(self) -> int:
+        return len(self.makers)
+
+    def __or__(self, other: LazyLinks) -> LazyLinks:
+        return LazyLinks({**self.makers, **other.makers})

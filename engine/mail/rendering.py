@@ -617,13 +617,14 @@ RATING_CELL = (
 RATING_LABEL = '<td colspan="{span}" align="{align}" style="padding-top:6px;font-size:13px;color:#4b5563;">{text}</td>'
 
 
-def rating_buttons(urls: Mapping[int, str], direction: str) -> Callable[..., str]:
-    """`{{ rating_buttons() }}`: one button a score, each linking to its rating page; optional
-    words under the two ends (`low="Not likely", high="Very likely"`) and a colour. In the plain
-    text part, one line a score."""
+def rating_buttons(links: Mapping[str, Any], direction: str) -> Callable[..., str]:
+    """`{{ rating_buttons() }}`: one button a score, each linking to its rating page (`links.rate`,
+    read only when the buttons are shown); optional words under the two ends (`low="Not likely",
+    high="Very likely"`) and a colour. In the plain text part, one line a score."""
 
     @pass_eval_context
     def render(eval_ctx: EvalContext, low: str = "", high: str = "", color: str = "#2563eb") -> str:
+        urls: Mapping[int, str] = links.get("rate") or {}
         if not eval_ctx.autoescape:
             return "\n".join(f"{score}: {url}" for score, url in urls.items())
         cells = "".join(
@@ -649,7 +650,7 @@ def template_context(
     step: int,
     customer: dict[str, Any],
     event: Mapping[str, Any] | None,
-    links: dict[str, Any],
+    links: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What every template sees (campaigns.md, "Steps and templates"). An email to the team (a
     campaign with `recipient:`) is in the team's language and time zone, and also sees the
@@ -681,5 +682,5 @@ def template_context(
         "locale": locale,
         "direction": direction,
         "timezone": timezone,
-        "rating_buttons": rating_buttons(links.get("rate") or {}, direction),
+        "rating_buttons": rating_buttons(links, direction),
     }
