@@ -152,14 +152,15 @@ def features_at(connection: Connection, config: Config, cutoff: datetime) -> pan
     return frame[list(FEATURES)].fillna(MISSING)
 
 
-def churned(connection: Connection, config: Config, cutoff: datetime, horizon: timedelta) -> pandas.Series:
-    """The label per customer created by `cutoff`: True when they did no value event in (cutoff, cutoff + horizon]."""
+def churned(
+    connection: Connection, config: Config, cutoff: datetime, horizon: timedelta, ids: pandas.Index
+) -> pandas.Series:
+    """The label of each of these customers: True when they did no value event in (cutoff, cutoff + horizon]."""
     at = col(Event.at)
     bought = (
         select(col(Event.customer_id))
         .where(col(Event.name) == config.value.event, at > cutoff, at <= cutoff + horizon)
         .distinct()
     )
-    buyers = {row[0] for row in connection.execute(bought)}
-    ids = [row[0] for row in connection.execute(select(col(Customer.id)).where(col(Customer.created_at) <= cutoff))]
-    return pandas.Series([i not in buyers for i in ids], index=pandas.Index(ids, name="id"), name="churned")
+    buyers = numpy.fromiter((row[0] for row in connection.execute(bought)), dtype=numpy.int64)
+    return pandas.Series(~ids.isin(buyers), index=ids, name="churned")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -27,6 +27,9 @@ from engine.customers.risk.model import (
     store_scores,
 )
 from engine.store.tables import RiskModel
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass
@@ -69,18 +72,21 @@ def train(engine: Engine, config: Config, now: datetime) -> Training:
     )
     if note is not None:
         raise NotEnoughHistory(note)
-    result.scored, result.seconds["scoring"] = score(engine, config, now)
+    result.scored, result.seconds["scoring"] = score(engine, config, now, features.at(now))
     return result
 
 
-def score(engine: Engine, config: Config, now: datetime) -> tuple[dict[str, int], float]:
-    """Score every customer with the latest stored model; the counts per colour and the seconds it took."""
+def score(
+    engine: Engine, config: Config, now: datetime, features: pandas.DataFrame | None = None
+) -> tuple[dict[str, int], float]:
+    """Score every customer with the latest stored model (on `features` at `now` when they were read
+    already); the counts per colour and the seconds it took."""
     started = time.perf_counter()
     with engine.connect() as connection:
         loaded = latest_model(connection, config)
         if loaded is None:
             raise NotEnoughHistory("no churn model is stored yet: run `lifecycle risk train` first")
-        scores = predict(connection, config, loaded, now)
+        scores = predict(connection, config, loaded, now, features)
     with engine.begin() as connection:
         counts = store_scores(connection, scores, now, loaded.version)
     return counts, round(time.perf_counter() - started, 2)
