@@ -23,6 +23,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import util
 from typing import Any
 
 from engine.campaigns.language import Campaign
@@ -200,7 +201,7 @@ def _start_courier(courier: Courier, parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     courier.sender = type(courier.sender)(courier.config)
     _courier = courier
-    multiprocessing.util.Finalize(None, courier.sender.close, exitpriority=10)
+    util.Finalize(None, courier.sender.close, exitpriority=10)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
