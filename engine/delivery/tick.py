@@ -347,15 +347,19 @@ class Tick:
         held = None
         for turn in self.limiter.in_turn(parcels):
             for group in (turn[i : i + size] for i in range(0, len(turn), size)):
-                held = held or self._collect(connection, most=self.couriers.capacity - 1)
+                finished = self._finished(most=self.couriers.capacity - 1)
+                held = held or trouble(finished)
+                if not held:
+                    ids = [parcel.send_id for parcel in group]
+                    with connection.begin():
+                        ledger.hand_over(connection, ids, self.now)
+                    handed.update(ids)
+                    flight = InFlight(campaign, step, {i: by_id[i] for i in ids})
+                    self.in_flight[self.couriers.submit(Handover(campaign.name, step, group))] = flight
+                for flight, future in finished:  # recorded while the couriers work on the next groups
+                    self._acknowledged(connection, flight, future)
                 if held:
                     break
-                ids = [parcel.send_id for parcel in group]
-                with connection.begin():
-                    ledger.hand_over(connection, ids, self.now)
-                handed.update(ids)
-                flight = InFlight(campaign, step, {i: by_id[i] for i in ids})
-                self.in_flight[self.couriers.submit(Handover(campaign.name, step, group))] = flight
             if held:
                 break
         rest = [i for i in by_id if i not in handed]
@@ -363,32 +367,31 @@ class Tick:
             held = held or NOT_TRIED
             self._settle(connection, campaign, step, by_id, rest, [replace(held, send_id=i) for i in rest])
 
-    def _collect(self, connection: Connection, most: int) -> SendResult | None:
+    def _collect(self, connection: Connection, most: int) -> None:
         """Record what the couriers have finished, first waiting until at most `most` handovers
-        are out. Returns what to hold the rest of the batch back with, if anything went wrong."""
-        held = None
-        while self.in_flight:
-            room = len(self.in_flight) <= most
-            done, _ = wait(self.in_flight, timeout=0 if room else None, return_when=FIRST_COMPLETED)
-            if not done:
-                break
-            for future in done:
-                held = self._acknowledged(connection, self.in_flight.pop(future), future) or held
-        return held
+        are still with them."""
+        for flight, future in self._finished(most):
+            self._acknowledged(connection, flight, future)
 
-    def _acknowledged(
-        self, connection: Connection, flight: InFlight, future: Future[Acknowledgement]
-    ) -> SendResult | None:
+    def _finished(self, most: int) -> list[tuple[InFlight, Future[Acknowledgement]]]:
+        """The handovers the couriers have finished, taken from those in flight, once at most
+        `most` are still with them."""
+        pending = [future for future in self.in_flight if not future.done()]
+        while len(pending) > most:
+            wait(pending, return_when=FIRST_COMPLETED)
+            pending = [future for future in pending if not future.done()]
+        return [(self.in_flight.pop(future), future) for future in list(self.in_flight) if future.done()]
+
+    def _acknowledged(self, connection: Connection, flight: InFlight, future: Future[Acknowledgement]) -> None:
         group = list(flight.sends)
         try:
             acknowledgement = future.result()
         except Exception:  # a sender that raised, a courier that died: some of the group may have gone
             log.warning("the sender raised; the messages it had are marked unknown", exc_info=True)
             self._settle(connection, flight.campaign, flight.step, flight.sends, group, [])
-            return NOT_TRIED
+            return
         self.couriers.record(acknowledgement)
         self._settle(connection, flight.campaign, flight.step, flight.sends, group, acknowledgement.results)
-        return HELD_BACK if any(result.throttled for result in acknowledgement.results) else None
 
     def _rehearse(
         self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], handover: Handover
@@ -512,6 +515,16 @@ class Tick:
                 "until": until.isoformat() if until else None,
             }
         )
+
+
+def trouble(finished: list[tuple[InFlight, Future[Acknowledgement]]]) -> SendResult | None:
+    """What to hold the rest of a batch back with, if a finished handover raised (a sender's bug,
+    a courier that died) or the provider said to slow down; else None."""
+    if any(future.exception() is not None for _, future in finished):
+        return NOT_TRIED
+    if any(result.throttled for _, future in finished for result in future.result().results):
+        return HELD_BACK
+    return None
 
 
 def tick(
