@@ -6,6 +6,7 @@ after its template file changes.
     .venv/bin/python bench/studio_1m.py                      # 1,000,000 customers
     .venv/bin/python bench/studio_1m.py --customers 100000
     .venv/bin/python bench/studio_1m.py --store DIR          # build the store in DIR once, then reuse it
+    .venv/bin/python bench/studio_1m.py --postgres --customers 200000
 
 Each figure is set against the way before it in the same run: audience sizes against one COUNT per
 campaign, the estimate from a sample against the exact count, the 30-day figures against reading
@@ -28,12 +29,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, create_engine, func, select, text
 from sqlmodel import col
 from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tick_1m import fill, machine, project
+from tick_1m import POSTGRES_ADMIN, fill, machine, project
 
 from engine.campaigns.conditions import ConditionCompiler
 from engine.campaigns.language import load_campaigns
@@ -43,9 +44,10 @@ from engine.insights import report
 from engine.store.schema import open_store
 from engine.store.tables import Customer, Event
 from engine.web.studio import local_app
-from engine.web.studio.overview import Counts, audience_estimates, audience_sizes, recent_figures
+from engine.web.studio.overview import SAMPLE, Counts, audience_estimates, audience_sizes, recent_figures
 
 RUNS = 5
+POSTGRES_DB = "lifecycle_bench_studio"
 Row = tuple[str, float, float]  # what, wall ms, CPU ms
 
 
@@ -115,23 +117,47 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--store", type=Path, help="a folder to build the store in, or that holds it already")
+    parser.add_argument(
+        "--postgres", action="store_true", help=f"on PostgreSQL (database {POSTGRES_DB}, dropped after)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as folder:
         root = args.store or Path(folder)
         root.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{root}/bench.db"
-        built = "kept"
-        if not (root / "bench.db").exists():
-            project(root, url)
-            print(f"building {args.customers:,} customers and {10 * args.customers:,} events ...", flush=True)
-            built = f"built in {fill(url, args.customers, postgres=False):.0f} s"
-        rows = measure(root)
+        with store(root, args.postgres) as url:
+            built = "kept"
+            if args.postgres or not (root / "bench.db").exists():
+                project(root, url)
+                print(f"building {args.customers:,} customers and {10 * args.customers:,} events ...", flush=True)
+                built = f"built in {fill(url, args.customers, postgres=args.postgres):.0f} s"
+            rows = measure(root)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\n{machine()}; store {built}; load average at the end {load}; median of {RUNS} runs where timed so\n")
+    kind = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"\n{machine()}; {kind} store {built}; load average at the end {load}; median of {RUNS} runs where timed so\n"
+    )
     print(f"| {'what':<70} | {'wall ms':>9} | {'CPU ms':>9} |")
     print(f"|{'-' * 72}|{'-' * 11}|{'-' * 11}|")
     for what, wall, cpu in rows:
         print(f"| {what:<70} | {wall:>9.1f} | {cpu:>9.1f} |")
+
+
+@contextmanager
+def store(root: Path, postgres: bool) -> Iterator[str]:
+    """The store's URL: a file in `root`, or a PostgreSQL database of the bench's own."""
+    if not postgres:
+        yield f"sqlite:///{root}/bench.db"
+        return
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {POSTGRES_DB}"))
+    try:
+        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{POSTGRES_DB}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {POSTGRES_DB} WITH (FORCE)"))
+        admin.dispose()
 
 
 def measure(root: Path) -> list[Row]:
@@ -161,7 +187,7 @@ def measure(root: Path) -> list[Row]:
     )
     rows.append(
         timed(
-            "audience sizes: estimated from 10,000 customers",
+            f"audience sizes: estimated from {SAMPLE:,} customers drawn at random",
             lambda: audience_estimates(config, engine, campaigns, now),
         )
     )
