@@ -122,7 +122,10 @@ class Checks:
         checking.join(wait)
         with self._lock:
             found = self._found.get("everything")
-        return found[1] if found is not None and found[0] == key else None
+        if found is not None and found[0] == key:
+            return found[1]
+        # ended without them (it failed, or checked files that have changed since): here, then
+        return None if checking.is_alive() else self(config)
 
     def _cached(
         self,
