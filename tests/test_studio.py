@@ -238,6 +238,7 @@ def test_an_estimate_with_its_range_shows_until_the_exact_count_is_in(studio_pro
         assert "estimated from 4 customers" in estimate.group(1) and "estimated" in estimate.group(2)
         assert low <= 2 <= high and low <= shown <= high and abs(shown - 2) <= 1  # 1 or 2 of the 4 drawn are in it
         assert "≈: estimated from a random sample" in page and "data-counting" in page
+        assert figure(row(page, "news"), "audience") == "5"  # no conditions: everyone, never estimated
         exact_counted.set()
         page = listed(client)
         assert figure(row(page, "offer"), "audience") == "2" == str(plain_sql_offer_audience(studio_project))

@@ -7,7 +7,8 @@ Audience sizes are one pass over the customer table: a conditional count per cam
 campaign's audience compiled to SQL by the same compiler the scheduler uses
 (engine/campaigns/conditions.py), so the numbers are the customers who meet the audience
 conditions now (consent and the send-time rules are the tick's to check). They and the 30-day
-figures are counted on a thread of their own (`Counts`), since on a large store they take seconds."""
+figures are counted on a thread of their own (`Counts`), since on a large store they take seconds;
+until then each audience shows as estimated from a random sample, with its 95% interval."""
 
 from __future__ import annotations
 
@@ -166,10 +167,6 @@ class Counted:
     figures: dict[str, dict[str, Any]]
     at: datetime | None
 
-    @property
-    def complete(self) -> bool:
-        return all(not s.estimated for s in self.sizes.values())
-
 
 class Counts:
     """Audience sizes and 30-day figures, counted on a thread of their own. On a large store the
@@ -320,7 +317,7 @@ def audience_estimates(
     in the audience times the customers in the store, with the 95% Wilson score interval of that
     share (statsmodels). Ids are drawn at random between the lowest and the highest, and those that
     are a customer are the sample, so every customer is as likely to be in it. A store of no more
-    than `sample` customers is counted exactly."""
+    than `sample` customers is counted exactly, and so is an audience without conditions."""
     if not campaigns:
         return {}
     lowest, highest = func.min(col(Customer.id)), func.max(col(Customer.id))
@@ -338,6 +335,9 @@ def audience_estimates(
         return {}
     sizes = {}
     for campaign, hit in zip(campaigns, hits, strict=True):
+        if not campaign.audience:  # everyone: no need to estimate
+            sizes[campaign.name] = Size(total)
+            continue
         share_low, share_high = proportion_confint(hit, seen, alpha=1 - CONFIDENCE, method="wilson")
         sizes[campaign.name] = Size(
             round(total * hit / seen), math.floor(total * share_low), math.ceil(total * share_high), seen
