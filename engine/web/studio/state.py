@@ -14,12 +14,13 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.templating import Jinja2Templates
 
+from engine.clock import utcnow
 from engine.config.settings import Config, load_config
 from engine.errors import Problem, ProblemsError
 from engine.web.security import Csrf
 from engine.web.studio.access import Sessions
 from engine.web.studio.live import Changes
-from engine.web.studio.overview import Checks, Counts
+from engine.web.studio.overview import Checks, Counts, overview
 
 HERE = Path(__file__).parent
 
@@ -49,6 +50,11 @@ class Studio:
     def sessions_allow(self, request: Request) -> bool:
         """A signed-in browser or a bearer key; everyone in the local studio."""
         return self.sessions is None or self.sessions.allowed(request)
+
+    def prepare(self) -> None:
+        """Begin what the campaign list needs, the counts and the templates' checks, before anyone
+        asks: the first list a person opens after the start finds them counted, or under way."""
+        overview(self.current_config(), self.engine, self.checks, self.counts, utcnow())
 
     def current_config(self) -> Config:
         """The config, read again when a file changed since (the local studio): a broken
