@@ -200,12 +200,14 @@ class Counts:
                 )
                 self._counting.start()
 
-    def __call__(self, config: Config, engine: Engine, campaigns: list[Campaign], now: datetime) -> Counted | None:
+    def __call__(
+        self, config: Config, engine: Engine, campaigns: list[Campaign], now: datetime, wait: float | None = None
+    ) -> Counted | None:
         """What is counted for the campaigns as defined now, once every one has a size (an estimate
-        will do), the counting has ended, or `wait` seconds have passed."""
+        will do), the counting has ended, or `wait` seconds (`self.wait`) have passed."""
         self.begin(config, engine, campaigns, now)
         wanted = _definitions(campaigns)
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + (self.wait if wait is None else wait)
         with self._changed:
             while self._stale(wanted) and self._counting is not None and self._counting.is_alive():
                 left = deadline - time.monotonic()

@@ -20,9 +20,10 @@ from engine.errors import Problem, ProblemsError
 from engine.web.security import Csrf
 from engine.web.studio.access import Sessions
 from engine.web.studio.live import Changes
-from engine.web.studio.overview import Checks, Counts, overview
+from engine.web.studio.overview import Checks, Counts
 
 HERE = Path(__file__).parent
+PREPARING = 30.0  # seconds the start waits for every audience to have a size before checking templates
 
 
 def studio_templates() -> Jinja2Templates:
@@ -52,9 +53,12 @@ class Studio:
         return self.sessions is None or self.sessions.allowed(request)
 
     def prepare(self) -> None:
-        """Begin what the campaign list needs, the counts and the templates' checks, before anyone
-        asks: the first list a person opens after the start finds them counted, or under way."""
-        overview(self.current_config(), self.engine, self.checks, self.counts, utcnow())
+        """Begin what the campaign list needs before anyone asks, so that the first list a person
+        opens after the start finds it counted or under way: the counts, and once every audience
+        has a size (an estimate will do), the templates' checks, which would slow them down."""
+        config = self.current_config()
+        self.counts(config, self.engine, self.checks.campaigns(config)[0], utcnow(), wait=PREPARING)
+        self.checks.soon(config, 0)
 
     def current_config(self) -> Config:
         """The config, read again when a file changed since (the local studio): a broken
