@@ -96,6 +96,7 @@ class Checks:
         self._lock = threading.Lock()
         self._found: dict[str, tuple[tuple[Any, ...], tuple[list[Campaign], list[Problem]]]] = {}
         self._checking: threading.Thread | None = None
+        self._working = {what: threading.Lock() for what in ("campaigns", "everything")}
 
     def campaigns(self, config: Config) -> tuple[list[Campaign], list[Problem]]:
         return self._cached("campaigns", config, lambda: check_campaigns(config), template_contents=False)
@@ -136,14 +137,15 @@ class Checks:
         template_contents: bool = True,
     ) -> tuple[list[Campaign], list[Problem]]:
         key = (id(config), fingerprint(config, template_contents))
-        with self._lock:
-            found = self._found.get(what)
-        if found is not None and found[0] == key:
-            return found[1]
-        result = work()
-        with self._lock:
-            self._found[what] = (key, result)
-        return result
+        with self._working[what]:  # a second caller waits for the first's result instead of checking again
+            with self._lock:
+                found = self._found.get(what)
+            if found is not None and found[0] == key:
+                return found[1]
+            result = work()
+            with self._lock:
+                self._found[what] = (key, result)
+            return result
 
 
 @dataclass(frozen=True)
