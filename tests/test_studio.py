@@ -267,6 +267,19 @@ def test_counts_made_again_after_the_store_changed_are_exact_and_no_estimate_rep
         assert figure(row(page, "offer"), "audience") == "3" == str(plain_sql_offer_audience(project))
 
 
+def test_the_local_studio_begins_counting_as_it_starts(studio_project, monkeypatch):
+    counting = threading.Event()
+    exact = studio_overview.audience_sizes
+
+    def counted(*args):
+        counting.set()
+        return exact(*args)
+
+    monkeypatch.setattr(studio_overview, "audience_sizes", counted)
+    with TestClient(local_app(load_config(studio_project.root / "config.yaml"))):
+        assert counting.wait(30)  # before any page was asked for
+
+
 def test_the_list_answers_while_the_templates_are_still_checked(studio_project, monkeypatch):
     checked = _held(monkeypatch, "check_templates")
     studio_project.template("linked", "<p>{{ customer.first_name </p>")  # does not render
