@@ -10,6 +10,7 @@ from conftest import customer
 
 from engine.clock import parse_instant
 from engine.config.settings import load_config
+from engine.customers import search
 from engine.delivery.events import EventType, ProviderEvent, record_deliveries
 from engine.insights.timeline import customer_view, find_customers
 from engine.store.schema import open_store
@@ -112,6 +113,24 @@ def test_the_table_and_errors(store_project):
         in project.cli("customer", "ann", "--format", "xml", expect=1).output
     )
     assert "--now:" in project.cli("customer", "ann", "--now", "soon", expect=1).output
+
+
+def test_a_name_is_found_by_its_start_among_every_customer(store_project, monkeypatch):
+    """Text inside a name is looked for among the newest customers only; the start of a first or last
+    name among all of them, through the indexes on the names (migration 0009)."""
+    monkeypatch.setattr(search, "SCANNED", 3)
+    project = store_project
+    project.customers(customer("old", first_name="Zelda", last_name="Quist"))
+    project.customers(*(customer(f"new{n}", first_name="Amy", last_name="Quince") for n in range(5)))
+    engine = open_store(load_config(project.root / "config.yaml").database_url)
+    ids = lambda query: [m.id for m in find_customers(engine, query)]  # noqa: E731
+    assert ids("zel") == ["old"] and ids("ZELDA") == ["old"]
+    assert ids("zelda qu") == ["old"]
+    assert ids("amy qu") == ["new4", "new3", "new2", "new0", "new1"]  # the newest, then by the start of the name
+    assert ids("quis") == ["old"]
+    assert ids("elda") == []  # inside her name, and she is not among the newest 3
+    assert ids("uin") == ["new4", "new3", "new2"]  # inside the names of the newest 3, newest first
+    engine.dispose()
 
 
 def test_find_customers_by_id_email_or_name(store_project):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,9 @@ from starlette.testclient import TestClient
 from engine.config.settings import load_config
 from engine.web import create_app
 from engine.web.studio import local_app
+from engine.web.studio import overview as studio_overview
 from engine.web.studio.access import COOKIE
+from engine.web.studio.overview import Counts
 
 API_KEY = "studio-test-key"
 OFFER = """
@@ -196,6 +199,100 @@ def test_audience_sizes_match_a_count_done_in_plain_sql(studio_project):
     assert expected == 2 and figure(row(page, "offer"), "audience") == "2"  # ann and sara
     assert figure(row(page, "news"), "audience") == str(everyone)
     assert figure(row(page, "news"), "entered") == "5" and figure(row(page, "news"), "sent") == "5"
+
+
+def _held(monkeypatch, name: str) -> threading.Event:
+    """`engine.web.studio.overview.<name>` made to wait until the returned event is set."""
+    release = threading.Event()
+    work = getattr(studio_overview, name)
+
+    def held(*args, **kwargs):
+        release.wait(30)
+        return work(*args, **kwargs)
+
+    monkeypatch.setattr(studio_overview, name, held)
+    return release
+
+
+def plain_sql_offer_audience(project) -> int:
+    """Customers on the pro plan who bought: the offer's audience, counted apart from the engine."""
+    bought = {c for (c,) in project.query("SELECT customer_id FROM event WHERE name = 'purchase'")}
+    customers = project.query("SELECT id, attributes FROM customer")
+    plans = {c: (a if isinstance(a, dict) else json.loads(a)).get("plan") for c, a in customers}
+    return sum(1 for c, plan in plans.items() if plan == "pro" and c in bought)
+
+
+def test_an_estimate_with_its_range_shows_until_the_exact_count_is_in(studio_project, monkeypatch):
+    exact_counted = _held(monkeypatch, "audience_sizes")
+    app = local_app(load_config(studio_project.root / "config.yaml"))
+    app.state.studio.counts = Counts(wait=10, sample=4)  # 4 of the 5 customers drawn at random
+    with TestClient(app) as client:
+        page = client.get("/studio/").text
+        estimate = re.search(
+            r'<td[^>]*data-estimated title="([^"]*)" data-figure="audience">(.*?)</td>', row(page, "offer"), re.S
+        )
+        low, high = (
+            int(n.replace(",", "")) for n in re.search(r"between ([\d,]+) and ([\d,]+)", estimate.group(1)).groups()
+        )
+        shown = int(re.search(r"≈ ([\d,]+)", estimate.group(2)).group(1))
+        assert "estimated from 4 customers" in estimate.group(1) and "estimated" in estimate.group(2)
+        assert low <= 2 <= high and low <= shown <= high and abs(shown - 2) <= 1  # 1 or 2 of the 4 drawn are in it
+        assert "≈: estimated from a random sample" in page and "data-counting" in page
+        assert figure(row(page, "news"), "audience") == "5"  # no conditions: everyone, never estimated
+        exact_counted.set()
+        page = listed(client)
+        assert figure(row(page, "offer"), "audience") == "2" == str(plain_sql_offer_audience(studio_project))
+        assert "data-estimated" not in page and "≈" not in page
+
+
+def test_counts_made_again_after_the_store_changed_are_exact_and_no_estimate_replaces_a_count(
+    studio_project, monkeypatch
+):
+    project = studio_project
+    app = local_app(load_config(project.root / "config.yaml"))
+    app.state.studio.counts = Counts(wait=10, fresh_for=0, sample=4)  # counted again at every page
+    with TestClient(app) as client:
+        assert figure(row(listed(client), "offer"), "audience") == "2"
+        exact_counted = _held(monkeypatch, "audience_sizes")
+        project.customers(customer("eve", attributes={"plan": "pro"}))
+        project.events({"customer": "eve", "event": "purchase", "at": iso(datetime.now(UTC) - timedelta(days=1))})
+        page = client.get("/studio/").text  # counting again: the last exact count stays
+        assert figure(row(page, "offer"), "audience") == "2" and "data-estimated" not in page
+        exact_counted.set()
+        deadline = time.monotonic() + 30
+        while (
+            figure(row(page := client.get("/studio/").text, "offer"), "audience") == "2" and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert figure(row(page, "offer"), "audience") == "3" == str(plain_sql_offer_audience(project))
+
+
+def test_the_local_studio_begins_counting_as_it_starts(studio_project, monkeypatch):
+    counting = threading.Event()
+    exact = studio_overview.audience_sizes
+
+    def counted(*args):
+        counting.set()
+        return exact(*args)
+
+    monkeypatch.setattr(studio_overview, "audience_sizes", counted)
+    with TestClient(local_app(load_config(studio_project.root / "config.yaml"))):
+        assert counting.wait(30)  # before any page was asked for
+
+
+def test_the_list_answers_while_the_templates_are_still_checked(studio_project, monkeypatch):
+    checked = _held(monkeypatch, "check_templates")
+    studio_project.template("linked", "<p>{{ customer.first_name </p>")  # does not render
+    app = local_app(load_config(studio_project.root / "config.yaml"))
+    app.state.studio.counts = Counts(wait=0.3)
+    with TestClient(app) as client:
+        page = client.get("/studio/").text
+        assert "Checking every template…" in page and "No problems" not in page
+        assert "campaigns/broken.yaml:4" in row(page, "broken")  # the campaigns' own problems are known
+        assert "linked.mjml" not in row(page, "offer")
+        checked.set()
+        page = listed(client)
+        assert "Checking every template…" not in page and "linked.mjml" in row(page, "offer")
 
 
 def test_a_broken_campaign_is_listed_with_its_file_and_line_and_the_others_still_work(studio_project):

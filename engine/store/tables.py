@@ -18,6 +18,10 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Customer(SQLModel, table=True):
+    __table_args__ = (  # a name's start is searched among every customer (engine/customers/search.py)
+        Index("ix_customer_name_lower", text("lower(first_name)"), text("lower(last_name)")),
+        Index("ix_customer_last_name_lower", text("lower(last_name)")),
+    )
     id: int | None = Field(default=None, primary_key=True)
     external_id: str = Field(unique=True, index=True, max_length=200)
     email: str = Field(index=True, max_length=320)

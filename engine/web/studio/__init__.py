@@ -13,6 +13,7 @@ a user could do from the command line, a test send.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -67,6 +68,7 @@ def local_app(config: Config) -> Starlette:
         stop = asyncio.Event()
         paths = [config.campaigns_path, config.templates_path, config.file]
         task = asyncio.create_task(watch(changes, paths, config.root, stop))
+        threading.Thread(target=state.prepare, daemon=True).start()
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.templating import Jinja2Templates
 
+from engine.clock import utcnow
 from engine.config.settings import Config, load_config
 from engine.errors import Problem, ProblemsError
 from engine.web.security import Csrf
@@ -22,6 +23,7 @@ from engine.web.studio.live import Changes
 from engine.web.studio.overview import Checks, Counts
 
 HERE = Path(__file__).parent
+PREPARING = 30.0  # seconds the start waits for every audience to have a size before checking templates
 
 
 def studio_templates() -> Jinja2Templates:
@@ -49,6 +51,14 @@ class Studio:
     def sessions_allow(self, request: Request) -> bool:
         """A signed-in browser or a bearer key; everyone in the local studio."""
         return self.sessions is None or self.sessions.allowed(request)
+
+    def prepare(self) -> None:
+        """Begin what the campaign list needs before anyone asks, so that the first list a person
+        opens after the start finds it counted or under way: the counts, and once every audience
+        has a size (an estimate will do), the templates' checks, which would slow them down."""
+        config = self.current_config()
+        self.counts(config, self.engine, self.checks.campaigns(config)[0], utcnow(), wait=PREPARING)
+        self.checks.soon(config, 0)
 
     def current_config(self) -> Config:
         """The config, read again when a file changed since (the local studio): a broken
