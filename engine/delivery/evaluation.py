@@ -316,8 +316,15 @@ class Evaluator:
     # -- first steps -----------------------------------------------------------------------------
 
     def schedule_first_steps(self, campaign: Campaign) -> None:
-        """Give every new entry its first send (or its holdout record), in batches."""
+        """Give every new entry its first send (or its holdout record): all at once when every
+        send is alike, else in batches."""
         first = campaign.steps[0]
+        new = (col(Entry.campaign) == campaign.name, col(Entry.scheduled) == False)  # noqa: E712
+        if ledger.alike(campaign, 1):
+            entries = select(col(Entry.id), col(Entry.customer_id), shifted(Entry.entered_at, first.delay))
+            ledger.schedule_alike(self.connection, campaign, 1, entries.where(*new), self.now)
+            self.connection.execute(update(Entry).where(*new).values(scheduled=True))
+            return
         query = (
             select(col(Entry.id), col(Entry.customer_id), col(Entry.entered_at), col(Customer.external_id))
             .join(Customer, col(Customer.id) == col(Entry.customer_id))

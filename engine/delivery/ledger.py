@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, false, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, literal, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import Label
 from sqlmodel import col
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from engine.campaigns.assignment import pick_variant
 from engine.campaigns.conditions import ConditionCompiler
@@ -317,6 +318,34 @@ def schedule(
         )
 
 
+def schedule_alike(
+    connection: Connection,
+    campaign: Campaign,
+    step: int,
+    sends: Select[int | None, int, datetime],
+    now: datetime,
+) -> None:
+    """Create one step's sends, `scheduled`, set-wise from `sends` (entry id, customer id, due at),
+    for a step with no variants to pick per customer and no holdout: one INSERT ... SELECT costs
+    SQLite about a fifth of an INSERT a row."""
+    rows = sends.subquery()
+    columns = ["entry_id", "customer_id", "due_at", "next_attempt_at", "campaign", "step"]
+    columns += ["marketing", "priority", "status", "attempts", "updated_at"]
+    values = [
+        *(literal(value) for value in (campaign.name, step, campaign.marketing, campaign.priority)),
+        literal(SendStatus.SCHEDULED),
+        literal(0),
+        literal(now, UTCDateTime()),
+    ]
+    source = select(rows.c[0], rows.c[1], rows.c[2], rows.c[2], *values).where(true())  # SQLite wants a WHERE
+    connection.execute(insert_new(connection, table_of(Send), ["entry_id", "step"]).from_select(columns, source))
+
+
+def alike(campaign: Campaign, step: int) -> bool:
+    """Whether every send of the step is the same but for its customer: no variants, no holdout."""
+    return campaign.steps[step - 1].variants is None and (step > 1 or not campaign.holdout)
+
+
 def expired_before(campaign: Campaign, now: datetime) -> datetime:
     """A step still waiting that was due before this is dropped (`expired`)."""
     return now - campaign.expire_after
@@ -437,6 +466,13 @@ def mark_sent(
     _change(connection, [{"id": send.id, "message_id": message_id} for send, message_id in sent if message_id])
     if step < len(campaign.steps):
         due = now + campaign.steps[step].delay
+        if alike(campaign, step + 1):
+            ids = [send.id for send, _ in sent]
+            for start in range(0, len(ids), SET_WISE):
+                went = select(col(Send.entry_id), col(Send.customer_id), literal(due, UTCDateTime()))
+                went = went.where(col(Send.id).in_(ids[start : start + SET_WISE]))
+                schedule_alike(connection, campaign, step + 1, went, now)
+            return
         following = [NewSend(send.entry_id, send.customer_id, send.external_id, due) for send, _ in sent]
         schedule(connection, campaign, step + 1, following, now)
     else:
