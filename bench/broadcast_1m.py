@@ -8,9 +8,9 @@ to the `null` sender, which renders and builds each message and delivers none.
 Each run is a fresh store (customers generated set-wise in SQL, as in bench/tick_1m.py) and a real
 `lifecycle tick` process, once per `--workers` value (`scheduler.workers`: 1 is everything in the
 tick's process, the straightforward way; more forks couriers that compose and send). Peak memory is
-the most the tick and its couriers held together, sampled from /proc every 0.2 s as proportional
-set size (a page the processes share counts once); CPU is the user and system time of the tick
-and its couriers.
+the most the tick and its couriers held together, sampled from /proc every 0.5 s: their own
+(anonymous) pages, not the store's file SQLite maps into them; CPU is the user and system time of
+the tick and its couriers.
 """
 
 from __future__ import annotations
@@ -95,12 +95,15 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def pss_mb(pids: list[int]) -> float:
+def private_mb(pids: list[int]) -> float:
+    """The processes' own memory (anonymous resident pages), not the store's file that SQLite maps
+    into them (the operating system's page cache, given back under pressure). A page a courier
+    still shares with the tick's process counts in both, so this errs high."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -117,8 +120,8 @@ def tick(config: Path) -> dict[str, float]:
 
     def sample() -> None:
         while process.poll() is None:
-            peak[0] = max(peak[0], pss_mb(tree(process.pid)))
-            time.sleep(0.2)
+            peak[0] = max(peak[0], private_mb(tree(process.pid)))
+            time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
