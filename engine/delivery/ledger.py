@@ -14,7 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import Label
 from sqlmodel import col
@@ -85,6 +98,10 @@ class NewSend(NamedTuple):
     due_at: datetime
 
 
+# `ix_send_due`'s condition, written out (not bound) so that SQLite sees the query holds it.
+WAITING = col(Send.status).in_([literal_column(f"'{status.value}'") for status in CLAIMABLE])
+
+
 def lock_evaluation(connection: Connection, campaign: str) -> bool:
     """One evaluator of a campaign at a time across machines on PostgreSQL (SQLite's write lock
     already does this), so `reentry: never` holds even when two daemons see the same signup at
@@ -100,7 +117,8 @@ def lock_evaluation(connection: Connection, campaign: str) -> bool:
 def due_sends(
     connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int
 ) -> list[DueSend]:
-    """The next due sends of one step, with everything the send-time checks need, in one query."""
+    """The next due sends of one step, with everything the send-time checks need, in one query:
+    read from the start of the step's range of `ix_send_due`, whatever the number still waiting."""
     query = (
         select(
             col(Send.id),
@@ -119,7 +137,7 @@ def due_sends(
         .where(
             col(Send.campaign) == campaign.name,
             col(Send.step) == step,
-            col(Send.status).in_(CLAIMABLE),
+            WAITING,
             col(Send.next_attempt_at) <= now,
         )
         .order_by(col(Send.due_at), col(Send.id))

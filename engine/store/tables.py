@@ -106,6 +106,10 @@ class Entry(SQLModel, table=True):
 # What became of a send after it left, as its provider told (engine/delivery/outcomes.py): each has a
 # bit in Send.outcomes, 1 << its index here, and a first-time column `<outcome>_at`. Append only.
 OUTCOMES = ("delivered", "opened", "clicked", "bounced", "complained", "unsubscribed")
+# The sends a tick may still claim (engine/delivery/statuses.py CLAIMABLE), as the partial index
+# `ix_send_due` and the query that reads it both spell it: SQLite uses the index only when the
+# query's WHERE holds this very term.
+WAITING_SENDS = "status IN ('scheduled', 'deferred')"
 
 
 def _first_at_index(outcome: str) -> Index:
@@ -135,6 +139,17 @@ class Send(SQLModel, table=True):
         Index("ix_send_status_sent", "status", "sent_at"),
         # the deliverability guard's window: a campaign's latest sends that went out, newest first
         Index("ix_send_campaign_sent", "campaign", "status", "sent_at"),
+        # the sends still waiting, in the order they were due: a batch is read from the start of a range
+        Index(
+            "ix_send_due",
+            "campaign",
+            "step",
+            "due_at",
+            "id",
+            "next_attempt_at",
+            sqlite_where=text(WAITING_SENDS),
+            postgresql_where=text(WAITING_SENDS),
+        ),
         *(_first_at_index(outcome) for outcome in OUTCOMES),
     )
     id: int | None = Field(default=None, primary_key=True)
