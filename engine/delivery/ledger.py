@@ -117,9 +117,15 @@ def lock_evaluation(connection: Connection, campaign: str) -> bool:
 def due_sends(
     connection: Connection, config: Config, campaign: Campaign, step: int, now: datetime, limit: int
 ) -> list[DueSend]:
-    """The next due sends of one step, with everything the send-time checks need, in one query:
-    read from the start of the step's range of `ix_send_due`, whatever the number still waiting."""
-    query = (
+    """The next due sends of one step, with everything the send-time checks need, in one query."""
+    query = due_query(config, campaign, step, now, limit)
+    return [DueSend(**row) for row in connection.execute(query).mappings()]
+
+
+def due_query(config: Config, campaign: Campaign, step: int, now: datetime, limit: int) -> Select[Any]:
+    """`due_sends`' query: read from the start of the step's range of `ix_send_due`, whatever the
+    number of sends still waiting."""
+    return (
         select(
             col(Send.id),
             col(Send.step),
@@ -145,7 +151,6 @@ def due_sends(
         # PostgreSQL: workers skip each other's rows instead of waiting; SQLite has one writer
         .with_for_update(skip_locked=True, of=Send)
     )
-    return [DueSend(**row) for row in connection.execute(query).mappings()]
 
 
 def send_checks(

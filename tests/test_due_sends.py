@@ -1,0 +1,46 @@
+"""Due sends are read from the start of a range of the partial index of the sends still waiting,
+never by sorting every waiting send of a step: a broadcast to a million customers would sort a
+million rows for each batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from conftest import customer
+from sqlalchemy import text
+
+from engine.campaigns.language import load_campaigns
+from engine.config.settings import load_config
+from engine.delivery.ledger import due_query
+from engine.delivery.statuses import CLAIMABLE
+from engine.store.tables import WAITING_SENDS
+
+NEWS = """\
+topic: news
+trigger: {event: signed_up}
+exit: [{event: purchase}]
+steps: [{template: plain, subject: "Hello", delay: 1d}]
+"""
+
+
+def test_the_index_holds_exactly_the_sends_a_tick_may_claim():
+    claimable = ", ".join(f"'{status.value}'" for status in CLAIMABLE)
+    assert WAITING_SENDS.removeprefix("status IN (").removesuffix(")") == claimable
+
+
+def test_a_batch_of_due_sends_is_read_from_the_index_without_sorting(project):
+    project.campaign("news", NEWS)
+    names = [f"c{i}" for i in range(30)]
+    project.customers(*(customer(n) for n in names))
+    project.events(*({"customer": n, "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for n in names))
+    project.tick("2026-03-01T10:00:00Z")  # the sends wait a day
+    config = load_config(project.root / "config.yaml")
+    (campaign,) = load_campaigns(config)
+    query = due_query(config, campaign, 1, datetime(2026, 3, 3, tzinfo=UTC), 10)
+    with project.db.connect() as connection:
+        sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
+        plan = [row[-1] for row in connection.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+        due = connection.execute(query).all()
+    assert any(step.startswith("SEARCH send USING INDEX ix_send_due") for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    assert [row.id for row in due] == sorted(row.id for row in due) and len(due) == 10
