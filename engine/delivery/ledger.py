@@ -212,16 +212,18 @@ def _exited(
 
 
 def recent_marketing(connection: Connection, customer_ids: list[int], since: datetime) -> dict[int, list[datetime]]:
-    """When each customer was last sent marketing, for the frequency cap (one query a batch)."""
-    query = select(col(Send.customer_id), col(Send.sent_at)).where(
+    """When each customer was last sent marketing, for the frequency cap (one query a batch). The
+    status is checked here, not in the query: with it there, PostgreSQL may read every recent send
+    of those statuses (a broadcast's, growing with each batch) rather than these customers' own."""
+    query = select(col(Send.customer_id), col(Send.sent_at), col(Send.status)).where(
         col(Send.customer_id).in_(customer_ids),
         col(Send.marketing) == True,  # noqa: E712
-        col(Send.status).in_(COUNTED_FOR_CAP),
         col(Send.sent_at) > since,
     )
     times: dict[int, list[datetime]] = defaultdict(list)
     for row in connection.execute(query):
-        times[row.customer_id].append(row.sent_at)
+        if row.status in COUNTED_FOR_CAP:
+            times[row.customer_id].append(row.sent_at)
     return times
 
 
