@@ -29,10 +29,7 @@ from pathlib import Path
 
 import yaml
 from sqlalchemy import create_engine, text
-from tick_1m import NOW, POSTGRES_ADMIN, POSTGRES_CUSTOMERS, SQLITE_CUSTOMERS, machine
-
-from engine.store.dialect import make_engine
-from engine.store.schema import upgrade
+from tick_1m import NOW, POSTGRES_ADMIN, fill, machine
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_DB = "lifecycle_bench_broadcast"
@@ -65,19 +62,6 @@ def project(folder: Path, database: str, workers: int) -> Path:
     (folder / "campaigns").mkdir(exist_ok=True)
     (folder / "campaigns" / "newsletter.yaml").write_text(BROADCAST)
     return folder / "config.yaml"
-
-
-def fill(url: str, customers: int, postgres: bool) -> None:
-    engine = make_engine(url)
-    upgrade(engine)
-    with engine.begin() as connection:
-        params = {"n": customers, "now": NOW.isoformat() if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S")}
-        connection.execute(text(POSTGRES_CUSTOMERS if postgres else SQLITE_CUSTOMERS), params)
-        if postgres:
-            connection.execute(text("SELECT setval('customer_id_seq', :n)"), {"n": customers})
-    with engine.begin() as connection:
-        connection.execute(text("ANALYZE"))
-    engine.dispose()
 
 
 def tree(pid: int) -> list[int]:
@@ -162,7 +146,7 @@ def run(store: str, customers: int, workers: int, folder: Path) -> dict[str, flo
     else:
         url = f"sqlite:///{folder}/store.db"
     config = project(folder, url, workers)
-    fill(url, customers, postgres)
+    fill(url, customers, postgres, events=False)
     before = children_cpu()
     result = tick(config)
     result["cpu"] = children_cpu() - before

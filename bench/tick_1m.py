@@ -126,14 +126,16 @@ def project(folder: Path, database: str, sender: str = "null") -> Path:
     return folder / "config.yaml"
 
 
-def fill(url: str, customers: int, postgres: bool) -> float:
+def fill(url: str, customers: int, postgres: bool, events: bool = True) -> float:
+    """The generated store: `customers`, and unless `events` is False ten events each."""
     engine = make_engine(url)
     upgrade(engine)
     started = time.perf_counter()
     with engine.begin() as connection:
         params = {"n": customers, "now": NOW.isoformat() if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S")}
         connection.execute(text(POSTGRES_CUSTOMERS if postgres else SQLITE_CUSTOMERS), params)
-        connection.execute(text(POSTGRES_EVENTS if postgres else SQLITE_EVENTS), params)
+        if events:
+            connection.execute(text(POSTGRES_EVENTS if postgres else SQLITE_EVENTS), params)
         if postgres:
             connection.execute(text("SELECT setval('customer_id_seq', :n)"), {"n": customers})
     with engine.begin() as connection:
