@@ -283,7 +283,7 @@ CASES = [
 def test_decide(
     changes: dict[str, Any], spec: Campaign, rules: Rules, sent: list[datetime], expected: Decision
 ) -> None:
-    assert decide(replace(SEND_ME, **changes), spec, rules, NOW, sent) == expected
+    assert decide(SEND_ME._replace(**changes), spec, rules, NOW, sent) == expected
 
 
 @pytest.mark.parametrize(

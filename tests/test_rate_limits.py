@@ -394,3 +394,4 @@ def test_under_a_pace_a_sender_that_raises_leaves_the_messages_it_never_had_to_r
     assert [rows[n]["status"] for n in ("ann", "bob", "cat")] == ["sent", "sent", "unknown"]
     assert rows["dan"]["status"] == "deferred"
     assert rows["dan"]["reason"] == "retry: not tried: the sender raised on an earlier message"
+    assert rows["dan"]["attempts"] == 0  # never claimed: no try counted

@@ -106,10 +106,10 @@ class Evaluator:
     def evaluate(self, campaign: Campaign) -> int:
         """Create the campaign's new entries and their first sends; returns the entries created."""
         candidates = self.candidates(campaign)
-        created = self.enter(campaign, candidates) if candidates is not None else 0
-        self.schedule_first_steps(campaign)
+        created = self.enter(campaign, candidates) if candidates is not None else []
+        self.schedule_first_steps(campaign, created)
         self._advance_watermark(campaign)
-        return created
+        return len(created)
 
     def earliest(self, campaign: Campaign) -> datetime:
         """The oldest trigger that still counts: back to the watermark, and at least as far as a
@@ -245,7 +245,8 @@ class Evaluator:
 
     # -- entering --------------------------------------------------------------------------------
 
-    def enter(self, campaign: Campaign, candidates: Query) -> int:
+    def enter(self, campaign: Campaign, candidates: Query) -> list[int]:
+        """Add the candidates that pass the rules as entries; returns the new entries' ids."""
         c = candidates.subquery("candidate").c
         chosen = (
             select(c.customer_id, c.entry_key, c.entered_at, c.event_id)
@@ -261,7 +262,7 @@ class Evaluator:
         ranked = chosen.add_columns(
             func.row_number().over(partition_by=c.customer_id, order_by=(c.entered_at, c.entry_key)).label("rank")
         ).subquery()
-        total = 0
+        created: list[int] = []
         while True:
             first = (
                 select(ranked.c.customer_id, ranked.c.entry_key, ranked.c.entered_at, ranked.c.event_id)
@@ -269,9 +270,9 @@ class Evaluator:
                 .subquery()
             )
             added = self._insert(statement, columns, campaign, first)
-            total += added
-            if added == 0:
-                return total
+            created += added
+            if not added:
+                return created
 
     def entry_rules(self, campaign: Campaign, c: ReadOnlyColumnCollection[str, Any]) -> EntryRules:
         """The rules of entering for candidates `c`, joined with their customer row."""
@@ -284,19 +285,26 @@ class Evaluator:
             reentry=not_(blocked) if blocked is not None else None,
         )
 
-    def _insert(self, statement: Any, columns: list[str], campaign: Campaign, rows: Subquery) -> int:
-        source = select(
-            literal(campaign.name),
-            rows.c.customer_id,
-            rows.c.entry_key,
-            rows.c.entered_at,
-            rows.c.event_id,
-            literal(False),
-            literal(False),
-            literal(EntryStatus.ACTIVE),
-        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-        # Count with RETURNING: rowcount of INSERT ... SELECT is not reported by every driver.
-        return len(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).all())
+    def _insert(self, statement: Any, columns: list[str], campaign: Campaign, rows: Subquery) -> list[int]:
+        """Insert entries, in customer order: the indexes of the entries (and then of their sends)
+        fill from one end rather than at random places, several times faster for a broadcast to a
+        million. An entry whose first send is scheduled from its id right after is `scheduled` at once,
+        so it is not written a second time."""
+        source = (
+            select(
+                literal(campaign.name),
+                rows.c.customer_id,
+                rows.c.entry_key,
+                rows.c.entered_at,
+                rows.c.event_id,
+                literal(False),
+                literal(ledger.alike(campaign, 1)),
+                literal(EntryStatus.ACTIVE),
+            )
+            .where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+            .order_by(rows.c.customer_id)
+        )
+        return list(self.connection.execute(statement.from_select(columns, source).returning(Entry.id)).scalars())
 
     def reentry_block(self, campaign: Campaign, c: ReadOnlyColumnCollection[str, Any]) -> Exists | None:
         """An earlier entry that keeps this candidate out, per `reentry`."""
@@ -315,15 +323,18 @@ class Evaluator:
 
     # -- first steps -----------------------------------------------------------------------------
 
-    def schedule_first_steps(self, campaign: Campaign) -> None:
-        """Give every new entry its first send (or its holdout record): all at once when every
-        send is alike, else in batches."""
+    def schedule_first_steps(self, campaign: Campaign, created: list[int]) -> None:
+        """Give every new entry its first send (or its holdout record): in one statement when every
+        send is alike, else in batches of the entries not yet `scheduled`. The entries just `created`
+        are the campaign's entries from the first of them on: ids only grow, and this evaluation
+        holds the campaign's lock until it commits."""
         first = campaign.steps[0]
-        new = (col(Entry.campaign) == campaign.name, col(Entry.scheduled) == False)  # noqa: E712
         if ledger.alike(campaign, 1):
-            entries = select(col(Entry.id), col(Entry.customer_id), shifted(Entry.entered_at, first.delay))
-            ledger.schedule_alike(self.connection, campaign, 1, entries.where(*new), self.now)
-            self.connection.execute(update(Entry).where(*new).values(scheduled=True))
+            if created:
+                entries = select(col(Entry.id), col(Entry.customer_id), shifted(Entry.entered_at, first.delay))
+                new = entries.where(col(Entry.id) >= min(created), col(Entry.campaign) == campaign.name)
+                new = new.with_hint(Entry, "NOT INDEXED", "sqlite")  # a range of ids, not the campaign's index
+                ledger.schedule_alike(self.connection, campaign, 1, new, self.now)
             return
         query = (
             select(col(Entry.id), col(Entry.customer_id), col(Entry.entered_at), col(Customer.external_id))

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -250,13 +250,10 @@ class Tick:
                 if not due:
                     return
                 to_send = self._within_rate(connection, campaign, gate, self._decide(connection, campaign, due))
-                ids = [send.id for send in to_send]
-                claimed = ledger.claim(connection, ids, self.now, campaign.recipient, self.worker)
-                outgoing = [send for send in to_send if send.id in claimed]
-                events = ledger.events_by_id(connection, [s.event_id for s in outgoing if s.event_id])
-                team = self._team(connection, campaign, outgoing, events)
-            if outgoing:
-                self._deliver(connection, campaign, step, outgoing, events, team)
+                events = ledger.events_by_id(connection, [s.event_id for s in to_send if s.event_id])
+                team = self._team(connection, campaign, to_send, events)
+            if to_send:
+                self._deliver(connection, campaign, step, to_send, events, team)
             self.progress(len(due))
 
     def _decide(self, connection: Connection, campaign: Campaign, due: list[DueSend]) -> list[DueSend]:
@@ -326,46 +323,67 @@ class Tick:
         events: dict[int, dict[str, Any]],
         team: dict[int, dict[str, Any]],
     ) -> None:
-        """Hand the claimed sends to the couriers group by group, each group marked handed over
-        (committed) just before it goes, at its slot of the sender's pace, with no more groups out
-        than there are couriers: a worker killed mid-batch leaves `unknown` only what they had.
-        Results are recorded as they come back, while the next groups and batches are prepared.
-        Once a sender raises, or the provider says to slow down, the rest of the batch is held
-        back untried."""
+        """Hand the sends to the couriers group by group, each group claimed (committed) just
+        before it goes, at its slot of the sender's pace, with no more groups out than there are
+        couriers: a worker killed mid-batch leaves `unknown` only what they had, and the rest of its
+        batch waits, never claimed. Results are recorded as they come back, while the next groups
+        and batches are prepared. Once a sender raises, or the provider says to slow down, the rest
+        of the batch is put back untried."""
         parcels = [
             Parcel(s.id, s.variant, s.customer, events.get(s.event_id) if s.event_id else None, team.get(s.id))
             for s in sends
         ]
         by_id = {s.id: s for s in sends}
         if self.dry_run:
-            self._rehearse(connection, campaign, step, by_id, Handover(campaign.name, step, parcels))
+            self._rehearse(connection, campaign, step, by_id, parcels)
             return
         size = self.couriers.handover_size(len(parcels), self.sender.acknowledges)
         if len(parcels) > size:
             self.couriers.start()
-        handed: set[int] = set()
+        tried: set[int] = set()
         held = None
         for turn in self.limiter.in_turn(parcels):
             for group in (turn[i : i + size] for i in range(0, len(turn), size)):
                 finished = self._finished(most=self.couriers.capacity - 1)
                 held = held or trouble(finished)
                 if not held:
-                    ids = [parcel.send_id for parcel in group]
-                    with connection.begin():
-                        ledger.hand_over(connection, ids, self.now)
-                    handed.update(ids)
-                    flight = InFlight(campaign, step, {i: by_id[i] for i in ids})
-                    self.in_flight[self.couriers.submit(Handover(campaign.name, step, group))] = flight
+                    tried.update(parcel.send_id for parcel in group)
+                    self._hand_over(connection, campaign, step, by_id, group)
                 for flight, future in finished:  # recorded while the couriers work on the next groups
                     self._acknowledged(connection, flight, future)
                 if held:
                     break
             if held:
                 break
-        rest = [i for i in by_id if i not in handed]
+        rest = [send for i, send in by_id.items() if i not in tried]
         if rest:
-            held = held or NOT_TRIED
-            self._settle(connection, campaign, step, by_id, rest, [replace(held, send_id=i) for i in rest])
+            self._put_back(connection, campaign, rest, held or NOT_TRIED)
+
+    def _hand_over(
+        self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], group: list[Parcel]
+    ) -> None:
+        """Claim a group and give it to a courier; a send another worker claimed first is left to it."""
+        with connection.begin():
+            claimed = self._claim(connection, campaign, [parcel.send_id for parcel in group])
+        if claimed:
+            flight = InFlight(campaign, step, {i: sends[i] for i in claimed})
+            parcels = [parcel for parcel in group if parcel.send_id in claimed]
+            self.in_flight[self.couriers.submit(Handover(campaign.name, step, parcels))] = flight
+
+    def _claim(self, connection: Connection, campaign: Campaign, ids: list[int]) -> set[int]:
+        return ledger.claim(connection, ids, self.now, campaign.recipient, self.worker)
+
+    def _put_back(self, connection: Connection, campaign: Campaign, sends: list[DueSend], held: SendResult) -> None:
+        """The sends of a batch that were never claimed, because a sender raised or the provider said
+        to slow down: they wait, deferred (until the pause, or a retry's backoff), no try counted."""
+        kind = DeferReason.THROTTLED if held.throttled else DeferReason.RETRY
+        until = self.report.paused_until if held.throttled and self.report.paused_until else None
+        waiting = [
+            (send, f"{kind}: {held.error}", until or self.now + backoff(send.attempts + 1, None)) for send in sends
+        ]
+        with connection.begin():
+            ledger.defer(connection, waiting, self.now, count_try=False)
+        self.report.counts[campaign.name][f"{SendStatus.DEFERRED}:{kind}"] += len(sends)
 
     def _collect(self, connection: Connection, most: int) -> None:
         """Record what the couriers have finished, first waiting until at most `most` handovers
@@ -394,10 +412,13 @@ class Tick:
         self._settle(connection, flight.campaign, flight.step, flight.sends, group, acknowledgement.results)
 
     def _rehearse(
-        self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], handover: Handover
+        self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], parcels: list[Parcel]
     ) -> None:
-        """A dry run composes every message, to plan a failure where one could not be made, and
-        sends none."""
+        """A dry run claims and composes every message, to plan a failure where one could not be
+        made, and sends none."""
+        claimed = self._claim(connection, campaign, list(sends))
+        sends = {i: send for i, send in sends.items() if i in claimed}
+        handover = Handover(campaign.name, step, [parcel for parcel in parcels if parcel.send_id in claimed])
         emails, failures = self.courier.compose(handover)
         failed = {f.send_id: f.error for f in failures}
         for send in sends.values():

@@ -41,7 +41,7 @@ from sqlalchemy.sql.selectable import FromClause, Join
 from sqlmodel import create_engine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from engine.store.jsontext import json_text
+from engine.store.jsontext import json_text, json_value
 
 
 class InOrder(Join):
@@ -93,6 +93,7 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
             url,
             connect_args={"timeout": lock_timeout, "check_same_thread": False},
             json_serializer=JSON_SERIALIZER,
+            json_deserializer=json_value,
         )
         engine.dialect.statement_compiler = _SQLiteCompiler
 
@@ -114,7 +115,7 @@ def make_engine(url: str, lock_timeout: float = 60) -> Engine:
             driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, json_serializer=JSON_SERIALIZER)
+    return create_engine(url, pool_pre_ping=True, json_serializer=JSON_SERIALIZER, json_deserializer=json_value)
 
 
 def insert_new(connection: Connection, table: Table, conflict: list[str]) -> postgresql.Insert | sqlite.Insert:

@@ -85,7 +85,13 @@ class Entry(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign", "customer_id", "entry_key", name="uq_entry_key"),
         Index("ix_entry_campaign_customer", "campaign", "customer_id", "entered_at"),
-        Index("ix_entry_unscheduled", "scheduled"),
+        # the entries not yet given their first send (engine/delivery/evaluation.py)
+        Index(
+            "ix_entry_unscheduled",
+            "scheduled",
+            sqlite_where=text("scheduled = 0"),  # as SQLAlchemy writes False: SQLite reads `false` apart
+            postgresql_where=text("scheduled = false"),
+        ),
         # the report's entries and holdouts, read from the index alone, and its
         # conversions, found from each goal event
         Index("ix_entry_campaign_held", "campaign", "held_out", "entered_at"),
@@ -131,9 +137,7 @@ class Send(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("entry_id", "step", name="uq_send_step"),
-        Index("ix_send_status_next", "status", "next_attempt_at"),
         Index("ix_send_customer_sent", "customer_id", "sent_at"),
-        Index("ix_send_campaign_status", "campaign", "status"),
         # the report's figures: one ordered pass over this index, never the table
         Index("ix_send_figures", "status", "campaign", "step", "variant", "outcomes", "reason"),
         Index("ix_send_status_sent", "status", "sent_at"),
