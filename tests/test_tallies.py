@@ -137,3 +137,21 @@ def test_writers_of_the_same_key_never_wait_for_each_other(postgres_project):
     engine.dispose()
     assert unfolded(project) == 2
     assert counted(project) == recounted(project)
+
+
+@pytest.mark.postgres
+def test_one_statement_appends_one_change_per_key_it_moved(postgres_project):
+    """PostgreSQL sums a statement's rows (migration 0012): one change per key, not one per row."""
+    project = postgres_project
+    busy_store(project)
+    with project.db.begin() as connection:
+        tallies.fold(connection)
+    sent = project.query("SELECT count(*) FROM send WHERE status = 'sent' AND outcomes = 0 AND step = 1")[0][0]
+    assert sent > 5
+    project.query("UPDATE send SET status = 'unknown' WHERE status = 'sent' AND outcomes = 0 AND step = 1")
+    changes = project.query("SELECT variant, status, change FROM send_tally_change ORDER BY variant, status")
+    assert sum(change for _, status, change in changes if status == "unknown") == sent
+    assert len(changes) == 4  # each variant: leaves 'sent', enters 'unknown'
+    project.query("UPDATE send SET updated_at = :at", at=T0)  # no key moved: nothing appended
+    assert unfolded(project) == 4
+    assert counted(project) == recounted(project)
