@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from conftest import customer
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
-from engine.delivery.ledger import due_query
+from engine.delivery.ledger import claim, due_query
 from engine.delivery.statuses import CLAIMABLE
+from engine.store.dialect import make_engine
 from engine.store.tables import WAITING_SENDS
 
 NEWS = """\
@@ -44,3 +45,31 @@ def test_a_batch_of_due_sends_is_read_from_the_index_without_sorting(project):
     assert any(step.startswith("SEARCH send USING INDEX ix_send_due") for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
     assert [row.id for row in due] == sorted(row.id for row in due) and len(due) == 10
+
+
+def test_a_claim_finds_its_sends_by_id_never_through_a_status_index(project):
+    """With the status in its WHERE, SQLite would read every waiting send through a status index to
+    claim a group: each claim of a million-customer broadcast read a million index entries."""
+    project.campaign("news", NEWS)
+    project.customers(*(customer(f"c{i}") for i in range(30)))
+    project.events(*({"customer": f"c{i}", "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for i in range(30)))
+    project.tick("2026-03-01T10:00:00Z")
+    ids = [row[0] for row in project.query("SELECT id FROM send ORDER BY id LIMIT 5")]
+    plans = []
+
+    def explain(connection, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE send"):
+            plans.extend(
+                row[-1]
+                for row in connection.connection.driver_connection.execute(
+                    f"EXPLAIN QUERY PLAN {statement}", parameters
+                )
+            )
+
+    store = make_engine(project.url)  # as the tick opens it
+    event.listen(store, "before_cursor_execute", explain)
+    with store.begin() as connection:
+        claimed = claim(connection, ids, datetime(2026, 3, 3, tzinfo=UTC), None, "me")
+    store.dispose()
+    assert claimed == set(ids)
+    assert plans and all("INTEGER PRIMARY KEY" in step for step in plans if step.startswith("SEARCH send")), plans
