@@ -11,12 +11,13 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import customer
+from sqlalchemy import text
 from standin import serving
 from test_delivery import NEWS, at, free_port, send_row, signups, when
 
@@ -144,6 +145,55 @@ def test_three_ticks_at_once_share_one_window(store_project):
     assert len(project.outbox()) == 20
     (reason,) = project.query("SELECT DISTINCT reason FROM send WHERE status = 'deferred'")
     assert reason == ("rate_limit: sender.rate.per_hour 20 reached",)
+
+
+class AnotherDaemonSpends(Sender):
+    """Groups of five; while the first is sent, "another daemon" sends ten other messages in the
+    hour (sends of an `other` campaign, written straight to the store)."""
+
+    acknowledges = 5
+    store = ""
+    calls = 0
+
+    def deliver(self, emails):
+        AnotherDaemonSpends.calls += 1
+        if AnotherDaemonSpends.calls == 1:
+            other = make_engine(self.store)
+            with other.begin() as connection:
+                for i in range(10):
+                    connection.execute(
+                        text(
+                            "INSERT INTO entry (campaign, customer_id, entry_key, entered_at, held_out, scheduled, "
+                            "status) VALUES ('other', 1, :key, :at, false, true, 'completed')"
+                        ),
+                        {"key": f"k{i}", "at": T0},
+                    )
+                    connection.execute(
+                        text(
+                            "INSERT INTO send (entry_id, campaign, customer_id, step, marketing, priority, due_at, "
+                            "next_attempt_at, status, attempts, sent_at, outcomes) SELECT id, 'other', 1, 1, true, 0, "
+                            ":at, :at, 'sent', 1, :at, 0 FROM entry WHERE entry_key = :key"
+                        ),
+                        {"key": f"k{i}", "at": T0.replace(tzinfo=UTC)},
+                    )
+            other.dispose()
+        return [SendResult(email.send_id, ok=True, message_id=email.message_id) for email in emails]
+
+
+def test_a_window_spent_by_another_daemon_meanwhile_is_counted_again_at_each_claim(store_project):
+    """The batch was counted with room for 20; by the second group another daemon has sent 10:
+    only 5 more go, and the hour holds 20."""
+    project = store_project
+    AnotherDaemonSpends.calls, AnotherDaemonSpends.store = 0, project.url
+    project.config(
+        sender={"backend": "test_rate_limits:AnotherDaemonSpends", "rate": {"per_hour": 20}},
+        scheduler={"workers": 1},
+    )
+    project.campaign("news", NEWS)
+    signups(project, *names(30))
+    report = project.tick(at(T0))
+    assert report["news"]["sent"] == 10 and report["news"]["deferred:rate_limit"] == 20
+    assert project.query("SELECT count(*) FROM send WHERE status = 'sent'") == [(20,)]
 
 
 # -- the pace: per_second --------------------------------------------------------------------------

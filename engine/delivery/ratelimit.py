@@ -122,11 +122,15 @@ class RateLimiter:
             return size
         return max(1, min(size, math.ceil(self.rate.per_second)))
 
+    @property
+    def windowed(self) -> bool:
+        """Whether the sender has an hourly or daily limit, counted from the ledger."""
+        return self.rate.per_hour is not None or self.rate.per_day is not None
+
     def gate(self, connection: Connection, now: datetime, lock: bool = True) -> Gate:
         """Read the pause and count the windows, within the claim's transaction. With `lock` (and
         a window to count) the row is locked until that transaction ends, so claims take turns."""
-        windowed = self.rate.per_hour is not None or self.rate.per_day is not None
-        row = self._row(connection, lock=lock and windowed)
+        row = self._row(connection, lock=lock and self.windowed)
         self.throttles = row.throttles if row else 0
         paused = row.paused_until if row and row.paused_until and row.paused_until > now else None
         windows = [

@@ -249,7 +249,8 @@ class Tick:
                 due = ledger.due_sends(connection, self.config, campaign, step, self.now, batch_size)
                 if not due:
                     return
-                to_send = self._within_rate(connection, campaign, gate, self._decide(connection, campaign, due))
+                sendable = {send.id: send for send in self._decide(connection, campaign, due)}
+                to_send = [sendable[i] for i in self._within_rate(connection, campaign, gate, list(sendable), sendable)]
                 events = ledger.events_by_id(connection, [s.event_id for s in to_send if s.event_id])
                 team = self._team(connection, campaign, to_send, events)
             if to_send:
@@ -296,14 +297,14 @@ class Tick:
         return to_send
 
     def _within_rate(
-        self, connection: Connection, campaign: Campaign, gate: Gate, to_send: list[DueSend]
-    ) -> list[DueSend]:
+        self, connection: Connection, campaign: Campaign, gate: Gate, ids: list[int], sends: dict[int, DueSend]
+    ) -> list[int]:
         """The sends the sender's windows (per_hour, per_day) still have room for; the rest wait,
         deferred, until the windows move on."""
         budget = gate.budget
-        if budget is None or len(to_send) <= budget:
-            return to_send
-        allowed, held = to_send[:budget], to_send[budget:]
+        if budget is None or len(ids) <= budget:
+            return ids
+        allowed, held = ids[:budget], [sends[i] for i in ids[budget:]]
         reason, until = gate.deferral(connection, self.now, len(allowed))
         ledger.defer(connection, [(send, reason, until) for send in held], self.now)
         self.report.counts[campaign.name][f"{SendStatus.DEFERRED}:{DeferReason.RATE_LIMIT}"] += len(held)
@@ -362,9 +363,14 @@ class Tick:
     def _hand_over(
         self, connection: Connection, campaign: Campaign, step: int, sends: dict[int, DueSend], group: list[Parcel]
     ) -> None:
-        """Claim a group and give it to a courier; a send another worker claimed first is left to it."""
+        """Claim a group and give it to a courier; a send another worker claimed first is left to it.
+        Under an hourly or daily limit the window is counted again in the claim's transaction (its
+        row locked): another daemon may have spent some of it since this batch was counted."""
+        ids = [parcel.send_id for parcel in group]
         with connection.begin():
-            claimed = self._claim(connection, campaign, [parcel.send_id for parcel in group])
+            if self.limiter.windowed:
+                ids = self._within_rate(connection, campaign, self.limiter.gate(connection, self.now), ids, sends)
+            claimed = self._claim(connection, campaign, ids)
         if claimed:
             flight = InFlight(campaign, step, {i: sends[i] for i in claimed})
             parcels = [parcel for parcel in group if parcel.send_id in claimed]
