@@ -8,6 +8,7 @@ The rest of the engine asks these functions, by what differs, rather than the da
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -239,23 +240,27 @@ def copy_bound(
     values: Iterable[Sequence[Any]],
     conflict: list[str] | None = None,
 ) -> int:
-    """`copy_rows` for rows already bound (`bound_rows`), values in the order of `columns`."""
+    """`copy_rows` for rows already bound (`bound_rows`), values in the order of `columns`. The staging
+    table is the session's own (temporary), one for each set of columns, kept for its next batch and
+    emptied at each commit: creating and dropping one for every batch of 500 events cost the database
+    about 2 of its 27 µs an event."""
     quote = connection.dialect.identifier_preparer.quote
-    staging, target = quote(f"staging_{table.name}"), quote(table.name)
     names = ", ".join(quote(name) for name in columns)
-    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {staging}")
+    staging, target = quote(f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"), quote(table.name)
     connection.exec_driver_sql(
-        f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT 0 AS _row, {names} FROM {target} WITH NO DATA"
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
+        f"AS SELECT 0 AS _row, {names} FROM {target} WITH NO DATA"
     )
+    connection.exec_driver_sql(f"DELETE FROM {staging}")  # what an earlier copy of this transaction left
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor, cursor.copy(f"COPY {staging} (_row, {names}) FROM STDIN") as copy:
         for number, row in enumerate(values):
             copy.write_row([number, *row])
     skip = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
     inserted = connection.exec_driver_sql(
-        f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY _row{skip} RETURNING 1"
+        f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY _row{skip}"
     )
-    return len(inserted.all())
+    return int(inserted.rowcount)
 
 
 def one_of(connection: Connection, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
