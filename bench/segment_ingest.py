@@ -3,10 +3,12 @@ straightforward way of sending the same events one call at a time (`POST /v1/tra
 Segment's official Python client library as a business would run it.
 
 `lifecycle serve` runs as real processes on loopback; the bodies are built before the clock starts,
-and 4 client threads post them at once. Every event is counted in the store afterwards, so a rate
-is only printed for events that were really stored. Beside the rate, the CPU time the server's
-processes spent per event (from /proc, Linux): on a machine busy with other work the rate falls,
-while the CPU per event stays, and 2 cores divided by it is the rate the server could reach alone.
+and 4 client threads post them at once, each over one kept-alive connection (as the clients do).
+Every event is counted in the store afterwards, so a rate is only printed for events that were
+really stored. Beside the rate, the CPU time spent per event (from /proc, Linux) by the server's
+processes and, on PostgreSQL, by the database's own processes serving them, which share the same
+cores: on a machine busy with other work the rate falls, while the CPU per event stays, and 2 cores
+divided by it is the rate the machine could reach with nothing else to run.
 
 Run: `.venv/bin/python bench/segment_ingest.py [--store sqlite|postgresql] [--events 200000] [--workers 2]`.
 """
@@ -14,12 +16,13 @@ Run: `.venv/bin/python bench/segment_ingest.py [--store sqlite|postgresql] [--ev
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,22 +57,43 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(child)) for child in children)
 
 
-def measured(server: int, send: Callable[[], float]) -> tuple[float, float]:
-    """(seconds, server CPU seconds) of one way of sending."""
-    before = cpu_seconds(server)
+def database_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL process serving the bench's database (none on SQLite)."""
+    if not url.startswith("postgresql"):
+        return {}
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        ).scalars()
+        found = {pid: cpu_seconds(pid) for pid in pids if Path(f"/proc/{pid}").exists()}
+    engine.dispose()
+    return found
+
+
+def measured(server: int, database: str, send: Callable[[], float]) -> tuple[float, float, float]:
+    """(seconds, server CPU seconds, database CPU seconds) of one way of sending; a database process
+    that starts during it counts from nothing."""
+    before, database_before = cpu_seconds(server), database_cpu(database)
     seconds = send()
-    return seconds, cpu_seconds(server) - before
+    server_cpu, database_after = cpu_seconds(server) - before, database_cpu(database)
+    return seconds, server_cpu, sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
 
 
 def post_all(base: str, path: str, bodies: list[bytes]) -> float:
-    """Seconds to post every body from CLIENTS threads; each answer must store all it carried."""
+    """Seconds to post every body from CLIENTS threads, each over one kept-alive connection; each
+    answer must store all it carried."""
+    host, port = base.removeprefix("http://").split(":")
+    local = threading.local()
 
     def post(body: bytes) -> None:
-        request = urllib.request.Request(f"{base}{path}", data=body, method="POST", headers=HEADERS)
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.load(response)
-            if answer["rejected"]:
-                raise SystemExit(f"{path}: {answer['rejected'][:3]}")
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(host, int(port), timeout=120)
+        local.connection.request("POST", path, body=body, headers=HEADERS)
+        response = local.connection.getresponse()
+        answer = json.loads(response.read())
+        if response.status != 200 or answer["rejected"]:
+            raise SystemExit(f"{path}: {response.status} {answer.get('rejected', answer)}")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -137,19 +161,19 @@ def main() -> None:
                 (
                     "POST /v1/batch, 500 calls a batch",
                     args.events,
-                    *measured(server.pid, lambda: post_all(base, "/v1/batch", bulk)),
+                    *measured(server.pid, url, lambda: post_all(base, "/v1/batch", bulk)),
                     "batch",
                 ),
                 (
                     "POST /v1/track, one call a request",
                     args.single,
-                    *measured(server.pid, lambda: post_all(base, "/v1/track", single)),
+                    *measured(server.pid, url, lambda: post_all(base, "/v1/track", single)),
                     "track",
                 ),
                 (
                     "official client (batches of 100)",
                     args.library,
-                    *measured(server.pid, lambda: with_the_client(base, args.library, args.customers)),
+                    *measured(server.pid, url, lambda: with_the_client(base, args.library, args.customers)),
                     "lib",
                 ),
             ]
@@ -158,15 +182,21 @@ def main() -> None:
             server.wait(timeout=10)
         counted = {label: stored(url, label) for *_, label in rows}
     print(f"machine: {machine()}; {args.store} store, {args.workers} server processes, {CLIENTS} client threads\n")
-    print("| how | events | stored | seconds | events/s | server CPU per event | 2 cores / CPU per event |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, events, seconds, cpu, label in rows:
-        per_event = cpu / counted[label]
+    print(
+        "| how | events | stored | seconds | events/s | server CPU per event | database CPU per event "
+        "| 2 cores / CPU per event |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    in_server = "in the server's" if args.store == "sqlite" else ""
+    for name, events, seconds, cpu, database, label in rows:
+        per_event, database_per_event = cpu / counted[label], database / counted[label]
         print(
             f"| {name} | {events:,} | {counted[label]:,} | {seconds:.1f} | {counted[label] / seconds:,.0f} "
-            f"| {per_event * 1e6:.0f} µs | {2 / per_event:,.0f}/s |"
+            f"| {per_event * 1e6:.0f} µs | {in_server or f'{database_per_event * 1e6:.0f} µs'} "
+            f"| {2 / (per_event + database_per_event):,.0f}/s |"
         )
-    fastest, naive = (counted[rows[i][4]] / rows[i][2] for i in (0, 1))
+    print(f"\nload average: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+    fastest, naive = (counted[rows[i][-1]] / rows[i][2] for i in (0, 1))
     print(f"\nbatch / one call a request: {fastest / naive:.1f}x")
 
 

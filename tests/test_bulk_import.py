@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlmodel import SQLModel
 
 from engine.customers.importing import CUSTOMERS, EVENTS
-from engine.store.dialect import insert_rows, make_engine
+from engine.store.dialect import copy_rows, insert_rows, make_engine
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -107,3 +107,21 @@ def test_sqlite_bulk_rows_are_byte_for_byte_what_sqlalchemy_writes(tmp_path, row
         for way in ("bulk", "core")
     }
     assert by_way["bulk"] == by_way["core"] and len(by_way["bulk"]) == len(rows)
+
+
+def test_two_copies_in_one_transaction_each_store_only_their_own_rows(postgres_project):
+    """The session keeps its staging table between batches: a second COPY in the same transaction
+    (an import's events with ids, then those without) starts from an empty one."""
+    project = postgres_project
+    project.customers(customer("c1"))
+    engine = make_engine(project.url)
+    with engine.begin() as connection:
+        customer_id = connection.execute(select(CUSTOMERS.c.id)).scalar_one()
+        rows = [{"uid": None, "customer_id": customer_id, "name": "e", "at": NOW, "properties": {}} for _ in range(2)]
+        with_ids = [{**row, "uid": f"u{n}"} for n, row in enumerate(rows)]
+        assert copy_rows(connection, EVENTS, with_ids, ["uid"]) == 2
+        assert copy_rows(connection, EVENTS, rows) == 2
+    with engine.begin() as connection:
+        assert copy_rows(connection, EVENTS, with_ids, ["uid"]) == 0
+    engine.dispose()
+    assert project.query("SELECT count(*), count(uid) FROM event") == [(4, 2)]

@@ -337,7 +337,7 @@ class Importer:
         result, batch = ImportResult(), []
         for index, record in enumerate(records):
             try:
-                batch.append((index, _checked(clean, record)))
+                batch.append((index, checked_record(clean, record)))
             except BadRecord as exc:
                 result.problems.append(Problem(label, index, 1, str(exc)))
         if result.problems or not batch:
@@ -357,7 +357,7 @@ class Importer:
         result, batch = ImportResult(), []
         for line, record in records:
             try:
-                batch.append((line, _checked(clean, record)))
+                batch.append((line, checked_record(clean, record)))
             except BadRecord as exc:
                 result.problems.append(Problem(label, line, 1, str(exc)))
             if len(batch) >= BATCH:
@@ -391,7 +391,7 @@ class Importer:
         for _, row in batch:  # a later line for an id overrides what it gives of an earlier one
             earlier = latest.get(row["external_id"])
             latest[row["external_id"]] = row if earlier is None else _merged(earlier, row)
-        existing = _customer_ids(connection, latest)
+        existing = customer_ids(connection, latest)
         attrs: dict[int, dict[str, Any]] = dict(
             connection.execute(
                 select(CUSTOMERS.c.id, CUSTOMERS.c.attributes).where(CUSTOMERS.c.id.in_(existing.values()))
@@ -412,7 +412,7 @@ class Importer:
             if key in existing:
                 values = _columns(row) | {"attributes": {**attrs[existing[key]], **row["attributes"]}}
                 connection.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == existing[key]).values(values))
-        self._consents(connection, latest, _customer_ids(connection, latest))
+        self._consents(connection, latest, customer_ids(connection, latest))
         result.stored += sum(1 for _, row in batch if row["external_id"] in latest)
 
     def _consents(self, connection: Connection, latest: dict[str, Row], ids: dict[str, int]) -> None:
@@ -462,7 +462,7 @@ class Importer:
             connection.execute(CONSENTS.insert(), consents)
 
     def _store_events(self, connection: Connection, batch: Batch, label: str, result: ImportResult) -> None:
-        ids = _customer_ids(connection, {row["customer"] for _, row in batch})
+        ids = customer_ids(connection, {row["customer"] for _, row in batch})
         rows = []
         for line, row in batch:
             if row["customer"] not in ids:
@@ -488,7 +488,7 @@ class Importer:
         result.skipped += len(rows) - stored
 
 
-def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
+def checked_record(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
     """One record cleaned, or BadRecord with the reason: never another exception."""
     if isinstance(record, BadRecord):
         raise record
@@ -503,7 +503,7 @@ def _checked(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
         raise BadRecord(f"cannot read this record: {exc}") from None
 
 
-def _customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
+def customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
     """The store's id of each customer of `external_ids` that exists."""
     known = one_of(connection, CUSTOMERS.c.external_id, list(external_ids))
     return dict(connection.execute(select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(known)).all())

@@ -22,6 +22,7 @@ from engine.clock import utcnow
 from engine.config.settings import Config
 from engine.customers.importing import Importer
 from engine.customers.segment import Call, calls
+from engine.customers.tracking import store_events
 from engine.web.bodies import BadJson, loads
 from engine.web.security import API_BODY_LIMIT, basic_user_ok, bearer_ok, key_ok
 from engine.web.services import services
@@ -48,7 +49,7 @@ async def identify(request: Request) -> JSONResponse:
 
 
 async def ingest(request: Request, single: str | None) -> JSONResponse:
-    """One call (`single` is its type) or a batch of them, stored call by call."""
+    """One call (`single` is its type) or a batch of them, each judged alone and stored together."""
     s = services(request)
     try:
         body = _body(await request.body(), request.headers.get("content-encoding", ""))
@@ -68,17 +69,18 @@ async def ingest(request: Request, single: str | None) -> JSONResponse:
 
 
 def store(engine: Any, config: Config, read: list[Call]) -> tuple[int, int, list[dict[str, Any]]]:
-    """The identifies, then the tracks, each good one stored and each bad one named."""
+    """The identifies, then the tracks (set-wise: engine/customers/tracking.py), each good one
+    stored and each bad one named."""
     importer = Importer(engine, config, utcnow(), source="segment")
-    stored = skipped = 0
-    rejected: list[dict[str, Any]] = []
-    for kind, run in (("customers", importer.customers), ("events", importer.events)):
-        records = [(call.position, call.record) for call in read if call.kind == kind]
-        if not records:
-            continue
-        result = run(records, "/v1")
-        stored, skipped = stored + result.stored, skipped + result.skipped
-        rejected += [{"index": p.line, "reason": p.message} for p in result.problems]
+    results = []
+    customers = [(call.position, call.record) for call in read if call.kind == "customers"]
+    if customers:
+        results.append(importer.customers(customers, "/v1"))
+    events = [(call.position, call.record) for call in read if call.kind == "events"]
+    if events:
+        results.append(store_events(engine, config, events, "/v1", importer))
+    rejected = [{"index": p.line, "reason": p.message} for result in results for p in result.problems]
+    stored, skipped = sum(result.stored for result in results), sum(result.skipped for result in results)
     return stored, skipped, sorted(rejected, key=lambda item: item["index"])
 
 
