@@ -4,11 +4,14 @@ control characters fold to a space in the recipient's name, the address and the 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_rendering import message_for
 
-from engine.mail.message import one_line
+from engine.mail.message import CONTROL, date_header, one_line
 from engine.mail.rendering import RenderedEmail
 
 CONTROLS = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)])
@@ -27,6 +30,22 @@ CONTROLS = "".join(chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)])
 )
 def test_one_line_folds_every_control_character_to_a_space(text, expected):
     assert one_line(text) == expected
+
+
+# Text whose every kind of space, break and control character is likely, next to ordinary letters.
+AWKWARD = st.text(st.sampled_from(" \t\r\n\x00\x1b\x7f\x85\x9b\xa0\u2028\u3000aZéآ") | st.characters())
+
+
+@given(AWKWARD)
+def test_one_line_leaves_as_it_is_only_what_the_long_way_would(text):
+    assert one_line(text) == " ".join(CONTROL.sub(" ", text).split())
+
+
+def test_the_date_of_one_second_is_written_once_per_zone():
+    utc = datetime(2026, 3, 1, 10, 0, 5, 1, tzinfo=UTC)
+    riyadh = utc.astimezone(timezone(timedelta(hours=3)))
+    assert date_header(utc) == date_header(utc.replace(microsecond=999_999)) == "Date: Sun, 01 Mar 2026 10:00:05 +0000"
+    assert date_header(riyadh) == "Date: Sun, 01 Mar 2026 13:00:05 +0300"
 
 
 @pytest.mark.parametrize("field", ["to_name", "subject"])

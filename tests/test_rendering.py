@@ -241,6 +241,23 @@ def test_locale_filters_for_dates_numbers_and_money(project, renderer):
     assert "1 مايو 2026 | 12,345 |" in arabic
 
 
+def test_a_subject_that_reads_nothing_of_the_customer_is_rendered_once_per_language_and_zone(renderer):
+    brand = renderer.config.brand_fields
+    news, hello = "News from {{ brand.name }}, {{ '2026-03-01T23:30:00Z'|date }}", "Hi {{ customer.first_name }}"
+    london = context_for(renderer, brand=brand, timezone="Europe/London")
+    tokyo, arabic = {**london, "timezone": "Asia/Tokyo"}, {**london, "locale": "ar"}
+    assert renderer.subject(news, london, "s") == "News from Shop, March 1, 2026"
+    assert renderer.subject(news, tokyo, "s") == "News from Shop, March 2, 2026"
+    assert renderer.subject(news, arabic, "s") == "News from Shop, 1 مارس 2026"
+    assert len(renderer.shared_subjects) == 3
+    assert renderer.subject(news, {**london, "customer": {"first_name": "Bo"}}, "s") == "News from Shop, March 1, 2026"
+    assert renderer.subject(hello, london, "s") == "Hi Ann"
+    assert renderer.subject(hello, {**london, "customer": {"first_name": "Bo"}}, "s") == "Hi Bo"
+    other_brand = {**london, "brand": {**brand, "name": "Other"}}  # not the config's: rendered as it is
+    assert renderer.subject(news, other_brand, "s") == "News from Other, March 1, 2026"
+    assert len(renderer.shared_subjects) == 3
+
+
 # -- right to left ---------------------------------------------------------------------------------
 
 

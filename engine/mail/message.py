@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
@@ -56,7 +56,10 @@ def one_line(value: str) -> str:
     """No raw newline or control character from data reaches a header: CR, LF and other breaks
     fold to a space, and so do NUL, ESC, DEL and the C1 controls (which a terminal or a mail client
     may act on)."""
-    return " ".join(CONTROL.sub(" ", str(value)).split())
+    value = str(value)
+    if value.isprintable() and "  " not in value and value[:1] != " " != value[-1:]:
+        return value  # no control character, no break, no space to fold: most values, as they are
+    return " ".join(CONTROL.sub(" ", value).split())
 
 
 def fold(line: str) -> str:
@@ -78,7 +81,14 @@ def fold(line: str) -> str:
 
 
 def fits(lines: str) -> bool:
-    return all(len(line) <= MAX_LINE for line in lines.split(CRLF))
+    return len(lines) <= MAX_LINE or all(len(line) <= MAX_LINE for line in lines.split(CRLF))
+
+
+@lru_cache(maxsize=1024)
+def encoded_words(value: str, name: str = "") -> str:
+    """RFC 2047 encoded words for a header value (the field's name sets the first line's room):
+    a campaign's subject and sender come back in every email, so each is encoded once."""
+    return Header(value, "utf-8", header_name=name or None).encode(linesep=CRLF)
 
 
 def header(name: str, value: str) -> str:
@@ -89,7 +99,18 @@ def header(name: str, value: str) -> str:
         line = fold(f"{name}: {value}")
         if fits(line):
             return line
-    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}"
+    return f"{name}: {encoded_words(value, name)}"
+
+
+def date_header(now: datetime) -> str:
+    """The Date header, formatted once for the messages of one second (it costs as much as the
+    rest of the headers); the offset is in the key, as equal instants in two zones compare equal."""
+    return _date_header(now.replace(microsecond=0), now.utcoffset())
+
+
+@lru_cache(maxsize=8)
+def _date_header(second: datetime, offset: timedelta | None) -> str:
+    return f"Date: {format_datetime(second)}"
 
 
 def quoted(name: str) -> str:
@@ -102,7 +123,7 @@ def mailbox(name: str | None, address: str) -> str:
     name, address = one_line(name or ""), one_line(address)
     if not name:
         return address
-    shown = quoted(name) if name.isascii() else Header(name, "utf-8").encode(linesep=CRLF)
+    shown = quoted(name) if name.isascii() else encoded_words(name)
     return f"{shown} <{address}>"
 
 
@@ -116,7 +137,7 @@ def address_header(name: str, display: str | None, address: str) -> str:
         line = fold(f"{name}: {quoted(display)} <{address}>")
         if fits(line):
             return line
-    line = f"{name}: {Header(display, 'utf-8', header_name=name).encode(linesep=CRLF)}"
+    line = f"{name}: {encoded_words(display, name)}"
     last = line.rpartition(CRLF)[2]
     return f"{line}{' ' if len(last) + len(address) + 3 <= FOLD_AT else CRLF + ' '}<{address}>"
 
@@ -195,7 +216,7 @@ def build_email(
         address_header("From", config.from_.name, config.from_.email),
         address_header("To", to_name, to),
         header("Subject", rendered.subject),
-        f"Date: {format_datetime(now)}",
+        date_header(now),
         f"Message-ID: {message_id}",
         *(header(name, value) for name, value in headers.items()),
         "MIME-Version: 1.0",
