@@ -14,13 +14,15 @@ from email import message_from_bytes, policy
 
 import pytest
 from conftest import REPO
+from hypothesis import given
+from hypothesis import strategies as st
 from mjml import mjml2html
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
 from engine.errors import TemplateError
 from engine.mail.message import build_email
-from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context
+from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context, tidy
 from engine.mail.samples import build_samples
 from engine.mail.validation import sample_event
 
@@ -361,11 +363,19 @@ def test_every_line_is_crlf_and_short(project):
     assert str(message["List-Unsubscribe"]).endswith("t" * 300 + ">")
 
 
+@given(st.lists(st.text(st.sampled_from("\n \ta"), max_size=6), max_size=6))
+def test_a_derived_text_tidied_in_pieces_is_the_text_tidied_whole(pieces):
+    text = "".join(pieces)
+    assert "".join(tidy(tuple(pieces))) == re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
 def test_rendered_pieces_encode_as_the_whole(project, renderer):
     rendered = renderer.render("plain", "x", context_for(renderer, step={"number": 7}))
     assert len(rendered.html_pieces) > 3 and "".join(rendered.html_pieces) == rendered.html
+    assert len(rendered.text_pieces) > 3 and "".join(rendered.text_pieces) == rendered.text
     _, message = message_for(project, rendered)
     assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html.replace("\r\n", "\n")
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text.replace("\r\n", "\n")
 
 
 @pytest.mark.parametrize("field", ["to_name", "subject", "to"])

@@ -223,7 +223,7 @@ def build_email(
         fold(f'Content-Type: multipart/alternative; boundary="{boundary}"'),
         "",
         f"--{boundary}",
-        body_part("plain", [rendered.text]),
+        body_part("plain", rendered.text_pieces or [rendered.text]),
         f"--{boundary}",
         body_part("html", rendered.html_pieces or [rendered.html]),
         f"--{boundary}--",

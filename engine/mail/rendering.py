@@ -88,9 +88,10 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    # The HTML as Jinja produced it, piece by piece: the template's constant pieces recur in every
-    # email, so the message encodes each of them once (message.body_part).
+    # The HTML and the text as Jinja produced them, piece by piece: the template's constant pieces
+    # recur in every email, so the message encodes each of them once (message.body_part).
     html_pieces: tuple[str, ...] = ()
+    text_pieces: tuple[str, ...] = ()
 
 
 def is_rtl(locale: str) -> bool:
@@ -410,12 +411,14 @@ def plain_text(html: str, tags: list[str]) -> str:
     return "\n".join(MARKDOWN_ESCAPE.sub(r"\1", line).rstrip() for line in text.splitlines())
 
 
-def tidy(text: str) -> str:
+def tidy(pieces: tuple[str, ...]) -> tuple[str, ...]:
     """A derived plain text part as sent: no run of blank lines where an `{% if %}` left nothing,
-    one line break at the end."""
-    if "\n\n\n" in text:  # looked for first: most texts have none, and the substitution costs more
-        text = BLANK_LINES.sub("\n\n", text)
-    return text.strip() + "\n"
+    one line break at the end. Still in Jinja's pieces, unless blank lines had to be taken out or
+    the text begins or ends with a piece of white space."""
+    text = "".join(pieces)
+    if "\n\n\n" in text or len(pieces) < 2 or not (pieces[0].strip() and pieces[-1].strip()):
+        return (BLANK_LINES.sub("\n\n", text).strip() + "\n",)
+    return (pieces[0].lstrip(), *pieces[1:-1], pieces[-1].rstrip() + "\n")
 
 
 @dataclass
@@ -469,20 +472,17 @@ class Renderer:
         html, text = self.body(template, context)
         locale = context.get("locale") or self.config.default_locale
         subject_text = self.subject(self.subject_source(subject, locale), context, f"subject of {template}")
-        return RenderedEmail(subject=subject_text, html="".join(html), text=text, html_pieces=html)
+        return RenderedEmail(subject_text, "".join(html), "".join(text), html_pieces=html, text_pieces=text)
 
-    def body(self, template: str, context: dict[str, Any]) -> tuple[tuple[str, ...], str]:
-        """The HTML (in pieces) and the plain text of a template for one context."""
+    def body(self, template: str, context: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The HTML and the plain text of a template for one context, in pieces."""
         locale = context.get("locale") or self.config.default_locale
         mjml_name, text_name = self._files(template, locale)
         compiled = self.compile(mjml_name)
         html = self._run(compiled.html, mjml_name, context)
-        text = (
-            self._render_file(self.plain, text_name, context)
-            if text_name
-            else tidy("".join(self._run(compiled.text, mjml_name, context)))
-        )
-        return html, text
+        if text_name:
+            return html, self._run(self._load(self.plain, text_name), text_name, context, self.plain)
+        return html, tidy(self._run(compiled.text, mjml_name, context))
 
     def subject(self, source: str, context: dict[str, Any], what: str) -> str:
         """One subject line; a problem is reported as the line of `what` (a Jinja string has no file).
@@ -558,13 +558,21 @@ class Renderer:
         parts = name.split(".")
         return parts[-2] if len(parts) > 2 else self.config.default_locale
 
-    def _run(self, template: Template, name: str, context: dict[str, Any]) -> tuple[str, ...]:
-        """Render a compiled template, in pieces; on failure, render the file the slow way, which
-        names the file and line the author wrote."""
+    def _run(
+        self, template: Template, name: str, context: dict[str, Any], env: Environment | None = None
+    ) -> tuple[str, ...]:
+        """Render a template, in pieces; on failure, render the file the slow way (in `env`, the
+        markup one unless said), which names the file and line the author wrote."""
         try:  # what Template.generate does, without its copy of the context and its generator around this one
             return tuple(template.root_render_func(template.new_context(context)))
         except Exception as exc:  # a template on a customer's data may fail in any way: that email fails
-            self._render_file(self.markup, name, context)
+            self._render_file(env or self.markup, name, context)
+            raise self._error(exc, name) from None
+
+    def _load(self, env: Environment, name: str) -> Template:
+        try:
+            return env.get_template(name)
+        except Exception as exc:
             raise self._error(exc, name) from None
 
     def _render_file(self, env: Environment, name: str, context: dict[str, Any]) -> str:
