@@ -130,6 +130,9 @@ class LazyLinks(Mapping[str, Any]):
             self.made[name] = self.makers[name]()
         return self.made[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.makers  # without making the link, as Mapping's would
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.makers)
 

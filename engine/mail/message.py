@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
+from typing import NamedTuple
 
 from engine.config.settings import Config
 from engine.mail.rendering import RenderedEmail
@@ -86,14 +87,17 @@ def fits(lines: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def encoded_words(value: str, name: str = "") -> str:
-    """RFC 2047 encoded words for a header value (the field's name sets the first line's room):
-    a campaign's subject and sender come back in every email, so each is encoded once."""
+    """RFC 2047 encoded words for a header value (the field's name sets the first line's room),
+    made once for each: a sender's name comes back in every email a provider's API is given."""
     return Header(value, "utf-8", header_name=name or None).encode(linesep=CRLF)
 
 
+@lru_cache(maxsize=1024)
 def header(name: str, value: str) -> str:
     """One header field, folded at 78 characters where there is a space to fold at; encoded words
-    (which can be split anywhere) when the value is not ASCII or a run of it passes 998."""
+    (which can be split anywhere) when the value is not ASCII or a run of it passes 998. Made once
+    for each value: most of a campaign's headers (and a newsletter's subject) are the same in every
+    email."""
     value = one_line(value)
     if value.isascii():
         line = fold(f"{name}: {value}")
@@ -127,6 +131,7 @@ def mailbox(name: str | None, address: str) -> str:
     return f"{shown} <{address}>"
 
 
+@lru_cache(maxsize=1024)
 def address_header(name: str, display: str | None, address: str) -> str:
     """`Name: "Display" <address>`: the display name quoted, or as encoded words when it is not
     ASCII or too long to fold, the address on a line of its own when it would pass 78."""
@@ -142,8 +147,7 @@ def address_header(name: str, display: str | None, address: str) -> str:
     return f"{line}{' ' if len(last) + len(address) + 3 <= FOLD_AT else CRLF + ' '}<{address}>"
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """A piece of a text part, encoded: UTF-8 with CRLF lines, and as quoted-printable."""
 
     data: bytes
@@ -151,10 +155,12 @@ class Piece:
     quoted: bytes
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=8192)
 def encoded(piece: str) -> Piece:
-    """A template's constant pieces come back in every email: each is encoded once."""
-    data = piece.replace("\r\n", "\n").replace("\r", "\n").replace("\n", CRLF).encode("utf-8")
+    """A template's constant pieces come back in every email, and a first name in many: each is
+    encoded once (the room is for the links, which come once each)."""
+    text = str(piece)  # Jinja's escaped pieces are Markup, whose replace() escapes what it is given
+    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", CRLF).encode("utf-8")
     quoted = binascii.b2a_qp(data, istext=True)
     if b"\n" not in data:  # with no line break to copy, b2a_qp ends its soft line breaks with a bare LF
         quoted = quoted.replace(b"=\n", b"=\r\n")
@@ -166,19 +172,20 @@ def encoded(piece: str) -> Piece:
     return Piece(data, len(data) - len(data.translate(None, HIGH_BYTES)), quoted)
 
 
-def body_part(subtype: str, pieces: Sequence[str]) -> str:
+def body_part(subtype: str, pieces: Sequence[str]) -> bytes:
     """A text/* part in UTF-8: quoted-printable when mostly ASCII (English, HTML markup), else
     base64 (Arabic text), whichever is shorter. Quoted-printable pieces are joined by soft line
     breaks, so the pieces Jinja renders can be encoded separately."""
-    parts = [encoded(piece) for piece in pieces if piece]
-    size, high = sum(len(p.data) for p in parts), sum(p.high for p in parts)
-    if high * 6 < size:  # a high byte takes 3 characters in quoted-printable; base64 adds a third
-        encoding, payload = "quoted-printable", b"=\r\n".join(p.quoted for p in parts)
+    parts = list(map(encoded, filter(None, pieces)))
+    data, high, quoted = zip(*parts, strict=True) if parts else ((), (), ())
+    if sum(high) * 6 < sum(map(len, data)):  # a high byte takes 3 characters in quoted-printable; base64 adds a third
+        encoding, payload = b"quoted-printable", b"=\r\n".join(quoted)
     else:
-        encoding, payload = "base64", base64.encodebytes(b"".join(p.data for p in parts)).replace(b"\n", b"\r\n")
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
-        f"Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}" + payload.decode("ascii")
+        encoding, payload = b"base64", base64.encodebytes(b"".join(data)).replace(b"\n", b"\r\n")
+    return b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: %s\r\n\r\n%s' % (
+        subtype.encode(),
+        encoding,
+        payload,
     )
 
 
@@ -212,7 +219,7 @@ def build_email(
     else:
         headers["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation or out-of-office replies
     boundary = BOUNDARY_PREFIX + secrets.token_hex(12)
-    lines = [
+    head = [
         address_header("From", config.from_.name, config.from_.email),
         address_header("To", to_name, to),
         header("Subject", rendered.subject),
@@ -222,12 +229,16 @@ def build_email(
         "MIME-Version: 1.0",
         fold(f'Content-Type: multipart/alternative; boundary="{boundary}"'),
         "",
-        f"--{boundary}",
+    ]
+    separator = f"--{boundary}".encode()
+    raw = [
+        CRLF.join(head).encode("utf-8"),
+        separator,
         body_part("plain", rendered.text_pieces or [rendered.text]),
-        f"--{boundary}",
+        separator,
         body_part("html", rendered.html_pieces or [rendered.html]),
-        f"--{boundary}--",
-        "",
+        separator + b"--",
+        b"",
     ]
     return OutgoingEmail(
         send_id=send_id,
@@ -240,6 +251,6 @@ def build_email(
         text=rendered.text,
         message_id=message_id,
         headers=headers,
-        raw=CRLF.join(lines).encode("utf-8"),
+        raw=b"\r\n".join(raw),
         to_name=one_line(to_name) if to_name else None,
     )

@@ -234,7 +234,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, dict) and attribute in obj:
+        """A key first, of any mapping: `links.preferences` is read as a key straight away (Jinja
+        would look for an attribute of that name, fail, then read the key)."""
+        if isinstance(obj, (dict, Mapping)) and attribute in obj:  # dict first: the quicker test, and the usual
             return obj[attribute]
         return super().getattr(obj, attribute)
 
