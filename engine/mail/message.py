@@ -17,7 +17,6 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.header import Header
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from typing import NamedTuple
@@ -85,11 +84,26 @@ def fits(lines: str) -> bool:
     return len(lines) <= MAX_LINE or all(len(line) <= MAX_LINE for line in lines.split(CRLF))
 
 
-@lru_cache(maxsize=1024)
 def encoded_words(value: str, name: str = "") -> str:
-    """RFC 2047 encoded words for a header value (the field's name sets the first line's room),
-    made once for each: a sender's name comes back in every email a provider's API is given."""
-    return Header(value, "utf-8", header_name=name or None).encode(linesep=CRLF)
+    """RFC 2047 encoded words (UTF-8 in base64) for a header value, one a line, each line within
+    78 characters (the first also holds the field's `name`); a character is never split between
+    two words. Written here: the standard library's Header takes 50 µs for a name in Arabic."""
+    words, start, used = [], 0, 0
+    room = word_bytes(FOLD_AT - len(f"{name}: ") if name else FOLD_AT)
+    for i, char in enumerate(value):
+        size = len(char.encode())
+        if used + size > room and i > start:
+            words.append(value[start:i])
+            start, used, room = i, 0, word_bytes(FOLD_AT - 1)  # the next line begins with a space
+        used += size
+    words.append(value[start:])
+    return (CRLF + " ").join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode('ascii')}?=" for word in words)
+
+
+def word_bytes(line: int) -> int:
+    """The most UTF-8 bytes one encoded word holds on a line of `line` characters (RFC 2047: a word
+    is at most 75 characters, 12 of them its frame)."""
+    return (min(line, 75) - len("=?utf-8?b??=")) // 4 * 3
 
 
 @lru_cache(maxsize=1024)
