@@ -17,10 +17,13 @@ from conftest import REPO
 from hypothesis import given
 from hypothesis import strategies as st
 from mjml import mjml2html
+from test_delivery import NEWS
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
 from engine.errors import TemplateError
+from engine.mail.compose import compose
+from engine.mail.links import Links
 from engine.mail.message import build_email
 from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context, tidy
 from engine.mail.samples import build_samples
@@ -376,6 +379,20 @@ def test_rendered_pieces_encode_as_the_whole(project, renderer):
     _, message = message_for(project, rendered)
     assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html.replace("\r\n", "\n")
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text.replace("\r\n", "\n")
+
+
+def test_each_link_is_sealed_once_and_only_when_read(project, monkeypatch):
+    project.campaign("news", NEWS)
+    config = load_config(project.root / "config.yaml")
+    (campaign,) = load_campaigns(config)
+    links, sealed = Links(config), []
+    seal = links._seal
+    monkeypatch.setattr(links, "_seal", lambda purpose, fields: sealed.append(purpose) or seal(purpose, fields))
+    ann = {"customer_id": 7, "external_id": "c7", "email": "ann@example.com", "first_name": "Ann", "last_name": None}
+    ann |= {"locale": "en", "timezone": "UTC", "created_at": NOW, "attributes": {}}
+    email = compose(config, Renderer(config), links, campaign, 1, None, ann, None, send_id=1, now=NOW)
+    assert sorted(sealed) == ["preferences", "unsubscribe"]  # the headers' unsubscribe link is the template's
+    assert email.headers["List-Unsubscribe"] == f"<{links.base}/unsubscribe/{seal('unsubscribe', [7, 'news'])}>"
 
 
 @pytest.mark.parametrize("field", ["to_name", "subject", "to"])
