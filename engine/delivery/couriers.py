@@ -201,6 +201,7 @@ def _start_courier(courier: Courier, parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     courier.sender = type(courier.sender)(courier.config)
     _courier = courier
+    gc.freeze()  # what it inherited lives as long as it does: the collector need not look at it again
     util.Finalize(None, courier.sender.close, exitpriority=10)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
