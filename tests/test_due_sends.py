@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from conftest import customer
 from sqlalchemy import event, text
 
 from engine.campaigns.language import load_campaigns
 from engine.config.settings import load_config
+from engine.delivery import tick
 from engine.delivery.ledger import claim, due_query
 from engine.delivery.statuses import CLAIMABLE
 from engine.store.dialect import make_engine
@@ -73,3 +75,23 @@ def test_a_claim_finds_its_sends_by_id_never_through_a_status_index(project):
     store.dispose()
     assert claimed == set(ids)
     assert plans and all("INTEGER PRIMARY KEY" in step for step in plans if step.startswith("SEARCH send")), plans
+
+
+@pytest.mark.postgres
+def test_a_large_evaluation_reads_the_statistics_again(postgres_project, monkeypatch):
+    """PostgreSQL planned the frequency cap's query by default guesses on a send table it had
+    last seen empty, and read every send for each batch; a tick that creates many entries has the
+    statistics read again before it sends."""
+    project = postgres_project
+    project.campaign("news", NEWS)
+    project.customers(*(customer(f"c{i}") for i in range(30)))
+    project.events(*({"customer": f"c{i}", "event": "signed_up", "at": "2026-03-01T10:00:00Z"} for i in range(30)))
+    analyzed = "SELECT coalesce(analyze_count, 0) FROM pg_stat_user_tables WHERE relname = 'send'"
+    before = project.query(analyzed)[0][0]
+    monkeypatch.setattr(tick, "RESTATE", 30)
+    assert project.tick("2026-03-01T10:00:00Z")["news"] == {"entered": 30}
+    for _ in range(50):  # the statistics collector reports a moment later
+        if project.query(analyzed)[0][0] > before:
+            break
+        project.query("SELECT pg_stat_clear_snapshot()")
+    assert project.query(analyzed)[0][0] == before + 1

@@ -41,7 +41,7 @@ from engine.errors import Problem, TemplateError, describe
 from engine.mail.rendering import Renderer
 from engine.senders import Sender, SendResult
 from engine.store import tallies
-from engine.store.dialect import unavailable
+from engine.store.dialect import refresh_statistics, unavailable
 
 log = logging.getLogger("lifecycle.tick")
 UNREADABLE = (
@@ -50,6 +50,7 @@ UNREADABLE = (
 # What the rest of a batch is recorded with when it is held back: deferred, to be tried again.
 NOT_TRIED = SendResult(0, ok=False, error="not tried: the sender raised on an earlier message", transient=True)
 HELD_BACK = SendResult(0, ok=False, error="held back: the provider asked to slow down", throttled=True)
+RESTATE = 10_000  # entries created by one evaluation, from which the store's statistics are read again
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class Tick:
             with self._transaction(connection):
                 workers.recover_in_flight(connection, self.config.scheduler.lease, self.now, self.worker)
                 self._evaluate(connection)
+            if not self.dry_run and sum(counts["entered"] for counts in self.report.counts.values()) >= RESTATE:
+                with connection.begin():
+                    refresh_statistics(connection, "entry", "send")
             self.report.seconds["evaluate"] = time.perf_counter() - started
             names = [c.name for c in self.campaigns]
             held = guard.run(connection, self.config, names, self.sender, self.now, self.dry_run)

@@ -336,6 +336,16 @@ def try_advisory_lock(connection: Connection, key: int) -> bool:
     return bool(connection.execute(select(func.pg_try_advisory_xact_lock(key))).scalar())
 
 
+def refresh_statistics(connection: Connection, *tables: str) -> None:
+    """PostgreSQL: read the tables' statistics again after a large change (a broadcast's million
+    new sends), rather than wait for autovacuum, which may be minutes away. Until then the planner
+    prices a query on columns it has never seen filled by default guesses: it read every send for
+    each batch's frequency cap. SQLite's plans are fixed by the queries themselves (index hints)."""
+    if connection.dialect.name == "postgresql":
+        for table in tables:
+            connection.execute(text(f"ANALYZE {table}"))
+
+
 def plan_for_index_probes(connection: Connection) -> None:
     """PostgreSQL: for the rest of the transaction, price an index probe near a sequential read
     (random_page_cost 1.1, the usual setting for a store on SSD or in memory) and compile no query
