@@ -16,9 +16,12 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
+    String,
     and_,
     bindparam,
+    column,
     exists,
     false,
     literal,
@@ -27,6 +30,7 @@ from sqlalchemy import (
     select,
     true,
     update,
+    values,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import Label
@@ -476,9 +480,7 @@ def mark_sent(
     """Sends that went out, with the provider's message id: each entry's next step is scheduled, due
     its delay from now, or after the last step the entry is completed. `sent_at` stays as the claim
     set it (`now`, or an unknown send's claim): writing it again would rewrite three indexes a send."""
-    # Two statements, not one: a status moved set-wise costs SQLite a quarter of one moved row by row.
-    _set(connection, [send.id for send, _ in sent], {"status": SendStatus.SENT, "updated_at": now})
-    _change(connection, [{"id": send.id, "message_id": message_id} for send, message_id in sent if message_id])
+    _record_sent(connection, sent, now)
     if step < len(campaign.steps):
         due = now + campaign.steps[step].delay
         if alike(campaign, step + 1):
@@ -492,6 +494,29 @@ def mark_sent(
         schedule(connection, campaign, step + 1, following, now)
     else:
         _end_entries(connection, {EntryStatus.COMPLETED: [send.entry_id for send, _ in sent]})
+
+
+def _record_sent(connection: Connection, sent: Sequence[tuple[Settled, str | None]], now: datetime) -> None:
+    """`sent`, with each message id. PostgreSQL writes a new version of a row, every index entry
+    included, for each update of it: one statement joined to the ids (`UPDATE … FROM VALUES`).
+    SQLite changes rows in place, and moves a status set-wise in a quarter of the time it takes
+    row by row: the status for all at once, then the ids."""
+    with_ids = [(send.id, message_id) for send, message_id in sent if message_id]
+    if connection.dialect.name == "postgresql" and with_ids:
+        went = values(column("id", Integer), column("message_id", String), name="went").data(with_ids)
+        connection.execute(
+            update(Send)
+            .where(col(Send.id) == went.c.id)
+            .values(status=SendStatus.SENT, updated_at=now, message_id=went.c.message_id)
+        )
+        _set(
+            connection,
+            [send.id for send, message_id in sent if not message_id],
+            {"status": SendStatus.SENT, "updated_at": now},
+        )
+        return
+    _set(connection, [send.id for send, _ in sent], {"status": SendStatus.SENT, "updated_at": now})
+    _change(connection, [{"id": send_id, "message_id": message_id} for send_id, message_id in with_ids])
 
 
 def mark_failed(connection: Connection, failed: Sequence[tuple[DueSend, str | None]], now: datetime) -> None:
@@ -568,11 +593,11 @@ def _change(connection: Connection, changes: Iterable[Mapping[str, Any]]) -> Non
     for change in changes:
         alike[tuple(sorted((k, v) for k, v in change.items() if k != "id"))].append(change["id"])
     apart: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for values, ids in alike.items():
+    for same, ids in alike.items():
         if len(ids) > 1:
-            _set(connection, ids, dict(values))
+            _set(connection, ids, dict(same))
         else:
-            apart[tuple(field for field, _ in values)].append({"send_id": ids[0], **{f"new_{f}": v for f, v in values}})
+            apart[tuple(field for field, _ in same)].append({"send_id": ids[0], **{f"new_{f}": v for f, v in same}})
     for fields, rows in apart.items():
         statement = (
             update(Send).where(col(Send.id) == bindparam("send_id")).values({f: bindparam(f"new_{f}") for f in fields})
@@ -580,10 +605,10 @@ def _change(connection: Connection, changes: Iterable[Mapping[str, Any]]) -> Non
         connection.execute(statement, rows)
 
 
-def _set(connection: Connection, ids: Sequence[int], values: Mapping[str, Any]) -> None:
-    """Give the sends `ids` the same `values`, `SET_WISE` at a time."""
+def _set(connection: Connection, ids: Sequence[int], same: Mapping[str, Any]) -> None:
+    """Give the sends `ids` the `same` values, `SET_WISE` at a time."""
     for start in range(0, len(ids), SET_WISE):
-        connection.execute(update(Send).where(col(Send.id).in_(ids[start : start + SET_WISE])).values(values))
+        connection.execute(update(Send).where(col(Send.id).in_(ids[start : start + SET_WISE])).values(same))
 
 
 def _end_entries(connection: Connection, ended: Mapping[EntryStatus, list[int]]) -> None:
