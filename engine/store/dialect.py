@@ -183,13 +183,19 @@ def execute_bound(
     """SQLite: rows already bound (`bound_rows`), values in the order of `columns`, in one
     executemany of the driver, skipping those whose `conflict` key is taken; returns how many went in."""
     quote = connection.dialect.identifier_preparer.quote
-    skip = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
+    skip = _skipping_taken(connection, conflict)
     statement = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)}) "
         f"VALUES ({', '.join('?' for _ in columns)}){skip}"
     )
     result = connection.exec_driver_sql(statement, [tuple(row) for row in values])
     return int(result.rowcount)
+
+
+def _skipping_taken(connection: Connection, conflict: list[str] | None) -> str:
+    """The clause that skips a row whose `conflict` key is taken, or nothing without a key."""
+    quote = connection.dialect.identifier_preparer.quote
+    return f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
 
 
 def bound_rows(dialect: Dialect, table: Table, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
@@ -257,7 +263,7 @@ def copy_bound(
     with cursor, cursor.copy(f"COPY {staging} (_row, {names}) FROM STDIN") as copy:
         for number, row in enumerate(values):
             copy.write_row([number, *row])
-    skip = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
+    skip = _skipping_taken(connection, conflict)
     inserted = connection.exec_driver_sql(
         f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY _row{skip}"
     )
