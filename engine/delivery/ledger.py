@@ -501,21 +501,14 @@ def _record_sent(connection: Connection, sent: Sequence[tuple[Settled, str | Non
     included, for each update of it: one statement joined to the ids (`UPDATE … FROM VALUES`).
     SQLite changes rows in place, and moves a status set-wise in a quarter of the time it takes
     row by row: the status for all at once, then the ids."""
+    went = {"status": SendStatus.SENT, "updated_at": now}
     with_ids = [(send.id, message_id) for send, message_id in sent if message_id]
     if connection.dialect.name == "postgresql" and with_ids:
-        went = values(column("id", Integer), column("message_id", String), name="went").data(with_ids)
-        connection.execute(
-            update(Send)
-            .where(col(Send.id) == went.c.id)
-            .values(status=SendStatus.SENT, updated_at=now, message_id=went.c.message_id)
-        )
-        _set(
-            connection,
-            [send.id for send, message_id in sent if not message_id],
-            {"status": SendStatus.SENT, "updated_at": now},
-        )
+        ids = values(column("id", Integer), column("message_id", String), name="went").data(with_ids)
+        connection.execute(update(Send).where(col(Send.id) == ids.c.id).values(**went, message_id=ids.c.message_id))
+        _set(connection, [send.id for send, message_id in sent if not message_id], went)
         return
-    _set(connection, [send.id for send, _ in sent], {"status": SendStatus.SENT, "updated_at": now})
+    _set(connection, [send.id for send, _ in sent], went)
     _change(connection, [{"id": send_id, "message_id": message_id} for send_id, message_id in with_ids])
 
 
