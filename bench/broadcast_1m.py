@@ -10,7 +10,7 @@ Each run is a fresh store (customers generated set-wise in SQL, as in bench/tick
 tick's process, the straightforward way; more forks couriers that compose and send). Peak memory is
 the most the tick and its couriers held together, sampled from /proc every 0.5 s: their own
 (anonymous) pages, not the store's file SQLite maps into them; CPU is the user and system time of
-the tick and its couriers.
+the tick and its couriers; PostgreSQL's CPU is that of its own processes, which share the cores.
 """
 
 from __future__ import annotations
@@ -94,17 +94,36 @@ def private_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def database_cpu() -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL process on this machine (its backends, and the writers
+    and autovacuum that the tick's writes set to work), from /proc: none when the store is SQLite."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:  # gone in the meantime
+            continue
+    return found
+
+
 def tick(config: Path) -> dict[str, float]:
-    """One `lifecycle tick` process: its report, wall and CPU seconds, and peak memory."""
+    """One `lifecycle tick` process: its report, wall and CPU seconds, peak memory, and the CPU
+    seconds PostgreSQL spent meanwhile (a backend that ends between two samples loses at most the
+    last half second)."""
     command = [sys.executable, "-m", "engine", "tick", "--config", str(config), "--now", NOW.isoformat(), "--json"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
+    database_before = database_cpu()
+    database_seen = dict(database_before)
 
     def sample() -> None:
         while process.poll() is None:
             peak[0] = max(peak[0], private_mb(tree(process.pid)))
+            database_seen.update(database_cpu())
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -125,6 +144,7 @@ def tick(config: Path) -> dict[str, float]:
         "sent": counts.get("sent", 0),
         "not sent": sum(n for key, n in counts.items() if key.startswith(("skipped", "deferred", "failed"))),
         "peak": peak[0],
+        "database cpu": sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_seen.items()),
     }
 
 
@@ -173,13 +193,14 @@ def main() -> None:
     print(f"{args.customers:,} customers, one `schedule` campaign, null sender; {machine()}, load {os.getloadavg()}\n")
     print(
         "| store | workers | evaluate (s) | dispatch (s) | whole tick (s) | sent | skipped | sent/s | CPU (s) | "
-        "peak memory (MB) |"
+        "PostgreSQL CPU (s) | peak memory (MB) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for store, workers, r in rows:
         print(
             f"| {store} | {workers} | {r['evaluate']:.1f} | {r['dispatch']:.1f} | {r['wall']:.1f} | {r['sent']:,} | "
-            f"{r['not sent']:,} | {r['sent'] / r['wall']:,.0f} | {r['cpu']:.1f} | {r['peak']:.0f} |"
+            f"{r['not sent']:,} | {r['sent'] / r['wall']:,.0f} | {r['cpu']:.1f} | "
+            f"{r['database cpu']:.1f} | {r['peak']:.0f} |"
         )
 
 

@@ -21,17 +21,17 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    column,
     exists,
     false,
+    func,
     literal,
     literal_column,
     or_,
     select,
     true,
     update,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import Label
 from sqlmodel import col
@@ -496,16 +496,26 @@ def mark_sent(
         _end_entries(connection, {EntryStatus.COMPLETED: [send.entry_id for send, _ in sent]})
 
 
+# PostgreSQL's sends that went, with their message ids (`_record_sent`).
+WENT = (
+    func.unnest(bindparam("ids", type_=ARRAY(Integer)), bindparam("message_ids", type_=ARRAY(String)))
+    .table_valued("id", "message_id")
+    .render_derived(name="went")
+)
+
+
 def _record_sent(connection: Connection, sent: Sequence[tuple[Settled, str | None]], now: datetime) -> None:
     """`sent`, with each message id. PostgreSQL writes a new version of a row, every index entry
-    included, for each update of it: one statement joined to the ids (`UPDATE … FROM VALUES`).
-    SQLite changes rows in place, and moves a status set-wise in a quarter of the time it takes
-    row by row: the status for all at once, then the ids."""
+    included, for each update of it: one statement joined to the ids and message ids, bound as two
+    arrays (`UPDATE … FROM unnest(…)`), so that it is compiled once for every group, not for each
+    as a list of VALUES was (half the tick's own CPU in a broadcast). SQLite changes rows in place,
+    and moves a status set-wise in a quarter of the time it takes row by row: the status for all at
+    once, then the ids."""
     went = {"status": SendStatus.SENT, "updated_at": now}
     with_ids = [(send.id, message_id) for send, message_id in sent if message_id]
     if connection.dialect.name == "postgresql" and with_ids:
-        ids = values(column("id", Integer), column("message_id", String), name="went").data(with_ids)
-        connection.execute(update(Send).where(col(Send.id) == ids.c.id).values(**went, message_id=ids.c.message_id))
+        statement = update(Send).where(col(Send.id) == WENT.c.id).values(**went, message_id=WENT.c.message_id)
+        connection.execute(statement, {"ids": [i for i, _ in with_ids], "message_ids": [m for _, m in with_ids]})
         _set(connection, [send.id for send, message_id in sent if not message_id], went)
         return
     _set(connection, [send.id for send, _ in sent], went)
