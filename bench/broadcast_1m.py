@@ -10,7 +10,8 @@ Each run is a fresh store (customers generated set-wise in SQL, as in bench/tick
 tick's process, the straightforward way; more forks couriers that compose and send). Peak memory is
 the most the tick and its couriers held together, sampled from /proc every 0.5 s: their own
 (anonymous) pages, not the store's file SQLite maps into them; CPU is the user and system time of
-the tick and its couriers; PostgreSQL's CPU is that of its own processes, which share the cores.
+the tick and its couriers; PostgreSQL's CPU is that of its processes serving the bench's database,
+which share the cores.
 """
 
 from __future__ import annotations
@@ -95,12 +96,13 @@ def private_mb(pids: list[int]) -> float:
 
 
 def database_cpu() -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL process on this machine (its backends, and the writers
-    and autovacuum that the tick's writes set to work), from /proc: none when the store is SQLite."""
+    """CPU seconds so far of each PostgreSQL process serving the bench's database (its backends and
+    autovacuum workers, whose titles name it), from /proc: none when the store is SQLite. The
+    server's shared writers are left out: other work on the machine sets them going too."""
     found = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+            if entry.name.isdigit() and f" {POSTGRES_DB} " in (entry / "cmdline").read_text():
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 found[int(entry.name)] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
         except OSError:  # gone in the meantime
