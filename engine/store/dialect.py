@@ -15,17 +15,14 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
+    Column,
     ColumnElement,
     Float,
     Integer,
-    String,
     Table,
-    any_,
-    bindparam,
     event,
     func,
     literal,
-    literal_column,
     select,
     text,
 )
@@ -270,17 +267,27 @@ def copy_bound(
     return int(inserted.rowcount)
 
 
-def one_of(connection: Connection, column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
-    """`column IN values` with the values bound as ONE parameter, however many: PostgreSQL's
-    `= ANY(array)`, SQLite's `IN (SELECT value FROM json_each(text))`. An IN list binds one parameter
-    a value: looking up the customers of 500 events took 7 µs of the web server's CPU an id on
-    PostgreSQL, compiling and sending each, and takes 2.5 µs so (on SQLite 2.3 µs either way)."""
+def ids_of(connection: Connection, key: Column[Any], values: list[str]) -> dict[str, int]:
+    """The `id` of each row of `key`'s table whose `key` is one of `values`, as {value: id}. The
+    values are bound as ONE parameter, however many: PostgreSQL's `= ANY(array)`, SQLite's
+    `IN (SELECT value FROM json_each(text))`; an IN list binds one parameter a value, and looking up
+    the customers of 500 events so took 7 µs of the web server's CPU an id on PostgreSQL. It runs on
+    the driver's own cursor, in the connection's transaction: SQLAlchemy's statement and rows cost
+    another µs an id (2.0 µs against 1.0 on PostgreSQL, 1.6 against 0.9 on SQLite)."""
+    quote = connection.dialect.identifier_preparer.quote
+    table, column = quote(key.table.name), quote(key.name)
+    parameter: list[str] | str = values
     if connection.dialect.name == "postgresql":
-        return column == any_(bindparam("one_of", values, type_=postgresql.ARRAY(String)))
-    listed = select(literal_column("value", String)).select_from(
-        func.json_each(bindparam("one_of", JSON_SERIALIZER(values)))
-    )
-    return column.in_(listed.scalar_subquery())
+        statement = f"SELECT {column}, id FROM {table} WHERE {column} = ANY(%s)"
+    else:
+        statement = f"SELECT {column}, id FROM {table} WHERE {column} IN (SELECT value FROM json_each(?))"
+        parameter = JSON_SERIALIZER(values)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement, (parameter,))
+        return dict(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def one_writer(bind: Engine | Connection) -> bool:
