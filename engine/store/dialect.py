@@ -168,7 +168,8 @@ def execute_rows(
     returns how many went in (sqlite3's rowcount, summed over the rows). SQLAlchemy's own
     executemany builds parameters row by row in Python, which cost the import most of its time.
     Every row has the same keys; a column left out gets the database's default."""
-    return execute_bound(connection, table, list(rows[0]), bound_rows(connection.dialect, table, rows), conflict)
+    columns = list(rows[0])
+    return execute_bound(connection, table, columns, bound_rows(connection.dialect, table, columns, rows), conflict)
 
 
 def execute_bound(
@@ -196,13 +197,15 @@ def _skipping_taken(connection: Connection, conflict: list[str] | None) -> str:
     return f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO NOTHING" if conflict else ""
 
 
-def bound_rows(dialect: Dialect, table: Table, rows: list[dict[str, Any]]) -> Iterator[list[Any]]:
-    """Each row's values, in the order of the first row's keys, as the driver takes them: through
-    the processor of the column's type for this database, as SQLAlchemy's own statements bind them
-    (SQLite's times as text in SQLAlchemy's format), PostgreSQL's JSON as text for COPY (the one
-    statement that takes these rows there). Binding needs no connection, so it may be done before
-    a write transaction begins."""
-    processors = [(name, _processor(table.c[name].type, dialect)) for name in rows[0]]
+def bound_rows(
+    dialect: Dialect, table: Table, columns: Sequence[str], rows: Iterable[dict[str, Any]]
+) -> Iterator[list[Any]]:
+    """Each row's values of `columns` (a row may hold other keys too), in that order, as the driver
+    takes them: through the processor of the column's type for this database, as SQLAlchemy's own
+    statements bind them (SQLite's times as text in SQLAlchemy's format), PostgreSQL's JSON as text
+    for COPY (the one statement that takes these rows there). Binding needs no connection, so it
+    may be done before a write transaction begins."""
+    processors = [(name, _processor(table.c[name].type, dialect)) for name in columns]
     for row in rows:
         yield [process(row[name]) if process else row[name] for name, process in processors]
 
@@ -242,7 +245,8 @@ def copy_rows(
     """PostgreSQL's COPY, several times quicker than INSERTs for a batch: the rows are copied into a
     staging table (numbered, so they go in in their order) and inserted from there, skipping those
     whose `conflict` key is taken; returns how many went in. Every row has the same keys."""
-    return copy_bound(connection, table, list(rows[0]), bound_rows(connection.dialect, table, rows), conflict)
+    columns = list(rows[0])
+    return copy_bound(connection, table, columns, bound_rows(connection.dialect, table, columns, rows), conflict)
 
 
 def copy_bound(
