@@ -259,24 +259,55 @@ def copy_bound(
     """`copy_rows` for rows already bound (`bound_rows`), values in the order of `columns`. The staging
     table is the session's own (temporary), one for each set of columns, kept for its next batch and
     emptied at each commit: creating and dropping one for every batch of 500 events cost the database
-    about 2 of its 27 µs an event."""
+    about 2 of its 27 µs an event. The rows go in COPY's binary format, each value as its column's
+    type stores it: with the text format the driver wrote each value as text first, twice the
+    client's CPU a row (2.3 µs against 1.2, batches of 500 events). Binary JSON is a version byte
+    before the text, which the driver cannot write from text, so JSON is staged as text and cast as
+    it goes in."""
     quote = connection.dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in columns)
     staging, target = quote(f"staging_{table.name}_{zlib.crc32(names.encode()):08x}"), quote(table.name)
+    json_columns = {name for name in columns if isinstance(table.c[name].type.dialect_impl(connection.dialect), JSON)}
+    staged = ", ".join(
+        f"{quote(name)}::text AS {quote(name)}" if name in json_columns else quote(name) for name in columns
+    )
     connection.exec_driver_sql(
         f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "
-        f"AS SELECT 0 AS _row, {names} FROM {target} WITH NO DATA"
+        f"AS SELECT 0 AS _row, {staged} FROM {target} WITH NO DATA"
     )
     connection.exec_driver_sql(f"DELETE FROM {staging}")  # what an earlier copy of this transaction left
+    types = _staged_types(connection, staging)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor, cursor.copy(f"COPY {staging} (_row, {names}) FROM STDIN") as copy:
+    with cursor, cursor.copy(f"COPY {staging} (_row, {names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for number, row in enumerate(values):
             copy.write_row([number, *row])
+    typed = ", ".join(
+        f"CAST({quote(name)} AS {table.c[name].type.compile(dialect=connection.dialect)})"
+        if name in json_columns
+        else quote(name)
+        for name in columns
+    )
     skip = _skipping_taken(connection, conflict)
     inserted = connection.exec_driver_sql(
-        f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} ORDER BY _row{skip}"
+        f"INSERT INTO {target} ({names}) SELECT {typed} FROM {staging} ORDER BY _row{skip}"
     )
     return int(inserted.rowcount)
+
+
+def _staged_types(connection: Connection, staging: str) -> list[int]:
+    """The type of each column of a staging table, as binary COPY needs them told: asked once for
+    each of the session's staging tables, which keep their columns while the session lasts."""
+    known: dict[str, list[int]] = connection.info.setdefault("staged types", {})
+    if staging not in known:
+        known[staging] = list(
+            connection.exec_driver_sql(
+                "SELECT atttypid::int FROM pg_attribute WHERE attrelid = %(staging)s::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                {"staging": staging},
+            ).scalars()
+        )
+    return known[staging]
 
 
 def ids_of(connection: Connection, key: Column[Any], values: list[str]) -> dict[str, int]:
