@@ -31,7 +31,7 @@ from engine.clock import parse_instant, utcnow
 from engine.config.datamodel import Declared, convert, iso
 from engine.config.settings import Config
 from engine.errors import Problem, ProblemsError
-from engine.store.dialect import insert_rows, insert_rows_new, one_of
+from engine.store.dialect import ids_of, insert_rows, insert_rows_new
 from engine.store.jsontext import quick_json
 from engine.store.tables import Consent, Customer, Event, Subscription, table_of
 
@@ -505,8 +505,7 @@ def checked_record(clean: Clean, record: dict[str, Any] | BadRecord) -> Row:
 
 def customer_ids(connection: Connection, external_ids: Iterable[str]) -> dict[str, int]:
     """The store's id of each customer of `external_ids` that exists."""
-    known = one_of(connection, CUSTOMERS.c.external_id, list(external_ids))
-    return dict(connection.execute(select(CUSTOMERS.c.external_id, CUSTOMERS.c.id).where(known)).all())
+    return ids_of(connection, CUSTOMERS.c.external_id, list(external_ids))
 
 
 def _merged(earlier: Row, later: Row) -> Row:

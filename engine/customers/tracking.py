@@ -30,7 +30,8 @@ from engine.errors import Problem
 from engine.store.dialect import bound_rows, copies, copy_bound, execute_bound, one_writer
 
 Write = Callable[[Connection, Table, list[str], list[list[Any]], list[str]], int]
-COLUMNS = ["customer_id", "uid", "name", "at", "properties"]  # the customer's id, looked up in the transaction
+COLUMNS = ["customer_id", "uid", "name", "at", "properties"]
+CHECKED = COLUMNS[1:]  # bound from each checked event before the transaction; the customer's id is looked up in it
 
 
 def store_events(
@@ -58,8 +59,7 @@ def store_events(
 
 def _set_wise(engine: Engine, checked: list[tuple[int, dict[str, Any]]], label: str) -> ImportResult | None:
     """The checked events in one transaction, or None if the store refused it (nothing of it stays)."""
-    rows = [{name: row[name] for name in ("uid", "name", "at", "properties")} for _, row in checked]
-    values = zip(checked, bound_rows(engine.dialect, EVENTS, rows), strict=True)
+    values = zip(checked, bound_rows(engine.dialect, EVENTS, CHECKED, (row for _, row in checked)), strict=True)
     bound = [(index, row["customer"], value) for (index, row), value in values]
     result = ImportResult()
     try:
