@@ -215,7 +215,7 @@ def _processor(kind: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
         return sqlite_instant
     impl = kind.dialect_impl(dialect)
     if dialect.name == "postgresql" and isinstance(impl, JSON):
-        # COPY's text format takes JSON as its text: the plain JSON type's processor writes it with the
+        # COPY stages JSON as text (`copy_bound`): the plain JSON type's processor writes it with the
         # store's serializer, where psycopg's wraps each value for a dumper of its own, in Python
         # (2 µs an event of the ingest's COPY).
         return cast(Callable[[Any], Any], JSON.bind_processor(impl, dialect))
